@@ -1,0 +1,72 @@
+"""Typed errors shared by every layer of ocifs.
+
+Errors carry kinds, not numbers: only `ocifs.fuse` maps them to errno and only
+`ocifs.cli` maps them to exit codes. Messages are one line, name the file or
+digest concerned and say what is wrong, because they are shown to users as is.
+"""
+
+from __future__ import annotations
+
+
+class OcifsError(Exception):
+    """Base of every error ocifs raises on purpose."""
+
+
+class NotFound(OcifsError):
+    """A name does not exist in the tree."""
+
+
+class NotADirectory(OcifsError):
+    """A directory operation on something that is not a directory."""
+
+
+class IsADirectory(OcifsError):
+    """A file operation on a directory."""
+
+
+class ReadOnly(OcifsError):
+    """A write outside `.import/`, or anywhere in a read-only source."""
+
+
+class InvalidInput(OcifsError):
+    """Malformed input: bad digest, bad JSON, ambiguous or invalid document."""
+
+
+class Unsupported(OcifsError):
+    """Well-formed input that ocifs does not support (unknown algorithm, schema 1...)."""
+
+
+class NotAnImage(InvalidInput):
+    """SOURCE is not an OCI layout, OCI archive or docker-save archive."""
+
+
+class BlobUnavailable(OcifsError):
+    """A blob is missing, has the wrong size, or failed verification."""
+
+
+class LayerCorrupt(BlobUnavailable):
+    """A layer could not be decompressed or parsed past some point."""
+
+
+class DigestMismatch(OcifsError):
+    """Content does not hash to the digest it was named or described by."""
+
+
+class SizeMismatch(OcifsError):
+    """Content does not have the size its descriptor says."""
+
+
+class LimitExceeded(OcifsError):
+    """An input exceeded a documented limit (JSON size, member count, ...)."""
+
+
+class NameTooLong(OcifsError):
+    """A path component is longer than the kernel accepts."""
+
+
+class LockTimeout(OcifsError):
+    """The layout lock could not be taken in time."""
+
+
+class MountError(OcifsError):
+    """The mount could not be set up (mountpoint problems, FUSE unavailable)."""

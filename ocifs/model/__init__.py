@@ -1,0 +1,1 @@
+"""FUSE-free, I/O-free model of OCI content: digests, descriptors, documents."""

@@ -1,0 +1,1 @@
+"""Image sources: one module per kind, all behind `ocifs.sources.base.Source`."""

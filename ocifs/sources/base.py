@@ -1,0 +1,181 @@
+"""The small read interface every kind of image source implements.
+
+A source presents itself as an OCI image layout: the raw bytes of `oci-layout`
+and `index.json`, and blobs addressed by digest. Sources that lack some of these
+(a legacy `docker save` tar has no manifests) synthesize them and say so via
+`synthesized()`. Nothing here knows about FUSE.
+
+Thread-safety: `BlobReader.pread` may be called from worker threads
+concurrently; every other method is called on the trio thread.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Protocol
+
+from ocifs.model.digest import Digest
+
+
+class BlobReader(Protocol):
+    """Random access to one blob's bytes (or to a decompressed stream)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Up to `size` bytes at `offset`; short only at the end. Thread-safe."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class FileRegionReader:
+    """A region of a real file read with `os.pread`: layout blobs and tar members.
+
+    The file descriptor is shared, never owned: closing the reader does nothing;
+    whoever opened the fd closes it.
+    """
+
+    __slots__ = ("fd", "start", "_size")
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        self.fd = fd
+        self.start = start
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if offset >= self._size or size <= 0:
+            return b""
+        size = min(size, self._size - offset)
+        return os.pread(self.fd, size, self.start + offset)
+
+    def close(self) -> None:
+        pass
+
+
+class BytesReader:
+    """A blob held in memory (synthesized documents, descriptor `data` fields)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def pread(self, offset: int, size: int) -> bytes:
+        return self.data[offset : offset + size]
+
+    def close(self) -> None:
+        pass
+
+
+class ReaderFile(io.RawIOBase):
+    """A seekable, read-only file object over a BlobReader.
+
+    For libraries that want a file object (gzip/zstd random-access readers).
+    Not thread-safe: each user keeps its own instance.
+    """
+
+    def __init__(self, reader: BlobReader) -> None:
+        super().__init__()
+        self._reader = reader
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._reader.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        data = self._reader.pread(self._pos, len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, self._reader.size - self._pos)
+        data = self._reader.pread(self._pos, size)
+        self._pos += len(data)
+        return data
+
+
+class Source(ABC):
+    """An image source seen as an OCI layout. See the module docstring."""
+
+    #: "layout", "oci-archive" or "docker-archive"; shown in logs.
+    kind: str = ""
+    #: whether `.import/` is offered (layout directories only).
+    writable: bool = False
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @abstractmethod
+    def oci_layout_bytes(self) -> bytes:
+        """Raw `oci-layout` file (synthesized for sources that lack one)."""
+
+    @abstractmethod
+    def index_bytes(self) -> bytes:
+        """Raw `index.json` (synthesized for legacy docker-save archives)."""
+
+    def index_changed(self) -> bool:
+        """Cheap check whether `index.json` changed since the last `index_bytes()`."""
+        return False
+
+    @abstractmethod
+    def blob_size(self, digest: Digest) -> int | None:
+        """Size of the stored blob, or None if it is not present."""
+
+    @abstractmethod
+    def open_blob(self, digest: Digest) -> BlobReader:
+        """Random access to a blob. Raises `BlobUnavailable` if it cannot be read."""
+
+    @abstractmethod
+    def list_blobs(self) -> Iterable[Digest]:
+        """Every blob present in the source (for the `blobs/` directory)."""
+
+    def synthesized(self, digest: Digest) -> bool:
+        """True for blobs ocifs made up (legacy docker-save manifests)."""
+        return False
+
+    def identity(self) -> str:
+        """A string that changes when the source's content may have changed.
+
+        Used to key persistent caches of derived data for archive sources.
+        """
+        st = os.stat(self.path)
+        return f"{os.path.realpath(self.path)}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+    def close(self) -> None:
+        """Release file descriptors."""
