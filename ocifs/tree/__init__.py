@@ -1,0 +1,1 @@
+"""The virtual tree: inodes, names and attributes, pure Python (no pyfuse3)."""
