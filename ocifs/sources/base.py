@@ -40,7 +40,7 @@ class FileRegionReader:
     whoever opened the fd closes it.
     """
 
-    __slots__ = ("fd", "start", "_size")
+    __slots__ = ("_size", "fd", "start")
 
     def __init__(self, fd: int, start: int, size: int) -> None:
         self.fd = fd
@@ -175,7 +175,9 @@ class Source(ABC):
         Used to key persistent caches of derived data for archive sources.
         """
         st = os.stat(self.path)
-        return f"{os.path.realpath(self.path)}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        return (
+            f"{os.path.realpath(self.path)}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        )
 
     def close(self) -> None:
         """Release file descriptors."""

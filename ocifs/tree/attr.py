@@ -42,4 +42,6 @@ def dir_attr(inode: int, mtime_ns: int = 0, mutable: bool = False, perm: int = 0
 def file_attr(
     inode: int, size: int, mtime_ns: int = 0, mutable: bool = False, perm: int = 0o444
 ) -> Attr:
-    return Attr(inode=inode, mode=stat.S_IFREG | perm, size=size, mtime_ns=mtime_ns, mutable=mutable)
+    return Attr(
+        inode=inode, mode=stat.S_IFREG | perm, size=size, mtime_ns=mtime_ns, mutable=mutable
+    )

@@ -1,0 +1,167 @@
+"""Mount lifecycle: check the mountpoint, build the tree, run pyfuse3, unmount cleanly.
+
+`ocifs mount` (cli) validates and then starts this code in a detached child
+process with a pipe: the child writes `ready` once the kernel mount answers
+requests, or one error line, and the parent prints it and exits accordingly.
+The child never forks inside a running trio loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from ocifs.cache import DiskCache
+from ocifs.errors import MountError
+from ocifs.fuse import Operations
+from ocifs.sources.base import Source
+from ocifs.tree.tree import Tree
+
+log = logging.getLogger(__name__)
+
+#: Readahead the daemon asks the kernel for (BASELINES §4: the biggest lever for
+#: uncached sequential reads; requests are capped at 1 MiB by max_pages anyway).
+READ_AHEAD_KB = 1024
+
+
+@dataclass
+class MountOptions:
+    fuse_options: list[str] = field(default_factory=list)
+    allow_other: bool = False
+    read_only: bool = False
+    cache_dir: str | None = None
+    cache_size: int | None = None
+    debug: bool = False
+
+
+def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
+    """One-line errors for mountpoints that cannot be used."""
+    try:
+        st = os.stat(mountpoint)
+    except FileNotFoundError:
+        raise MountError(f"{mountpoint}: mountpoint does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountError(
+                f"{mountpoint}: a dead FUSE mount is here; run `ocifs umount {mountpoint}` first"
+            ) from None
+        raise MountError(f"{mountpoint}: cannot use as mountpoint: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"{mountpoint}: mountpoint is not a directory")
+    if os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint}: something is already mounted here")
+    if not nonempty_ok:
+        try:
+            if os.listdir(mountpoint):
+                raise MountError(
+                    f"{mountpoint}: mountpoint is not empty (use -o nonempty to mount anyway)"
+                )
+        except PermissionError:
+            raise MountError(f"{mountpoint}: mountpoint is not readable") from None
+
+
+def _fuse_options(source: Source, opts: MountOptions) -> set[str]:
+    options = set(pyfuse3.default_options)  # default_permissions
+    options |= {"fsname=ocifs", "subtype=ocifs", "nosuid", "nodev", "noatime"}
+    if not source.writable:
+        options.add("ro")
+    if opts.allow_other:
+        options.add("allow_other")
+    for item in opts.fuse_options:
+        if item not in ("nonempty", "rw"):
+            options.add(item)
+    return options
+
+
+def build_cache(opts: MountOptions) -> DiskCache:
+    from ocifs.cache import DEFAULT_LIMIT, default_directory
+
+    directory = Path(opts.cache_dir) if opts.cache_dir else default_directory()
+    return DiskCache(directory, opts.cache_size or DEFAULT_LIMIT)
+
+
+def _set_readahead(mountpoint: str) -> None:
+    """Raise the mount's readahead window (root only; silently skipped otherwise)."""
+    try:
+        dev = os.stat(mountpoint).st_dev
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(path, "w") as f:
+            f.write(str(READ_AHEAD_KB))
+    except OSError as exc:
+        log.debug("could not set readahead: %s", exc)
+
+
+def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | None) -> int:
+    """Mount and serve until unmounted or signalled. Returns the exit status."""
+    from ocifs.layers.store import LayerStore
+
+    cache = build_cache(opts)
+    area = None
+    if source.writable and not opts.read_only:
+        from ocifs.importer.area import ImportDir, recover
+
+        recover(source.path)
+        tree_holder: list[Tree] = []
+        area = ImportDir(source.path, lambda: tree_holder[0].refresh())
+    else:
+        source.writable = False
+    layers = LayerStore(source, cache)
+    tree = Tree(source, layers, has_import=area is not None)
+    if area is not None:
+        tree_holder.append(tree)
+    ops = Operations(tree, area)
+    try:
+        pyfuse3.init(ops, mountpoint, _fuse_options(source, opts))
+    except RuntimeError as exc:
+        raise MountError(f"{mountpoint}: cannot mount: {exc}") from None
+    log.info("mounted %s (%s) on %s", source.path, source.kind, mountpoint)
+    status = 0
+    try:
+        trio.run(_main, ops, mountpoint, ready_fd)
+    except BaseException:
+        log.exception("ocifs stopped on an internal error")
+        status = 1
+    finally:
+        if area is not None:
+            area.close()
+        tree.blob_access.close()
+        source.close()
+        pyfuse3.close(unmount=True)
+        log.info("unmounted %s", mountpoint)
+    return status
+
+
+async def _main(ops: Operations, mountpoint: str, ready_fd: int | None) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ops.run_invalidations)
+        nursery.start_soon(_on_signals)
+        nursery.start_soon(_announce_ready, mountpoint, ready_fd)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _on_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("signal %d: unmounting", signum)
+            pyfuse3.terminate()
+            return
+
+
+async def _announce_ready(mountpoint: str, ready_fd: int | None) -> None:
+    # stat() of the mountpoint goes through our own loop, so it proves the mount answers.
+    await trio.to_thread.run_sync(_set_readahead, mountpoint)
+    if ready_fd is not None:
+        try:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+        except OSError:
+            pass

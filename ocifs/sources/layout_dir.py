@@ -1,0 +1,155 @@
+"""An OCI image layout directory as a Source.
+
+Blobs are opened with O_NOFOLLOW and must be regular files: a symlink planted
+under `blobs/` is treated as a missing blob, never followed. Paths are built
+only from validated digests.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Iterator
+
+from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage
+from ocifs.model import digest as digest_mod
+from ocifs.model import documents
+from ocifs.model.digest import Digest
+from ocifs.sources.base import FileRegionReader, Source
+
+log = logging.getLogger(__name__)
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class OwnedFileReader(FileRegionReader):
+    """A whole blob file whose descriptor this reader owns."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _read_small(path: str, what: str) -> bytes:
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise NotAnImage(f"{path}: missing (not an OCI image layout)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInput(f"{path}: is a symlink; {what} must be a regular file") from None
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidInput(f"{path}: not a regular file")
+        if st.st_size > documents.MAX_DOCUMENT_BYTES:
+            raise InvalidInput(
+                f"{path}: {st.st_size} bytes exceeds the {documents.MAX_DOCUMENT_BYTES} byte limit"
+            )
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+class LayoutDir(Source):
+    """See the module docstring. Validates `oci-layout` and `index.json` on open."""
+
+    kind = "layout"
+
+    def __init__(self, path: str, *, writable: bool = True) -> None:
+        super().__init__(path)
+        if not os.path.exists(path):
+            raise NotAnImage(f"{path}: no such file or directory")
+        if not os.path.isdir(path):
+            raise NotAnImage(f"{path}: not a directory")
+        self.writable = writable
+        self._layout_path = os.path.join(path, "oci-layout")
+        self._index_path = os.path.join(path, "index.json")
+        self._oci_layout = _read_small(self._layout_path, "oci-layout")
+        documents.parse_oci_layout(self._oci_layout, self._layout_path)
+        self._index_stamp: tuple[int, int, int, int] | None = None
+        # Validate now so a broken index.json is a mount error, not a broken mount.
+        documents.parse_index(self.index_bytes(), self._index_path)
+
+    def oci_layout_bytes(self) -> bytes:
+        return self._oci_layout
+
+    def _stamp(self) -> tuple[int, int, int, int] | None:
+        try:
+            st = os.stat(self._index_path, follow_symlinks=False)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def index_bytes(self) -> bytes:
+        try:
+            data = _read_small(self._index_path, "index.json")
+        except NotAnImage:
+            raise InvalidInput(f"{self._index_path}: missing") from None
+        self._index_stamp = self._stamp()
+        return data
+
+    def index_changed(self) -> bool:
+        return self._stamp() != self._index_stamp
+
+    def blob_path(self, digest: Digest) -> str:
+        return os.path.join(self.path, "blobs", digest.algorithm, digest.hex)
+
+    def blob_size(self, digest: Digest) -> int | None:
+        try:
+            st = os.stat(self.blob_path(digest), follow_symlinks=False)
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def open_blob(self, digest: Digest) -> OwnedFileReader:
+        path = self.blob_path(digest)
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError:
+            raise BlobUnavailable(f"blob {digest}: missing ({path})") from None
+        except OSError as exc:
+            reason = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
+            raise BlobUnavailable(f"blob {digest}: cannot open {path}: {reason}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise BlobUnavailable(f"blob {digest}: {path} is not a regular file")
+        return OwnedFileReader(fd, 0, st.st_size)
+
+    def list_blobs(self) -> Iterator[Digest]:
+        blobs = os.path.join(self.path, "blobs")
+        try:
+            algorithms = sorted(os.listdir(blobs))
+        except OSError:
+            return
+        for alg in algorithms:
+            if alg not in digest_mod.HEX_LENGTHS:
+                continue
+            try:
+                with os.scandir(os.path.join(blobs, alg)) as it:
+                    names = sorted(e.name for e in it if e.is_file(follow_symlinks=False))
+            except OSError:
+                continue
+            for name in names:
+                try:
+                    yield digest_mod.from_parts(alg, name)
+                except (InvalidInput, ValueError):
+                    continue
+
+    def identity(self) -> str:
+        return os.path.realpath(self.path)

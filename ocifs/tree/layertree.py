@@ -1,0 +1,166 @@
+"""Nodes for layer contents: `layers/<n>/` trees and the merged `rootfs/`.
+
+Directories are per place in the tree (a directory inode has one parent), but
+files, symlinks and special files are shared by (layer digest, identity): the
+same layer seen from two images, a hard link, and the rootfs view of a file all
+reach one inode, so the kernel's page cache is shared between them too.
+"""
+
+from __future__ import annotations
+
+import stat
+from typing import TYPE_CHECKING
+
+from ocifs.errors import InvalidInput
+from ocifs.layers.entry import Entry, Kind
+from ocifs.tree.attr import Attr
+from ocifs.tree.nodes import Children, DirNode, Node
+
+if TYPE_CHECKING:
+    from ocifs.layers.entry import LayerIndex
+    from ocifs.layers.merge import MergedTree
+    from ocifs.layers.store import LayerStore
+    from ocifs.model.descriptor import Descriptor
+    from ocifs.tree.tree import Tree
+
+_TYPE_BITS = {
+    Kind.FILE: stat.S_IFREG,
+    Kind.DIR: stat.S_IFDIR,
+    Kind.SYMLINK: stat.S_IFLNK,
+    Kind.CHAR: stat.S_IFCHR,
+    Kind.BLOCK: stat.S_IFBLK,
+    Kind.FIFO: stat.S_IFIFO,
+}
+
+
+def entry_attr(inode: int, entry: Entry) -> Attr:
+    size = entry.size if entry.kind == Kind.FILE else 0
+    if entry.kind == Kind.SYMLINK:
+        size = len(entry.link.encode("utf-8", "surrogateescape"))
+    return Attr(
+        inode=inode,
+        mode=_TYPE_BITS[entry.kind] | (entry.mode & 0o7777),
+        size=size,
+        nlink=max(1, entry.nlink),
+        uid=entry.uid,
+        gid=entry.gid,
+        mtime_ns=entry.mtime_ns,
+        rdev=entry.rdev,
+    )
+
+
+class MemberNode(Node):
+    """A non-directory layer entry (file, symlink, device, fifo)."""
+
+    __slots__ = ("_attr", "desc", "entry", "store")
+
+    def __init__(self, inode: int, store: LayerStore, desc: Descriptor, entry: Entry) -> None:
+        super().__init__(inode)
+        self.store = store
+        self.desc = desc
+        self.entry = entry
+        self._attr = entry_attr(inode, entry)
+
+    def attr(self) -> Attr:
+        return self._attr
+
+    async def read(self, offset: int, size: int) -> bytes:
+        entry = self.entry
+        if entry.kind != Kind.FILE:
+            # Devices and fifos are shown, never opened on the host: they read as empty.
+            return b""
+        if offset >= entry.size:
+            return b""
+        return await self.store.read(self.desc, entry, offset, min(size, entry.size - offset))
+
+    def readlink(self) -> str:
+        if self.entry.kind != Kind.SYMLINK:
+            raise InvalidInput(f"inode {self.inode}: not a symlink")
+        return self.entry.link
+
+    def xattrs(self) -> dict[str, bytes]:
+        return self.entry.xattrs or {}
+
+
+class EntryDir(DirNode):
+    """A directory that takes its attributes from a layer entry."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, inode: int, entry: Entry | None, build: object) -> None:
+        super().__init__(inode, build)  # type: ignore[arg-type]
+        self.entry = entry
+
+    def attr(self) -> Attr:
+        if self.entry is None:
+            return super().attr()
+        return entry_attr(self.inode, self.entry)
+
+    def xattrs(self) -> dict[str, bytes]:
+        return (self.entry.xattrs or {}) if self.entry is not None else {}
+
+
+def layer_dir(tree: Tree, desc: Descriptor, index: LayerIndex, idx: int) -> EntryDir:
+    """The directory entry `idx` of one layer's tree, children built on first use."""
+
+    async def build() -> Children:
+        children: Children = {}
+        for name, child in (index.children[idx] or {}).items():
+            entry = index.entries[child]
+            if entry.kind == Kind.DIR:
+                children[name] = layer_dir(tree, desc, index, child)
+            else:
+                children[name] = tree.member_node(desc, index, entry.identity)
+        return children
+
+    return EntryDir(tree.alloc_inode(), index.entries[idx], build)
+
+
+def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
+    """`layers/<n>/`: indexing starts on first lookup or listing, not before."""
+    store = tree.layers
+    node = EntryDir(tree.alloc_inode(), None, None)
+
+    async def build() -> Children:
+        index = await store.index(desc)
+        node.entry = index.entries[0]
+        inner = layer_dir(tree, desc, index, 0)
+        return await inner.children()
+
+    node._build = build
+    return node
+
+
+def rootfs_dir(
+    tree: Tree, descs: list[Descriptor], indexes: list[LayerIndex], merged: MergedTree, node_id: int
+) -> EntryDir:
+    layer_no, entry_idx = merged.source(node_id)
+
+    async def build() -> Children:
+        children: Children = {}
+        for name, child in merged.children(node_id).items():
+            c_layer, c_idx = merged.source(child)
+            entry = indexes[c_layer].entries[c_idx]
+            if entry.kind == Kind.DIR:
+                children[name] = rootfs_dir(tree, descs, indexes, merged, child)
+            else:
+                children[name] = tree.member_node(descs[c_layer], indexes[c_layer], entry.identity)
+        return children
+
+    return EntryDir(tree.alloc_inode(), indexes[layer_no].entries[entry_idx], build)
+
+
+def rootfs_root(tree: Tree, descs: list[Descriptor]) -> EntryDir:
+    """`rootfs/`: merging (and indexing every layer) starts on first use."""
+    node = EntryDir(tree.alloc_inode(), None, None)
+
+    async def build() -> Children:
+        store = tree.layers
+        indexes = [await store.index(d) for d in descs]
+        merged = await store.merged(descs)
+        inner = rootfs_dir(tree, descs, indexes, merged, 0)
+        node.entry = inner.entry
+        return await inner.children()
+
+    node._build = build
+    return node

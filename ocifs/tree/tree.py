@@ -1,0 +1,341 @@
+"""The whole mounted tree: inode table, the fixed top level, refs and by-digest.
+
+Layout (see README): `oci-layout`, `index.json`, `blobs/<alg>/<hex>`,
+`refs/<name>/`, `by-digest/<alg>:<hex>/`, and `.import/` for writable sources
+(owned by the import area). The parts that follow index.json are rebuilt by
+`refresh()`; everything below a manifest directory is immutable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from ocifs import catalog as catalog_mod
+from ocifs.errors import NotFound, OcifsError
+from ocifs.model import documents
+from ocifs.model import mediatypes as mt
+from ocifs.model.descriptor import Descriptor
+from ocifs.model.digest import HEX_LENGTHS, Digest
+from ocifs.model.naming import platform_dir
+from ocifs.sources.base import Source
+from ocifs.tree import layertree
+from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
+from ocifs.tree.blobs import BlobAccess
+from ocifs.tree.nodes import BlobFile, BytesFile, Children, DirNode, Node
+
+if TYPE_CHECKING:
+    from ocifs.layers.entry import LayerIndex
+    from ocifs.layers.store import LayerStore
+
+log = logging.getLogger(__name__)
+
+N = TypeVar("N", bound=Node)
+
+#: How often (seconds) mutable directories re-check index.json for outside changes.
+REFRESH_INTERVAL = 0.5
+
+Invalidator = Callable[[int, str | None], None]
+"""(parent inode, name) invalidates a dentry; (inode, None) an inode's attributes and data."""
+
+RESERVED_IN_IMAGE_DIR = frozenset(
+    {
+        "manifest.json",
+        "index.json",
+        "descriptor.json",
+        "config.json",
+        "layers",
+        "rootfs",
+        "platforms",
+    }
+)
+
+
+class Tree:
+    """See the module docstring. All methods run on the trio thread."""
+
+    def __init__(self, source: Source, layers: LayerStore, *, has_import: bool) -> None:
+        self.source = source
+        self.layers = layers
+        self.blob_access = BlobAccess(source)
+        self.nodes: dict[int, Node] = {}
+        self._next_inode = ROOT_INODE
+        self._members: dict[tuple[Digest, int], Node] = {}
+        self._blob_files: dict[tuple[Digest, int], BlobFile] = {}
+        self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
+        self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
+        self.invalidate: Invalidator = lambda _ino, _name: None
+        self._last_check = 0.0
+        self.has_import = has_import
+        self.import_node: Attr | None = None
+
+        now = time.time_ns()
+        self.root = DirNode(self._alloc_root(), children={}, mutable=True, mtime_ns=now, perm=0o755)
+        self.oci_layout = self._register(BytesFile(self.alloc_inode(), source.oci_layout_bytes()))
+        self.index_file = self._register(BytesFile(self.alloc_inode(), b"", mutable=True))
+        self.refs = self._register(DirNode(self.alloc_inode(), children={}, mutable=True))
+        self._refs_dirs[()] = self.refs
+        self.by_digest = self._register(
+            DirNode(self.alloc_inode(), self._build_by_digest, mutable=True)
+        )
+        self.blobs = self._register(DirNode(self.alloc_inode(), children={}, mutable=True))
+        self._blob_algs: dict[str, DirNode] = {}
+        for alg in sorted(HEX_LENGTHS):
+            self._blob_algs[alg] = self._register(
+                DirNode(self.alloc_inode(), self._blob_lister(alg), mutable=True)
+            )
+        self.blobs.set_children(dict(self._blob_algs))
+        self.root.set_children(
+            {
+                "oci-layout": self.oci_layout,
+                "index.json": self.index_file,
+                "blobs": self.blobs,
+                "refs": self.refs,
+                "by-digest": self.by_digest,
+            }
+        )
+        self.catalog = catalog_mod.build(source)
+        self._apply_catalog(self.catalog, initial=True)
+
+    # ----- inode table -------------------------------------------------------
+
+    def _alloc_root(self) -> int:
+        ino = self._next_inode
+        self._next_inode += 1
+        return ino
+
+    def alloc_inode(self) -> int:
+        ino = self._next_inode
+        self._next_inode += 1
+        if ino >= IMPORT_INODE_BASE:
+            raise OcifsError("inode space exhausted")
+        return ino
+
+    def _register(self, node: N) -> N:
+        self.nodes[node.inode] = node
+        return node
+
+    def get(self, inode: int) -> Node:
+        if inode == ROOT_INODE:
+            return self.root
+        node = self.nodes.get(inode)
+        if node is None:
+            raise NotFound(f"inode {inode}: unknown")
+        return node
+
+    async def lookup(self, parent: int, name: str) -> Node:
+        pnode = self.get(parent)
+        if pnode.mutable:
+            self.maybe_refresh()
+        children = await pnode.children()
+        child = children.get(name)
+        if child is None:
+            raise NotFound(name)
+        self.nodes[child.inode] = child
+        return child
+
+    async def listdir(self, inode: int) -> Children:
+        node = self.get(inode)
+        if node.mutable:
+            self.maybe_refresh()
+        children = await node.children()
+        nodes = self.nodes
+        for child in children.values():
+            nodes[child.inode] = child
+        return children
+
+    # ----- shared nodes ------------------------------------------------------
+
+    def member_node(self, desc: Descriptor, index: LayerIndex, identity: int) -> Node:
+        key = (desc.digest, identity)
+        node = self._members.get(key)
+        if node is None:
+            node = layertree.MemberNode(
+                self.alloc_inode(), self.layers, desc, index.entries[identity]
+            )
+            self._members[key] = node
+        return node
+
+    def blob_file(self, digest: Digest, size: int) -> BlobFile:
+        key = (digest, size)
+        node = self._blob_files.get(key)
+        if node is None:
+            node = self._blob_files[key] = BlobFile(
+                self.alloc_inode(), self.blob_access, digest, size
+            )
+        return node
+
+    # ----- index.json, refs/ and by-digest/ ----------------------------------
+
+    def maybe_refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._last_check < REFRESH_INTERVAL:
+            return
+        self._last_check = now
+        if self.source.index_changed():
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read index.json and the blob set; invalidate what the kernel cached."""
+        try:
+            cat = catalog_mod.build(self.source)
+        except OcifsError as exc:
+            log.error("index.json changed but cannot be used (keeping the previous view): %s", exc)
+            return
+        self.catalog = cat
+        self._apply_catalog(cat, initial=False)
+        for alg_dir in self._blob_algs.values():
+            alg_dir.reset()
+            self.invalidate(alg_dir.inode, None)
+
+    def _apply_catalog(self, cat: catalog_mod.Catalog, *, initial: bool) -> None:
+        index_file = self.index_file
+        changed = index_file.data != cat.index_bytes
+        index_file.data = cat.index_bytes
+        index_file.mtime_ns = time.time_ns()
+        # refs/: one directory per ref-name prefix; a prefix that is itself a ref
+        # is also that image's directory. Deepest first, so children exist.
+        below: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {(): {}}
+        for path in cat.refs:
+            for depth in range(1, len(path) + 1):
+                below.setdefault(path[:depth], {})
+                below[path[: depth - 1]][path[depth - 1]] = path[:depth]
+        old_top = set(self.refs._children or {})
+        built: dict[tuple[str, ...], DirNode] = {}
+        for path in sorted(below, key=len, reverse=True):
+            children: Children = {name: built[sub] for name, sub in below[path].items()}
+            if path:
+                built[path] = self._refs_dir(path, cat.refs.get(path), children, initial)
+            else:
+                self.refs.set_children(children)
+        if not initial:
+            self.by_digest.reset()
+            if changed:
+                self.invalidate(index_file.inode, None)
+            for name in old_top | set(below[()]):
+                self.invalidate(self.refs.inode, name)
+            self.invalidate(self.refs.inode, None)
+
+    def _refs_dir(
+        self, path: tuple[str, ...], desc: Descriptor | None, children: Children, initial: bool
+    ) -> DirNode:
+        """`refs/<path>`: deeper ref names below it, and the image if `path` is a ref."""
+        old = self._refs_dirs.get(path)
+        inode = old.inode if old is not None else self.alloc_inode()
+        if desc is None:
+            node = DirNode(inode, children=children, mutable=True)
+        else:
+            image = self._image_dir(("refs", *path), desc)
+
+            async def build() -> Children:
+                merged = dict(await image.children())
+                for name, child in children.items():
+                    if name in merged:
+                        log.warning(
+                            "ref %r clashes with the file %r of ref %r; it is only under "
+                            "by-digest/",
+                            "/".join((*path, name)),
+                            name,
+                            "/".join(path),
+                        )
+                        continue
+                    merged[name] = child
+                return merged
+
+            node = DirNode(inode, build, mutable=True)
+        self._refs_dirs[path] = node
+        self.nodes[inode] = node
+        if old is not None and not initial:
+            for name in set(old._children or {}) | set(children):
+                self.invalidate(inode, name)
+        return node
+
+    async def _build_by_digest(self) -> Children:
+        found = catalog_mod.reachable(self.source, self.catalog)
+        return {str(d): self._image_dir(("by-digest",), desc) for d, desc in sorted(found.items())}
+
+    def _image_dir(self, where: tuple[str, ...], desc: Descriptor) -> DirNode:
+        """A manifest's or index's directory; one per (place, digest)."""
+        key = ("/".join(where), desc.digest)
+        node = self._image_dirs.get(key)
+        if node is None:
+            node = DirNode(self.alloc_inode(), lambda: self._image_children(desc))
+            self._image_dirs[key] = node
+        return node
+
+    async def _image_children(self, desc: Descriptor) -> Children:
+        kind = documents.kind_of(desc.media_type)
+        doc_name = "index.json" if kind == "index" else "manifest.json"
+        children: Children = {
+            doc_name: self.blob_file(desc.digest, desc.size),
+            "descriptor.json": BytesFile(self.alloc_inode(), self._descriptor_json(desc)),
+        }
+        try:
+            data = catalog_mod.read_document(self.source, desc)
+            if kind == "index":
+                index = documents.parse_index(data, f"index {desc.digest}")
+                children["platforms"] = self._platforms_dir(index)
+            elif kind == "manifest":
+                manifest = documents.parse_manifest(data, f"manifest {desc.digest}")
+                children["config.json"] = self.blob_file(
+                    manifest.config.digest, manifest.config.size
+                )
+                children["layers"] = self._layers_dir(manifest.layers)
+                if manifest.is_image:
+                    children["rootfs"] = layertree.rootfs_root(self, manifest.layers)
+        except OcifsError as exc:
+            log.error("%s (only %s and descriptor.json are shown)", exc, doc_name)
+        return children
+
+    def _descriptor_json(self, desc: Descriptor) -> bytes:
+        raw = (
+            dict(desc.raw)
+            if desc.raw
+            else {
+                "mediaType": desc.media_type,
+                "digest": str(desc.digest),
+                "size": desc.size,
+            }
+        )
+        if self.source.synthesized(desc.digest):
+            raw["ocifs.synthesized"] = (
+                "this manifest does not exist in the archive; ocifs synthesized it "
+                "from the docker-save manifest.json and the image config"
+            )
+        return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
+
+    def _platforms_dir(self, index: documents.Index) -> DirNode:
+        children: Children = {}
+        for desc in index.manifests:
+            name = platform_dir(desc.platform, desc.digest.hex)
+            if name in children:
+                name = f"{name}-{desc.digest.hex[:12]}"
+            children[name] = self._image_dir(("platforms", str(desc.digest)), desc)
+        return DirNode(self.alloc_inode(), children=children)
+
+    def _layers_dir(self, layers: list[Descriptor]) -> DirNode:
+        children: Children = {}
+        for n, desc in enumerate(layers):
+            compression = mt.layer_compression(desc.media_type)
+            children[f"{n}{compression.value}"] = self.blob_file(desc.digest, desc.size)
+            if compression is not mt.Compression.UNKNOWN:
+                children[str(n)] = layertree.layer_root(self, desc)
+        return DirNode(self.alloc_inode(), children=children)
+
+    # ----- blobs/ ------------------------------------------------------------
+
+    def _blob_lister(self, alg: str) -> Callable[[], Awaitable[Children]]:
+        async def build() -> Children:
+            children: Children = {}
+            for digest in self.source.list_blobs():
+                if digest.algorithm != alg:
+                    continue
+                size = self.source.blob_size(digest)
+                if size is not None:
+                    children[digest.hex] = self.blob_file(digest, size)
+            return children
+
+        return build
