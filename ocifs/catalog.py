@@ -45,7 +45,7 @@ def ref_name_of(desc: Descriptor) -> str | None:
 def build(source: Source) -> Catalog:
     where = f"{source.path}/index.json" if source.kind == "layout" else f"{source.path}: index.json"
     data = source.index_bytes()
-    index = documents.parse_index(data, where)
+    index = documents.parse_index(data, where, lenient=True)
     cat = Catalog(index_bytes=data, index=index)
     for desc in index.manifests:
         name = ref_name_of(desc)
@@ -98,19 +98,21 @@ def read_document(source: Source, desc: Descriptor) -> bytes:
 
 
 def reachable(source: Source, cat: Catalog) -> dict[Digest, Descriptor]:
-    """Every manifest and index reachable from index.json (children of indexes, recursively)."""
+    """Everything index.json points at, and the children of indexes, recursively."""
     found: dict[Digest, Descriptor] = {}
     stack: list[tuple[Descriptor, int]] = [(d, 0) for d in reversed(cat.index.manifests)]
     while stack and len(found) < MAX_REACHABLE:
         desc, depth = stack.pop()
         kind = documents.kind_of(desc.media_type)
-        if kind == "other" or desc.digest in found:
+        if desc.digest in found:
             continue
         found[desc.digest] = desc
         if kind != "index" or depth >= MAX_INDEX_DEPTH:
             continue
         try:
-            child = documents.parse_index(read_document(source, desc), f"index {desc.digest}")
+            child = documents.parse_index(
+                read_document(source, desc), f"index {desc.digest}", lenient=True
+            )
         except OcifsError as exc:
             log.error("%s", exc)
             continue

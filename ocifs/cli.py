@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a problem with the source, mountpoint or mount
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -112,13 +113,25 @@ def _mount(args: argparse.Namespace) -> int:
                 f.write(f"{os.getpid()}\n")
         return serve(source, mountpoint, opts, args.ready_fd)
     except OcifsError as exc:
-        if args.ready_fd is not None:
-            try:
-                os.write(args.ready_fd, f"ocifs: {exc}\n".encode())
-            except OSError:
-                pass
-            return EXIT_ERROR
-        raise
+        if args.ready_fd is None:
+            raise
+        _report_to_parent(args.ready_fd, f"ocifs: {exc}")
+        return EXIT_ERROR
+    except Exception as exc:
+        logging.getLogger("ocifs").exception("internal error while mounting")
+        message = f"ocifs: internal error while mounting: {exc!r} (see the log)"
+        if args.ready_fd is None:
+            print(message, file=sys.stderr)
+        else:
+            _report_to_parent(args.ready_fd, message)
+        return EXIT_ERROR
+
+
+def _report_to_parent(ready_fd: int, message: str) -> None:
+    try:
+        os.write(ready_fd, f"{message}\n".encode())
+    except OSError:
+        pass
 
 
 def _spawn_daemon(args: argparse.Namespace, source: str, mountpoint: str) -> int:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ocifs.errors import InvalidInput
+from ocifs.errors import InvalidInput, Unsupported
 from ocifs.model import digest as digest_mod
 from ocifs.model.digest import Digest
 
@@ -63,7 +63,10 @@ def parse(obj: object, where: str) -> Descriptor:
     media_type = _str(obj, "mediaType", where)
     if not _MEDIA_TYPE.match(media_type):
         raise InvalidInput(f"{where}: invalid mediaType {media_type!r}")
-    dig = digest_mod.parse(obj.get("digest"))
+    try:
+        dig = digest_mod.parse(obj.get("digest"))
+    except (InvalidInput, Unsupported) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
     size = obj.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidInput(f"{where}: size must be a non-negative integer")

@@ -106,11 +106,22 @@ def _schema_version(obj: dict[str, Any], where: str) -> None:
         raise InvalidInput(f"{where}: schemaVersion must be 2, not {version!r}")
 
 
-def _descriptors(obj: dict[str, Any], key: str, where: str) -> list[Descriptor]:
+def _descriptors(
+    obj: dict[str, Any], key: str, where: str, lenient: bool = False
+) -> list[Descriptor]:
+    """Parse an array of descriptors; `lenient` skips (and logs) bad entries."""
     items = obj.get(key)
     if not isinstance(items, list):
         raise InvalidInput(f"{where}: field {key!r} must be an array")
-    return [descriptor_mod.parse(item, f"{where}: {key}[{i}]") for i, item in enumerate(items)]
+    result = []
+    for i, item in enumerate(items):
+        try:
+            result.append(descriptor_mod.parse(item, f"{where}: {key}[{i}]"))
+        except (InvalidInput, Unsupported) as exc:
+            if not lenient:
+                raise
+            log.warning("%s (entry skipped)", exc)
+    return result
 
 
 def _subject(obj: dict[str, Any], where: str) -> Descriptor | None:
@@ -128,8 +139,12 @@ def _annotations(obj: dict[str, Any], where: str) -> dict[str, str]:
     return dict(ann)
 
 
-def parse_index(data: bytes, where: str) -> Index:
-    """Parse an image index (or Docker manifest list)."""
+def parse_index(data: bytes, where: str, *, lenient: bool = False) -> Index:
+    """Parse an image index (or Docker manifest list).
+
+    `lenient` (the read side) skips unusable entries with a warning so one bad
+    descriptor does not hide the rest of a layout; writers parse strictly.
+    """
     obj = load_json(data, where)
     if not isinstance(obj, dict):
         raise InvalidInput(f"{where}: not a JSON object")
@@ -143,7 +158,7 @@ def parse_index(data: bytes, where: str) -> Index:
         raise InvalidInput(f"{where}: has 'layers'/'config' (a manifest, not an index)")
     return Index(
         media_type=media_type,
-        manifests=_descriptors(obj, "manifests", where),
+        manifests=_descriptors(obj, "manifests", where, lenient),
         annotations=_annotations(obj, where),
         subject=_subject(obj, where),
     )

@@ -83,7 +83,7 @@ class LayoutDir(Source):
         documents.parse_oci_layout(self._oci_layout, self._layout_path)
         self._index_stamp: tuple[int, int, int, int] | None = None
         # Validate now so a broken index.json is a mount error, not a broken mount.
-        documents.parse_index(self.index_bytes(), self._index_path)
+        documents.parse_index(self.index_bytes(), self._index_path, lenient=True)
 
     def oci_layout_bytes(self) -> bytes:
         return self._oci_layout

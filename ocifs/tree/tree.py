@@ -268,7 +268,7 @@ class Tree:
 
     async def _image_children(self, desc: Descriptor) -> Children:
         kind = documents.kind_of(desc.media_type)
-        doc_name = "index.json" if kind == "index" else "manifest.json"
+        doc_name = {"index": "index.json", "manifest": "manifest.json"}.get(kind, "blob")
         children: Children = {
             doc_name: self.blob_file(desc.digest, desc.size),
             "descriptor.json": BytesFile(self.alloc_inode(), self._descriptor_json(desc)),
@@ -276,7 +276,7 @@ class Tree:
         try:
             data = catalog_mod.read_document(self.source, desc)
             if kind == "index":
-                index = documents.parse_index(data, f"index {desc.digest}")
+                index = documents.parse_index(data, f"index {desc.digest}", lenient=True)
                 children["platforms"] = self._platforms_dir(index)
             elif kind == "manifest":
                 manifest = documents.parse_manifest(data, f"manifest {desc.digest}")
@@ -286,6 +286,8 @@ class Tree:
                 children["layers"] = self._layers_dir(manifest.layers)
                 if manifest.is_image:
                     children["rootfs"] = layertree.rootfs_root(self, manifest.layers)
+            else:
+                log.info("%s: media type %s is not a manifest or index", desc.digest, desc.media_type)
         except OcifsError as exc:
             log.error("%s (only %s and descriptor.json are shown)", exc, doc_name)
         return children
