@@ -24,7 +24,8 @@ def _size(text: str) -> int:
     m = re.fullmatch(r"(\d+)([KMGT]?)i?B?", text.strip(), re.IGNORECASE)
     if not m:
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 500M, 10G)")
-    return int(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_")
+    exponent: int = "_KMGT".index(m.group(2).upper() or "_")
+    return int(m.group(1)) * int(1024**exponent)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -67,7 +67,7 @@ def errno_of(exc: BaseException) -> int:
     return errno.EIO
 
 
-def _edge(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _edge(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Map typed errors to FUSEError; log and contain anything unexpected."""
 
     @functools.wraps(func)
@@ -164,9 +164,6 @@ class Operations(pyfuse3.Operations):
                 except OSError as exc:
                     if exc.errno not in (errno.ENOENT, errno.ENOTCONN):
                         log.debug("invalidation of %s/%r failed: %s", inode, name, exc)
-
-    async def _attr_of(self, node: Node) -> Attr:
-        return node.attr()
 
     # ----- lookups and attributes ----------------------------------------
 
@@ -380,25 +377,35 @@ class Operations(pyfuse3.Operations):
         )
 
     @_edge
-    async def mknod(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise errors.ReadOnly("special files cannot be created")
-
-    @_edge
-    async def symlink(self, *args: Any) -> pyfuse3.EntryAttributes:
-        if self.area is not None and self._in_area(args[0]):
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        if self._in_area(parent_inode):
             raise pyfuse3.FUSEError(errno.EPERM)
         raise errors.ReadOnly("read-only")
 
     @_edge
-    async def link(self, *args: Any) -> pyfuse3.EntryAttributes:
-        if self.area is not None and self._in_area(args[1]):
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        if self._in_area(parent_inode):
             raise pyfuse3.FUSEError(errno.EPERM)
         raise errors.ReadOnly("read-only")
 
     @_edge
-    async def setxattr(self, *args: Any) -> None:
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        if self._in_area(new_parent_inode):
+            raise pyfuse3.FUSEError(errno.EPERM)
         raise errors.ReadOnly("read-only")
 
     @_edge
-    async def removexattr(self, *args: Any) -> None:
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise errors.ReadOnly("read-only")
+
+    @_edge
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         raise errors.ReadOnly("read-only")

@@ -127,8 +127,16 @@ def mount_image(tmp_path: Path, cache_dir: Path) -> Iterator[object]:
             pid_file=tmp_path / f"ocifs{n}.pid",
         )
         result = ocifs(
-            "mount", str(source), str(mnt), "--log", str(m.log), "--pid-file", str(m.pid_file),
-            "--cache-dir", str(cache or cache_dir), *extra,
+            "mount",
+            str(source),
+            str(mnt),
+            "--log",
+            str(m.log),
+            "--pid-file",
+            str(m.pid_file),
+            "--cache-dir",
+            str(cache or cache_dir),
+            *extra,
         )
         assert result.returncode == 0, f"mount failed: {result.stderr}\n{m.log_text()}"
         assert _is_mounted(mnt)
@@ -158,8 +166,9 @@ def mount_image(tmp_path: Path, cache_dir: Path) -> Iterator[object]:
 def sample_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The README's sample image (gzip and zstd variants), built with umoci and skopeo."""
     dest = tmp_path_factory.mktemp("sample") / "layout"
-    subprocess.run([str(REPO / "scripts" / "make-sample-image"), str(dest)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(REPO / "scripts" / "make-sample-image"), str(dest)], check=True, capture_output=True
+    )
     return dest
 
 

@@ -287,7 +287,9 @@ class Tree:
                 if manifest.is_image:
                     children["rootfs"] = layertree.rootfs_root(self, manifest.layers)
             else:
-                log.info("%s: media type %s is not a manifest or index", desc.digest, desc.media_type)
+                log.info(
+                    "%s: media type %s is not a manifest or index", desc.digest, desc.media_type
+                )
         except OcifsError as exc:
             log.error("%s (only %s and descriptor.json are shown)", exc, doc_name)
         return children

@@ -101,13 +101,16 @@ def test_sample_layout_matches_skopeo_and_umoci(mount_image, sample_layout: Path
         check_image_dir(ref_dir, sample_layout, desc)
         raw = subprocess.run(
             ["skopeo", "inspect", "--raw", f"oci:{sample_layout}:{name}"],
-            capture_output=True, check=True,
+            capture_output=True,
+            check=True,
         ).stdout
         assert (ref_dir / "manifest.json").read_bytes() == raw
         stat_out = json.loads(
             subprocess.run(
                 ["umoci", "stat", "--json", "--image", f"{sample_layout}:{name}"],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
         )
         layers = json.loads((ref_dir / "manifest.json").read_text())["layers"]
@@ -165,7 +168,9 @@ def test_fixture_layouts(mount_image, layout: Path) -> None:
         )
         if result.returncode == 0:
             doc = next(
-                p for p in (m.path / "refs" / name).iterdir() if p.name in ("manifest.json", "index.json")
+                p
+                for p in (m.path / "refs" / name).iterdir()
+                if p.name in ("manifest.json", "index.json")
             )
             assert doc.read_bytes() == result.stdout
 
@@ -194,8 +199,11 @@ def check_image_dir_loose(mnt_dir: Path, layout: Path, desc: dict) -> None:
         files = [n for n in os.listdir(mnt_dir / "layers") if not n.isdigit()]
         assert len(files) == len(layers)
         for n, layer in enumerate(layers):
-            f = next(p for p in (mnt_dir / "layers").iterdir() if p.name.split(".")[0] == str(n)
-                     and not p.is_dir())
+            f = next(
+                p
+                for p in (mnt_dir / "layers").iterdir()
+                if p.name.split(".")[0] == str(n) and not p.is_dir()
+            )
             assert f.stat().st_size == layer["size"]
             if blob_path(layout, layer["digest"]).exists():
                 assert sha256(f) == layer["digest"]
@@ -257,8 +265,9 @@ def test_writes_fail_with_erofs(mount_image, sample_layout) -> None:
         with pytest.raises(OSError) as err:
             action()
         assert err.value.errno == errno.EROFS
-    result = subprocess.run(["cp", "/etc/hostname", str(m.path / "refs/")], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        ["cp", "/etc/hostname", str(m.path / "refs/")], capture_output=True, text=True
+    )
     assert result.returncode != 0 and "Read-only file system" in result.stderr
 
 
@@ -336,7 +345,10 @@ def _mount_fails(source: Path, mnt: Path, *, mounts_before: int = 0) -> str:
     [
         (lambda L: (L / "oci-layout").unlink(), r"oci-layout: missing \(not an OCI image layout\)"),
         (lambda L: (L / "oci-layout").write_text("[]"), r"oci-layout: not a JSON object"),
-        (lambda L: (L / "oci-layout").write_text("{}"), r"oci-layout: missing field 'imageLayoutVersion'"),
+        (
+            lambda L: (L / "oci-layout").write_text("{}"),
+            r"oci-layout: missing field 'imageLayoutVersion'",
+        ),
         (lambda L: (L / "oci-layout").write_text("garbage"), r"oci-layout: invalid JSON at line 1"),
         (
             lambda L: (L / "oci-layout").write_text('{"imageLayoutVersion": "2.0.0"}'),
@@ -363,8 +375,10 @@ def _mount_fails(source: Path, mnt: Path, *, mounts_before: int = 0) -> str:
             r"index.json: mediaType .* is not an image index",
         ),
         (lambda L: (L / "index.json").unlink(), r"index.json: missing"),
-        (lambda L: (L / "index.json").write_text('{"schemaVersion": 2, "manifests": {}}'),
-         r"index.json: field 'manifests' must be an array"),
+        (
+            lambda L: (L / "index.json").write_text('{"schemaVersion": 2, "manifests": {}}'),
+            r"index.json: field 'manifests' must be an array",
+        ),
     ],
 )
 def test_bad_layouts_are_refused(sample_layout, tmp_path, setup, expected) -> None:
@@ -411,9 +425,19 @@ def test_foreground_mount_and_umount(sample_layout, tmp_path) -> None:
     import time
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ocifs", "mount", "--foreground", str(sample_layout), str(mnt),
-         "--cache-dir", str(tmp_path / "c")],
-        stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ocifs",
+            "mount",
+            "--foreground",
+            str(sample_layout),
+            str(mnt),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -437,9 +461,11 @@ def test_mount_options_are_applied(mount_image, sample_layout) -> None:
     assert "nosuid" in opts and "nodev" in opts
     assert "fuse.ocifs" in line
     assert "allow_other" in line and "default_permissions" in line
-    assert shutil.which("findmnt") is None or subprocess.run(
-        ["findmnt", str(m.path)], capture_output=True, check=False
-    ).returncode == 0
+    assert (
+        shutil.which("findmnt") is None
+        or subprocess.run(["findmnt", str(m.path)], capture_output=True, check=False).returncode
+        == 0
+    )
 
 
 def test_unusable_index_entries_are_skipped_with_a_warning(mount_image, sample_layout, tmp_path):
