@@ -179,5 +179,5 @@ class Source(ABC):
             f"{os.path.realpath(self.path)}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         )
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most sources hold nothing
         """Release file descriptors."""

@@ -109,7 +109,8 @@ class BlobAccess:
                 reader.close()
                 self._mark_bad(
                     digest,
-                    f"blob {digest}: size on disk is {reader.size}, descriptor says {declared_size}",
+                    f"blob {digest}: size on disk is {reader.size}, "
+                    f"descriptor says {declared_size}",
                 )
                 raise BlobUnavailable(self._bad[digest])
             self._readers[digest] = reader
