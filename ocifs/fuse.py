@@ -182,6 +182,7 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        log.debug("getattr inode=%d", inode)
         if self._in_area(inode):
             assert self.area is not None
             return entry_attributes(await self.area.getattr(inode))
@@ -245,6 +246,7 @@ class Operations(pyfuse3.Operations):
     @_edge
     async def read(self, fh: int, off: int, size: int) -> bytes:
         node = self._files.get(fh)
+        log.debug("read fh=%d inode=%s off=%d size=%d", fh, node and node.inode, off, size)
         if node is not None:
             return await node.read(off, size)
         assert self.area is not None

@@ -479,3 +479,30 @@ def test_unusable_index_entries_are_skipped_with_a_warning(mount_image, sample_l
     log = m.log_text()
     assert "manifests[1]: unsupported digest algorithm 'md5'" in log
     assert "manifests[0]: invalid sha256 digest 'sha256:XYZ'" in log
+
+
+@pytest.mark.parametrize("writable", [False, True])
+def test_second_read_and_stat_are_served_by_the_kernel(mount_image, sample_layout, writable):
+    """Immutable files: long timeouts and keep_cache, so repeats never reach the daemon.
+
+    On a writable mount (one with .import/) the kernel invalidates atime after
+    every read (fuse_invalidate_atime skips only read-only superblocks), so a
+    stat right after a read of the same file costs one GETATTR; data is still
+    served from the page cache.
+    """
+    m = mount_image(sample_layout, "--debug", *([] if writable else ["--read-only"]))
+    digest = ref_names(sample_layout)["sample:1.0"]["digest"]
+    manifest = json.loads(blob_path(sample_layout, digest).read_bytes())
+    layer = m.path / "refs/sample:1.0/layers/0.tar.gz"
+    os.stat(layer)
+    first = layer.read_bytes()
+    reads_before = m.log_text().count(" read fh=")
+    getattrs_before = m.log_text().count(" getattr inode=")
+    assert reads_before >= 1
+    for _ in range(3):
+        os.stat(layer)
+        assert layer.read_bytes() == first
+    assert m.log_text().count(" read fh=") == reads_before
+    if not writable:
+        assert m.log_text().count(" getattr inode=") == getattrs_before
+    assert "sha256:" + hashlib.sha256(first).hexdigest() == manifest["layers"][0]["digest"]
