@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 from ocifs.errors import InvalidInput, Unsupported
 from ocifs.model import digest as digest_mod
 from ocifs.model.digest import Digest
+
+log = logging.getLogger(__name__)
 
 # RFC 6838 grammar used by the image spec for media types.
 _MEDIA_TYPE = re.compile(
@@ -94,7 +97,9 @@ def parse(obj: object, where: str) -> Descriptor:
         except (binascii.Error, ValueError) as exc:
             raise InvalidInput(f"{where}: data is not valid base64") from exc
         if len(data) != size or not dig.matches(data):
-            raise InvalidInput(f"{where}: embedded data does not match size and digest")
+            # The blob itself stays authoritative; unverifiable inline bytes are never used.
+            log.warning("%s: embedded data does not match size and digest; ignored", where)
+            data = None
     return Descriptor(
         media_type=media_type,
         digest=dig,
