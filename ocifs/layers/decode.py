@@ -1,0 +1,226 @@
+"""One sequential pass over a layer blob: hash, decompress, tee, bound.
+
+The pass reads the compressed blob once, hashes it (the digest is checked at
+the end, so only a verified layer is ever cached), decompresses it with the
+fastest decoder measured (isal for gzip, python-zstandard for zstd), checks
+the bomb limits, and optionally writes the decompressed bytes to a file (the
+unpacked copy reads are served from) with a CRC per `CRC_BLOCK` so that copy
+can be validated lazily. Decoder errors become `TarDamaged` at the output
+offset where the damage starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+import zstandard
+from isal import isal_zlib
+
+from ocifs.errors import BlobUnavailable, LimitExceeded
+from ocifs.layers.limits import Limits
+from ocifs.layers.tarwalk import TarDamaged
+from ocifs.model.digest import Digest
+from ocifs.model.mediatypes import Compression
+from ocifs.sources.base import BlobReader
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1 << 20  # compressed bytes per pread
+OUT_SIZE = 1 << 20  # most decompressed bytes per gzip decoder call
+ZSTD_PIECE = 16 << 10  # zstd input per call: bounds a call's output (RLE blocks) to ~512 MiB
+CRC_BLOCK = 1 << 20  # unpacked-copy validation granularity
+
+crc32 = isal_zlib.crc32
+_GzipError: type[Exception] = isal_zlib.error  # type: ignore[assignment]
+
+
+class _Sidecar:
+    """A helper thread for the GIL-releasing side work (hashing, copy writes, CRCs).
+
+    Overlaps with decompression on the pass's own thread; the bounded queue
+    keeps at most `depth` chunks (1 MiB each) in flight.
+    """
+
+    def __init__(self, depth: int = 8) -> None:
+        self._queue: queue.Queue[tuple[Callable[[bytes], object], bytes] | None] = queue.Queue(
+            depth
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ocifs-layer-pass", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    item[0](item[1])
+                except BaseException as exc:  # re-raised on the pass's thread by join()
+                    self._error = exc
+
+    def submit(self, fn: Callable[[bytes], object], data: bytes) -> None:
+        self._queue.put((fn, data))
+
+    def join(self) -> None:
+        """Wait for the queued work; re-raise its first error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+class LayerPass:
+    """See the module docstring. Use `chunks()` once, then `finish()`."""
+
+    def __init__(
+        self,
+        reader: BlobReader,
+        digest: Digest,
+        compression: Compression,
+        where: str,
+        limits: Limits,
+        sink: BinaryIO | None = None,
+        sink_limit: int = 0,
+    ) -> None:
+        self.reader = reader
+        self.digest = digest
+        self.compression = compression
+        self.where = where
+        self.limits = limits
+        self.sink = sink
+        self.sink_limit = sink_limit
+        self.consumed = 0  # compressed bytes read and hashed
+        self.produced = 0  # decompressed bytes
+        self.crcs: list[int] = []
+        self._crc = 0
+        self._crc_fill = 0
+        self._hasher = digest.hasher()
+        self._comp = self._compressed()
+        self._side = _Sidecar()
+        self._closed = False
+
+    def _compressed(self) -> Iterator[bytes]:
+        size = self.reader.size
+        while self.consumed < size:
+            data = self.reader.pread(self.consumed, min(READ_SIZE, size - self.consumed))
+            if not data:
+                raise BlobUnavailable(f"layer {self.where}: blob ends early at {self.consumed}")
+            self._side.submit(self._hasher.update, data)
+            self.consumed += len(data)
+            yield data
+
+    def chunks(self) -> Iterator[bytes]:
+        """Decompressed bytes in order. Raises TarDamaged, LimitExceeded, BlobUnavailable."""
+        if self.compression is Compression.GZIP:
+            decoded = self._gunzip()
+        elif self.compression is Compression.ZSTD:
+            decoded = self._unzstd()
+        else:
+            decoded = self._comp
+        for out in decoded:
+            self._account(out)
+            yield out
+
+    def _account(self, out: bytes) -> None:
+        self.produced += len(out)
+        lim = self.limits
+        if self.produced > lim.max_uncompressed:
+            raise LimitExceeded(
+                f"layer {self.where}: decompresses to more than {lim.max_uncompressed} bytes"
+            )
+        if self.produced > lim.ratio_floor and self.produced > lim.max_ratio * self.consumed:
+            raise LimitExceeded(
+                f"layer {self.where}: decompression ratio above {lim.max_ratio} (bomb guard)"
+            )
+        if self.sink is not None:
+            if self.produced > self.sink_limit:
+                self.sink = None  # too big for an unpacked copy; the caller discards it
+            else:
+                self._side.submit(self.sink.write, out)
+        self._side.submit(self._update_crcs, out)
+
+    def _update_crcs(self, out: bytes) -> None:
+        pos = 0
+        while pos < len(out):
+            take = min(CRC_BLOCK - self._crc_fill, len(out) - pos)
+            self._crc = crc32(out[pos : pos + take] if take != len(out) else out, self._crc)
+            self._crc_fill += take
+            pos += take
+            if self._crc_fill == CRC_BLOCK:
+                self.crcs.append(self._crc)
+                self._crc, self._crc_fill = 0, 0
+
+    def _damaged(self, what: str) -> TarDamaged:
+        return TarDamaged(f"{what} (compressed offset {self.consumed})", self.produced)
+
+    def _gunzip(self) -> Iterator[bytes]:
+        d = None
+        for data in self._comp:
+            buf = data
+            while buf:
+                if d is None:
+                    if not buf.startswith(b"\x1f\x8b"[: len(buf)]):
+                        if buf.count(0) == len(buf):
+                            break  # zero padding after the last member
+                        raise self._damaged("garbage after the gzip stream")
+                    d = isal_zlib.decompressobj(31)
+                try:
+                    out = d.decompress(buf, OUT_SIZE)
+                except _GzipError as exc:
+                    raise self._damaged(f"gzip data corrupt: {exc}") from None
+                if out:
+                    yield out
+                if d.eof:
+                    buf, d = d.unused_data, None
+                else:
+                    buf = d.unconsumed_tail
+        if d is not None:
+            raise self._damaged("gzip stream ends early")
+
+    def _unzstd(self) -> Iterator[bytes]:
+        zd = zstandard.ZstdDecompressor()
+        d = None
+        for data in self._comp:
+            view = memoryview(data)
+            for start in range(0, len(data), ZSTD_PIECE):
+                buf: bytes | memoryview = view[start : start + ZSTD_PIECE]
+                while buf:
+                    if d is None:
+                        d = zd.decompressobj()
+                    try:
+                        out = d.decompress(buf)
+                    except zstandard.ZstdError as exc:
+                        raise self._damaged(f"zstd data corrupt: {exc}") from None
+                    if out:
+                        yield out
+                    if d.eof:
+                        buf, d = d.unused_data, None
+                    else:
+                        buf = b""
+        if d is not None:
+            raise self._damaged("zstd stream ends early")
+
+    def close(self) -> None:
+        """Stop the helper thread (idempotent); re-raises a write error it met."""
+        if not self._closed:
+            self._closed = True
+            self._side.join()
+
+    def finish(self) -> None:
+        """Hash the rest of the blob and check the digest (raises BlobUnavailable)."""
+        for _ in self._comp:
+            pass
+        self.close()
+        if self._crc_fill:
+            self.crcs.append(self._crc)
+            self._crc, self._crc_fill = 0, 0
+        if self._hasher.hexdigest() != self.digest.hex:
+            raise BlobUnavailable(
+                f"layer {self.where}: content does not match its digest (blob corrupt)"
+            )

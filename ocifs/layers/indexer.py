@@ -1,0 +1,95 @@
+"""Index a layer blob in one pass (blocking: runs in a worker thread).
+
+Glues `decode.LayerPass` (hash, decompress, tee) to `tarwalk.walk` and
+`tarindex.IndexBuilder`. Damage inside the tar gives an incomplete index that
+still lists what came before it; a digest mismatch raises BlobUnavailable and
+nothing is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import BinaryIO
+
+from ocifs.layers.decode import LayerPass
+from ocifs.layers.limits import Limits
+from ocifs.layers.serial import LayerRecord
+from ocifs.layers.tarindex import IndexBuilder
+from ocifs.layers.tarwalk import ChunkStream, TarDamaged, walk
+from ocifs.model.digest import Digest
+from ocifs.model.mediatypes import Compression, layer_compression, sniff_compression
+from ocifs.sources.base import BlobReader
+
+log = logging.getLogger(__name__)
+
+
+def choose_compression(media_type: str, head: bytes, where: str) -> Compression:
+    """Compression from the media type, overridden (with a warning) by clear magic bytes."""
+    declared = layer_compression(media_type)
+    sniffed = sniff_compression(head)
+    if sniffed is Compression.UNKNOWN:
+        if declared is Compression.UNKNOWN:
+            return Compression.NONE  # e.g. an empty tar: let the walker judge it
+        return declared
+    if declared not in (sniffed, Compression.UNKNOWN):
+        log.warning("layer %s: media type %s says %s but the content is %s; using the content",
+                    where, media_type, declared.name, sniffed.name)
+    return sniffed
+
+
+def build(
+    reader: BlobReader,
+    digest: Digest,
+    compression: Compression,
+    limits: Limits,
+    sink: BinaryIO | None = None,
+    sink_limit: int = 0,
+) -> tuple[LayerRecord, bool]:
+    """(record, whether `sink` received the whole decompressed stream)."""
+    where = str(digest)
+    lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit)
+    try:
+        return _build(lp, limits)
+    finally:
+        lp.close()
+
+
+def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
+    where = lp.where
+    chunks = lp.chunks()
+    builder = IndexBuilder(where, limits)
+    complete, error = True, None
+    try:
+        for member in walk(ChunkStream(chunks), limits, where):
+            builder.add(member)
+    except TarDamaged as exc:
+        complete, error = False, f"layer {where}: {exc}"
+        log.warning("%s; showing the %d members before it", error, builder.members)
+    valid = lp.produced
+    try:
+        for _ in chunks:  # rest of the stream: the unpacked copy and the CRCs need it
+            pass
+        valid = lp.produced
+    except TarDamaged as exc:
+        if complete:
+            log.warning("layer %s: %s after the end of the tar archive (ignored)", where, exc)
+    lp.finish()
+    index = builder.finish(complete, error, lp.produced)
+    record = LayerRecord(index, lp.compression, valid, lp.crcs)
+    return record, lp.sink is not None
+
+
+def unpack(reader: BlobReader, digest: Digest, compression: Compression,
+           limits: Limits, sink: BinaryIO) -> int:
+    """Write the decompressed stream to `sink` (re-creating an evicted copy)."""
+    lp = LayerPass(reader, digest, compression, str(digest), limits, sink, limits.max_uncompressed)
+    try:
+        try:
+            for _ in lp.chunks():
+                pass
+        except TarDamaged:
+            pass  # the index already records where the damage is
+        lp.finish()
+    finally:
+        lp.close()
+    return lp.produced

@@ -1,0 +1,95 @@
+"""The rootfs view: layers applied in order with the OCI whiteout rules.
+
+Pure and I/O-free. For each directory of an upper layer: an opaque marker
+(`.wh..wh..opq`) empties what the lower layers put there, `.wh.<name>` removes
+`<name>` from the lower layers, then the layer's own entries are added — a
+directory over a directory merges (the upper one's attributes win unless it was
+only synthesised), anything else replaces what was there, subtree included.
+Whiteouts only act on lower layers, never on entries of their own layer, and
+are never shown. Other `.wh..wh.*` names (AUFS metadata) are hidden as well.
+"""
+
+from __future__ import annotations
+
+from ocifs.errors import NotADirectory
+from ocifs.layers.entry import Kind, LayerIndex
+from ocifs.layers.names import OPAQUE, WHITEOUT_PREFIX
+
+
+class MergedTree:
+    """Nodes of the merged tree; node 0 is the root. Immutable once built."""
+
+    __slots__ = ("_kids", "_src")
+
+    def __init__(self, src: list[tuple[int, int]], kids: list[dict[str, int] | None]) -> None:
+        self._src = src
+        self._kids = kids
+
+    def __len__(self) -> int:
+        return len(self._src)
+
+    def children(self, node: int) -> dict[str, int]:
+        """Name -> node for a directory node (do not mutate the dict)."""
+        kids = self._kids[node]
+        if kids is None:
+            raise NotADirectory(f"rootfs node {node} is not a directory")
+        return kids
+
+    def is_dir(self, node: int) -> bool:
+        return self._kids[node] is not None
+
+    def source(self, node: int) -> tuple[int, int]:
+        """(layer number in the manifest, entry index in that layer's LayerIndex)."""
+        return self._src[node]
+
+    def lookup(self, path: str) -> int | None:
+        """Node of a relative path ("" is the root), or None."""
+        node = 0
+        for part in path.split("/") if path else ():
+            kids = self._kids[node]
+            if kids is None or part not in kids:
+                return None
+            node = kids[part]
+        return node
+
+
+def merge(indexes: list[LayerIndex]) -> MergedTree:
+    """Apply `indexes` bottom (0) to top; see the module docstring."""
+    src: list[tuple[int, int]] = [(0, 0)]
+    kids: list[dict[str, int] | None] = [{}]
+    for layer, index in enumerate(indexes):
+        entries, children = index.entries, index.children
+        if layer == 0 or not entries[0].synthetic:
+            src[0] = (layer, 0)
+        stack = [(0, 0)]  # (entry in this layer, merged node), both directories
+        while stack:
+            entry_dir, node = stack.pop()
+            mine = children[entry_dir]
+            have = kids[node]
+            assert mine is not None and have is not None
+            if OPAQUE in mine:
+                have.clear()
+            for name in mine:
+                if name.startswith(WHITEOUT_PREFIX) and not name.startswith(".wh..wh."):
+                    have.pop(name[len(WHITEOUT_PREFIX) :], None)
+            for name, child in mine.items():
+                if name.startswith(WHITEOUT_PREFIX):
+                    continue
+                entry = entries[child]
+                old = have.get(name)
+                if entry.kind is Kind.DIR:
+                    if old is not None and kids[old] is not None:
+                        if not entry.synthetic:
+                            src[old] = (layer, child)
+                        stack.append((child, old))
+                        continue
+                    new = len(src)
+                    src.append((layer, child))
+                    kids.append({})
+                    have[name] = new
+                    stack.append((child, new))
+                else:
+                    have[name] = len(src)
+                    src.append((layer, child))
+                    kids.append(None)
+    return MergedTree(src, kids)

@@ -1,0 +1,297 @@
+"""LayerStore: lazy, single-flight, persistent layer indexes and file reads.
+
+The trio-facing API of the layer engine. Indexing runs in worker threads under
+a CapacityLimiter so the trio loop stays responsive; concurrent callers for one
+layer wait for one indexing. Records are cached in the DiskCache under the
+layer digest (kind `layer-index`), so any later mount of any image sharing the
+layer lists it without touching the blob.
+
+Reads of compressed layers are served from an unpacked copy kept in the cache
+(kind `layer-data`, written during the indexing pass, CRC-checked per MiB on
+first use) when the layer's decompressed size fits `unpack_limit`; bigger gzip
+layers use seek points (`seekable.open_gzip`), bigger zstd layers a sequential
+cursor. docs/layers.md has the measurements behind this choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import trio
+
+from ocifs.cache import DiskCache
+from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt
+from ocifs.layers import indexer, serial
+from ocifs.layers.entry import Entry, Kind, LayerIndex
+from ocifs.layers.limits import DEFAULT, Limits
+from ocifs.layers.merge import MergedTree, merge
+from ocifs.layers.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
+from ocifs.layers.seekable import open_gzip
+from ocifs.layers.serial import LayerRecord
+from ocifs.model.descriptor import Descriptor
+from ocifs.model.digest import Digest
+from ocifs.model.mediatypes import Compression
+from ocifs.sources.base import BlobReader, FileRegionReader, Source
+
+log = logging.getLogger(__name__)
+
+INDEX_KIND = "layer-index"
+DATA_KIND = "layer-data"
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _SingleFlight(Generic[K, V]):
+    """Memoised async computations; concurrent callers share one run."""
+
+    def __init__(self) -> None:
+        self.done: dict[K, V] = {}
+        self._running: dict[K, trio.Event] = {}
+        self._failed: dict[K, BaseException] = {}
+
+    async def get(self, key: K, compute: Callable[[], Awaitable[V]]) -> V:
+        while True:
+            if key in self.done:
+                return self.done[key]
+            event = self._running.get(key)
+            if event is None:
+                break
+            await event.wait()
+            error = self._failed.get(key)
+            if error is not None and not isinstance(error, trio.Cancelled):
+                raise error
+        event = self._running[key] = trio.Event()
+        self._failed.pop(key, None)
+        try:
+            value = await compute()
+        except BaseException as exc:
+            self._failed[key] = exc  # seen by the current waiters; a later call retries
+            raise
+        else:
+            self.done[key] = value
+            return value
+        finally:
+            del self._running[key]
+            event.set()
+
+
+class _Layer:
+    """A loaded record plus its (lazily opened) data reader."""
+
+    __slots__ = ("inline", "reader", "record")
+
+    def __init__(self, record: LayerRecord) -> None:
+        self.record = record
+        self.reader: BlobReader | None = None
+        self.inline = False
+
+
+class LayerStore:
+    """See the module docstring. Call its async methods from the trio thread."""
+
+    def __init__(
+        self,
+        source: Source,
+        cache: DiskCache,
+        *,
+        limits: Limits = DEFAULT,
+        limiter: trio.CapacityLimiter | None = None,
+        unpack_limit: int | None = None,
+    ) -> None:
+        self.source = source
+        self.cache = cache
+        self.limits = limits
+        self.limiter = limiter or trio.CapacityLimiter(2)
+        #: largest decompressed layer kept as an unpacked copy in the cache.
+        self.unpack_limit = cache.limit_bytes // 4 if unpack_limit is None else unpack_limit
+        self._layers: _SingleFlight[Digest, _Layer] = _SingleFlight()
+        self._readers: _SingleFlight[Digest, None] = _SingleFlight()
+        self._merged: _SingleFlight[tuple[Digest, ...], MergedTree] = _SingleFlight()
+
+    # -- indexes -----------------------------------------------------------------
+
+    async def index(self, desc: Descriptor) -> LayerIndex:
+        """The layer's index, from memory, the disk cache, or one indexing pass."""
+        return (await self._layer(desc)).record.index
+
+    async def _layer(self, desc: Descriptor) -> _Layer:
+        async def compute() -> _Layer:
+            record = await trio.to_thread.run_sync(self._load_or_build, desc, limiter=self.limiter)
+            return _Layer(record)
+
+        return await self._layers.get(desc.digest, compute)
+
+    def cached(self, desc: Descriptor) -> bool:
+        """Whether an index exists in memory or in the disk cache."""
+        return desc.digest in self._layers.done or self.cache.path_for(
+            INDEX_KIND, str(desc.digest)
+        ).exists()
+
+    def _load_or_build(self, desc: Descriptor) -> LayerRecord:
+        key = str(desc.digest)
+        payload = self.cache.get(INDEX_KIND, key)
+        if payload is not None:
+            record = serial.loads(payload)
+            if record is not None:
+                return record
+            log.warning("cached index of layer %s has an old or bad format; rebuilding", key)
+            self.cache.discard(INDEX_KIND, key)
+        return self._build(desc)
+
+    def _open_blob(self, desc: Descriptor) -> BlobReader:
+        size = self.source.blob_size(desc.digest)
+        if size is None:
+            raise BlobUnavailable(f"layer {desc.digest}: blob is missing")
+        if size != desc.size:
+            raise BlobUnavailable(
+                f"layer {desc.digest}: blob has {size} bytes, its descriptor says {desc.size}"
+            )
+        return self.source.open_blob(desc.digest)
+
+    def _build(self, desc: Descriptor) -> LayerRecord:
+        key = str(desc.digest)
+        reader = self._open_blob(desc)
+        compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
+        if compression is Compression.NONE or self.unpack_limit <= 0:
+            record, _ = indexer.build(reader, desc.digest, compression, self.limits)
+        else:
+            temp = self.cache.new_temp(DATA_KIND)
+            kept = False
+            try:
+                with open(temp, "wb") as sink:
+                    record, kept = indexer.build(
+                        reader, desc.digest, compression, self.limits, sink, self.unpack_limit
+                    )
+                if kept:
+                    self.cache.commit_file(temp, DATA_KIND, key)
+            finally:
+                if not kept:
+                    temp.unlink(missing_ok=True)
+        self.cache.put(INDEX_KIND, key, serial.dumps(record))
+        return record
+
+    # -- rootfs --------------------------------------------------------------------
+
+    async def merged(self, descs: list[Descriptor]) -> MergedTree:
+        """The merged rootfs of these layers (bottom first), built once per digest tuple."""
+
+        async def compute() -> MergedTree:
+            indexes: list[LayerIndex | None] = [None] * len(descs)
+
+            async def one(i: int) -> None:
+                indexes[i] = await self.index(descs[i])
+
+            async with trio.open_nursery() as nursery:
+                for i in range(len(descs)):
+                    nursery.start_soon(one, i)
+            ready = [ix for ix in indexes if ix is not None]
+            return await trio.to_thread.run_sync(merge, ready, limiter=self.limiter)
+
+        return await self._merged.get(tuple(d.digest for d in descs), compute)
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def read(self, desc: Descriptor, entry: Entry, offset: int, size: int) -> bytes:
+        """Bytes of a FILE entry's data. Raises LayerCorrupt for reads past damage."""
+        if entry.kind is not Kind.FILE:
+            raise IsADirectory(f"layer {desc.digest}: {entry.name!r} is not a regular file")
+        if offset >= entry.size or size <= 0:
+            return b""
+        size = min(size, entry.size - offset)
+        layer = await self._layer(desc)
+        start = entry.data_offset + offset
+        if start + size > layer.record.valid_size:
+            raise LayerCorrupt(
+                f"layer {desc.digest}: data of {entry.name!r} lies past the damage at "
+                f"offset {layer.record.valid_size}"
+            )
+        for attempt in (1, 2):
+            reader = layer.reader or await self._open_reader(desc, layer)
+            try:
+                if layer.inline:
+                    data = reader.pread(start, size)
+                else:
+                    data = await trio.to_thread.run_sync(
+                        reader.pread, start, size, limiter=self.limiter
+                    )
+            except CopyCorrupt as exc:
+                log.warning("unpacked copy of layer %s is corrupt (%s); rebuilding",
+                            desc.digest, exc)
+                self._drop_reader(desc, layer, discard=True)
+                if attempt == 2:
+                    raise LayerCorrupt(f"layer {desc.digest}: unpacked copy corrupt") from exc
+                continue
+            except OSError as exc:
+                raise BlobUnavailable(f"layer {desc.digest}: read failed: {exc}") from exc
+            if len(data) != size:
+                raise LayerCorrupt(f"layer {desc.digest}: data ends early at {start + len(data)}")
+            return data
+        raise AssertionError("unreachable")
+
+    def _drop_reader(self, desc: Descriptor, layer: _Layer, discard: bool) -> None:
+        if layer.reader is not None:
+            layer.reader.close()
+        layer.reader = None
+        self._readers.done.pop(desc.digest, None)
+        if discard:
+            self.cache.discard(DATA_KIND, str(desc.digest))
+
+    async def _open_reader(self, desc: Descriptor, layer: _Layer) -> BlobReader:
+        async def compute() -> None:
+            reader, inline = await trio.to_thread.run_sync(
+                self._make_reader, desc, layer.record, limiter=self.limiter
+            )
+            layer.reader, layer.inline = reader, inline
+
+        await self._readers.get(desc.digest, compute)
+        assert layer.reader is not None
+        return layer.reader
+
+    def _make_reader(self, desc: Descriptor, record: LayerRecord) -> tuple[BlobReader, bool]:
+        """(reader over the decompressed stream, whether its pread may run inline)."""
+        key = str(desc.digest)
+        blob = self._open_blob(desc)
+        if record.compression is Compression.NONE:
+            return blob, isinstance(blob, FileRegionReader)
+        size = record.index.uncompressed_size
+        copy = self._open_copy(key, size, record)
+        if copy is None and size <= self.unpack_limit:
+            temp = self.cache.new_temp(DATA_KIND)
+            try:
+                with open(temp, "wb") as sink:
+                    indexer.unpack(blob, desc.digest, record.compression, self.limits, sink)
+                self.cache.commit_file(temp, DATA_KIND, key)
+            finally:
+                temp.unlink(missing_ok=True)
+            copy = self._open_copy(key, size, record)
+        if copy is not None:
+            return copy, True
+        if record.compression is Compression.GZIP:
+            return open_gzip(blob, self.cache, key), False
+        return ZstdCursorReader(blob, size, key), False
+
+    def _open_copy(self, key: str, size: int, record: LayerRecord) -> UnpackedReader | None:
+        path = self.cache.path_for(DATA_KIND, key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if os.fstat(fd).st_size != size:
+            os.close(fd)
+            log.warning("unpacked copy of layer %s has the wrong size; rebuilding", key)
+            self.cache.discard(DATA_KIND, key)
+            return None
+        self.cache.touch(DATA_KIND, key)
+        return UnpackedReader(fd, size, record.crcs)
+
+    def close(self) -> None:
+        """Close open data readers (file descriptors of unpacked copies)."""
+        for layer in self._layers.done.values():
+            if layer.reader is not None:
+                layer.reader.close()
+                layer.reader = None
+        self._readers.done.clear()
