@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -127,9 +128,10 @@ class LayerStore:
 
     def cached(self, desc: Descriptor) -> bool:
         """Whether an index exists in memory or in the disk cache."""
-        return desc.digest in self._layers.done or self.cache.path_for(
-            INDEX_KIND, str(desc.digest)
-        ).exists()
+        return (
+            desc.digest in self._layers.done
+            or self.cache.path_for(INDEX_KIND, str(desc.digest)).exists()
+        )
 
     def _load_or_build(self, desc: Descriptor) -> LayerRecord:
         key = str(desc.digest)
@@ -154,6 +156,8 @@ class LayerStore:
 
     def _build(self, desc: Descriptor) -> LayerRecord:
         key = str(desc.digest)
+        started = time.monotonic()
+        log.info("indexing layer %s (%d bytes)", key, desc.size)
         reader = self._open_blob(desc)
         compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
         if compression is Compression.NONE or self.unpack_limit <= 0:
@@ -172,6 +176,12 @@ class LayerStore:
                 if not kept:
                     temp.unlink(missing_ok=True)
         self.cache.put(INDEX_KIND, key, serial.dumps(record))
+        log.info(
+            "indexed layer %s: %d entries in %.3f s",
+            key,
+            len(record.index.entries),
+            time.monotonic() - started,
+        )
         return record
 
     # -- rootfs --------------------------------------------------------------------
@@ -219,8 +229,9 @@ class LayerStore:
                         reader.pread, start, size, limiter=self.limiter
                     )
             except CopyCorrupt as exc:
-                log.warning("unpacked copy of layer %s is corrupt (%s); rebuilding",
-                            desc.digest, exc)
+                log.warning(
+                    "unpacked copy of layer %s is corrupt (%s); rebuilding", desc.digest, exc
+                )
                 self._drop_reader(desc, layer, discard=True)
                 if attempt == 2:
                     raise LayerCorrupt(f"layer {desc.digest}: unpacked copy corrupt") from exc

@@ -8,10 +8,11 @@ reach one inode, so the kernel's page cache is shared between them too.
 
 from __future__ import annotations
 
+import logging
 import stat
 from typing import TYPE_CHECKING
 
-from ocifs.errors import InvalidInput
+from ocifs.errors import InvalidInput, OcifsError
 from ocifs.layers.entry import Entry, Kind
 from ocifs.tree.attr import Attr
 from ocifs.tree.nodes import Children, DirNode, Node
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from ocifs.layers.store import LayerStore
     from ocifs.model.descriptor import Descriptor
     from ocifs.tree.tree import Tree
+
+log = logging.getLogger(__name__)
 
 _TYPE_BITS = {
     Kind.FILE: stat.S_IFREG,
@@ -122,7 +125,11 @@ def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
     node = EntryDir(tree.alloc_inode(), None, None)
 
     async def build() -> Children:
-        index = await store.index(desc)
+        try:
+            index = await store.index(desc)
+        except OcifsError as exc:
+            log.error("%s", exc)
+            raise
         node.entry = index.entries[0]
         inner = layer_dir(tree, desc, index, 0)
         return await inner.children()
@@ -156,8 +163,12 @@ def rootfs_root(tree: Tree, descs: list[Descriptor]) -> EntryDir:
 
     async def build() -> Children:
         store = tree.layers
-        indexes = [await store.index(d) for d in descs]
-        merged = await store.merged(descs)
+        try:
+            indexes = [await store.index(d) for d in descs]
+            merged = await store.merged(descs)
+        except OcifsError as exc:
+            log.error("rootfs: %s", exc)
+            raise
         inner = rootfs_dir(tree, descs, indexes, merged, 0)
         node.entry = inner.entry
         return await inner.children()
