@@ -232,7 +232,10 @@ class Operations(pyfuse3.Operations):
             area_fh = await self.area.open(inode, flags)
             fh = self._fh()
             self._area_fhs[fh] = area_fh
-            return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+            # Status files change size as imports finish: direct_io makes the kernel
+            # ask us for the bytes instead of trusting a cached size.
+            reading = flags & os.O_ACCMODE == os.O_RDONLY
+            return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=reading)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise errors.ReadOnly("read-only")
         node = self.tree.get(inode)
