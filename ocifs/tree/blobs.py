@@ -126,6 +126,13 @@ class BlobAccess:
             log.error("%s", reason)
         self._bad[digest] = reason
 
+    def forget_failures(self) -> None:
+        """Re-check blobs found missing or short: an import may have supplied them.
+
+        (A committed blob is never rewritten, so only absent blobs can change.)
+        """
+        self._bad.clear()
+
     def check(self, digest: Digest, declared_size: int | None) -> None:
         """Fail at open() already for blobs known to be unreadable."""
         self.reader(digest, declared_size)

@@ -66,6 +66,8 @@ class Tree:
         self._members: dict[tuple[Digest, int], Node] = {}
         self._blob_files: dict[tuple[Digest, int], BlobFile] = {}
         self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
+        # image directories built while their document was unreadable; retried on refresh
+        self._incomplete: set[DirNode] = set()
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
         self.invalidate: Invalidator = lambda _ino, _name: None
         self._last_check = 0.0
@@ -187,6 +189,11 @@ class Tree:
             return
         self.catalog = cat
         self._apply_catalog(cat, initial=False)
+        self.blob_access.forget_failures()
+        for node in self._incomplete:
+            node.reset()
+            self.invalidate(node.inode, None)
+        self._incomplete.clear()
         for alg_dir in self._blob_algs.values():
             alg_dir.reset()
             self.invalidate(alg_dir.inode, None)
@@ -262,11 +269,12 @@ class Tree:
         key = ("/".join(where), desc.digest)
         node = self._image_dirs.get(key)
         if node is None:
-            node = DirNode(self.alloc_inode(), lambda: self._image_children(desc))
-            self._image_dirs[key] = node
+            new = DirNode(self.alloc_inode())
+            new._build = lambda: self._image_children(desc, new)
+            node = self._image_dirs[key] = new
         return node
 
-    async def _image_children(self, desc: Descriptor) -> Children:
+    async def _image_children(self, desc: Descriptor, node: DirNode) -> Children:
         kind = documents.kind_of(desc.media_type)
         doc_name = {"index": "index.json", "manifest": "manifest.json"}.get(kind, "blob")
         children: Children = {
@@ -292,6 +300,7 @@ class Tree:
                 )
         except OcifsError as exc:
             log.error("%s (only %s and descriptor.json are shown)", exc, doc_name)
+            self._incomplete.add(node)
         return children
 
     def _descriptor_json(self, desc: Descriptor) -> bytes:

@@ -1,0 +1,42 @@
+"""The parts of the tree that follow the layout recover when missing content arrives."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import copy_layout
+
+
+def test_importing_a_missing_blob_makes_it_readable(mount_image, sample_layout, tmp_path) -> None:
+    layout = copy_layout(sample_layout, tmp_path / "layout")
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"]
+    manifest_blob = layout / "blobs/sha256" / digest[7:]
+    manifest = json.loads(manifest_blob.read_bytes())
+    layer_blob = layout / "blobs/sha256" / manifest["layers"][1]["digest"][7:]
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    shutil.move(manifest_blob, saved / digest)
+    shutil.move(layer_blob, saved / manifest["layers"][1]["digest"])
+
+    m = mount_image(layout)
+    m.expect_log(r"blob sha256:[0-9a-f]{64}: missing")
+    ref = m.path / "refs/sample:1.0"
+    assert sorted(p.name for p in ref.iterdir()) == ["descriptor.json", "manifest.json"]
+    with pytest.raises(OSError) as err:
+        (ref / "manifest.json").read_bytes()
+    assert err.value.errno == errno.EIO
+
+    for blob in saved.iterdir():
+        subprocess.run(["cp", str(blob), str(m.path / ".import" / blob.name)], check=True)
+    assert (ref / "manifest.json").read_bytes() == (saved / digest).read_bytes()
+    assert {"config.json", "layers", "rootfs"} <= {p.name for p in ref.iterdir()}
+    assert (ref / "layers/1.tar.gz").read_bytes() == (
+        saved / manifest["layers"][1]["digest"]
+    ).read_bytes()
+    assert (ref / "rootfs/etc/os-release").read_text().startswith("NAME=")
