@@ -120,7 +120,12 @@ def layer_dir(tree: Tree, desc: Descriptor, index: LayerIndex, idx: int) -> Entr
 
 
 def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
-    """`layers/<n>/`: indexing starts on first lookup or listing, not before."""
+    """`layers/<n>/`: indexing starts on first lookup or listing, not before.
+
+    Its own attributes are fixed (0555, mount time) rather than the tar's `./`
+    entry: they are shown before the layer is read, and must not change after
+    (tar would report "file changed as we read it").
+    """
     store = tree.layers
     node = EntryDir(tree.alloc_inode(), None, None)
 
@@ -130,7 +135,6 @@ def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
         except OcifsError as exc:
             log.error("%s", exc)
             raise
-        node.entry = index.entries[0]
         inner = layer_dir(tree, desc, index, 0)
         return await inner.children()
 
@@ -158,7 +162,10 @@ def rootfs_dir(
 
 
 def rootfs_root(tree: Tree, descs: list[Descriptor]) -> EntryDir:
-    """`rootfs/`: merging (and indexing every layer) starts on first use."""
+    """`rootfs/`: merging (and indexing every layer) starts on first use.
+
+    Fixed attributes, like `layer_root`, for the same reason.
+    """
     node = EntryDir(tree.alloc_inode(), None, None)
 
     async def build() -> Children:
@@ -170,7 +177,6 @@ def rootfs_root(tree: Tree, descs: list[Descriptor]) -> EntryDir:
             log.error("rootfs: %s", exc)
             raise
         inner = rootfs_dir(tree, descs, indexes, merged, 0)
-        node.entry = inner.entry
         return await inner.children()
 
     node._build = build

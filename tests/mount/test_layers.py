@@ -230,3 +230,20 @@ def test_cp_a_out_of_a_layer(mount_image, hard_layout, tmp_path) -> None:
     assert os.stat(dest / "file").st_ino == os.stat(dest / "hardlink").st_ino
     assert os.readlink(dest / "rel-link") == "file"
     shutil.rmtree(dest)
+
+
+def test_tar_of_a_layer_tree_sees_stable_attributes(mount_image, sample_layout, tmp_path) -> None:
+    """The top of layers/<n>/ and rootfs/ is shown before indexing; it must not change after."""
+    m = mount_image(sample_layout)
+    ref = m.path / "refs/sample:1.0"
+    before = [os.stat(ref / p) for p in ("layers/0", "rootfs")]
+    for where in ("layers/0", "rootfs"):
+        result = subprocess.run(
+            ["tar", "-C", str(ref / where), "-cf", str(tmp_path / "out.tar"), "."],
+            capture_output=True, text=True, check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    after = [os.stat(ref / p) for p in ("layers/0", "rootfs")]
+    assert [(s.st_mode, s.st_mtime_ns, s.st_nlink) for s in before] == [
+        (s.st_mode, s.st_mtime_ns, s.st_nlink) for s in after
+    ]
