@@ -13,9 +13,14 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from ocifs import __version__
 from ocifs.errors import MountError, OcifsError
+
+if TYPE_CHECKING:
+    from ocifs.mount import MountOptions
+    from ocifs.sources.base import Source
 
 EXIT_ERROR = 1
 
@@ -57,7 +62,6 @@ def _parser() -> argparse.ArgumentParser:
         "--read-only", action="store_true", help="no .import/ even for layout directories"
     )
     m.add_argument("--pid-file", metavar="FILE", help="write the daemon's pid to FILE")
-    m.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     u = sub.add_parser("umount", help="unmount an ocifs mount")
     u.add_argument("mountpoint")
@@ -83,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from ocifs import log as log_setup
-    from ocifs.mount import MountOptions, build_cache, check_mountpoint, serve
+    from ocifs.mount import MountOptions, build_cache, check_mountpoint
     from ocifs.sources.detect import open_source
 
     options = _split_options(args.options)
@@ -101,30 +104,46 @@ def _mount(args: argparse.Namespace) -> int:
     check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse: missing (is the fuse kernel module loaded?)")
-    if not args.foreground and args.ready_fd is None:
-        # Validate in the parent too, so errors need no daemon round trip.
-        open_source(source_path, build_cache(opts)).close()
-        return _spawn_daemon(args, source_path, mountpoint)
+    # Source errors are reported here, before anything is started.
+    source = open_source(source_path, build_cache(opts))
+    if args.foreground:
+        _setup_log(args, args.log)
+        return _serve(args, source, mountpoint, opts, ready_fd=None)
+    return _daemonize(args, source, mountpoint, opts)
 
-    log_setup.setup(debug=args.debug, log_file=args.log)
+
+def _setup_log(args: argparse.Namespace, log_file: str | None) -> None:
+    from ocifs import log as log_setup
+
+    log_setup.setup(debug=args.debug, log_file=log_file)
+
+
+def _serve(
+    args: argparse.Namespace,
+    source: Source,
+    mountpoint: str,
+    opts: MountOptions,
+    ready_fd: int | None,
+) -> int:
+    from ocifs.mount import serve
+
     try:
-        source = open_source(source_path, build_cache(opts))
         if args.pid_file:
             with open(args.pid_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
-        return serve(source, mountpoint, opts, args.ready_fd)
+        return serve(source, mountpoint, opts, ready_fd)
     except OcifsError as exc:
-        if args.ready_fd is None:
+        if ready_fd is None:
             raise
-        _report_to_parent(args.ready_fd, f"ocifs: {exc}")
+        _report_to_parent(ready_fd, f"ocifs: {exc}")
         return EXIT_ERROR
     except Exception as exc:
         logging.getLogger("ocifs").exception("internal error while mounting")
         message = f"ocifs: internal error while mounting: {exc!r} (see the log)"
-        if args.ready_fd is None:
+        if ready_fd is None:
             print(message, file=sys.stderr)
         else:
-            _report_to_parent(args.ready_fd, message)
+            _report_to_parent(ready_fd, message)
         return EXIT_ERROR
 
 
@@ -135,41 +154,40 @@ def _report_to_parent(ready_fd: int, message: str) -> None:
         pass
 
 
-def _spawn_daemon(args: argparse.Namespace, source: str, mountpoint: str) -> int:
-    """Start the serving process detached and wait for its ready line or error."""
+def _daemonize(
+    args: argparse.Namespace, source: Source, mountpoint: str, opts: MountOptions
+) -> int:
+    """Fork the serving process and wait for its `ready` line or its one error line.
+
+    Forking (rather than starting a new interpreter) saves a second Python
+    start-up and re-opening the source; it is safe here because no trio loop
+    and no thread exists yet.
+    """
+    log_file = os.path.abspath(args.log) if args.log else _default_log_file()
     read_fd, write_fd = os.pipe()
-    cmd = [sys.executable, "-m", "ocifs", "mount", source, mountpoint, "--ready-fd", str(write_fd)]
-    for opt in args.options:
-        cmd += ["-o", opt]
-    if args.debug:
-        cmd.append("--debug")
-    log_file = args.log or _default_log_file()
-    cmd += ["--log", log_file]
-    for flag, value in (("--cache-dir", args.cache_dir), ("--pid-file", args.pid_file)):
-        if value:
-            cmd += [flag, os.path.abspath(value)]
-    if args.cache_size:
-        cmd += ["--cache-size", str(args.cache_size)]
-    if args.read_only:
-        cmd.append("--read-only")
-    proc = subprocess.Popen(
-        cmd,
-        pass_fds=(write_fd,),
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd="/",
-    )
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        status = EXIT_ERROR
+        try:
+            os.close(read_fd)
+            os.setsid()
+            os.chdir("/")
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            _setup_log(args, log_file)
+            status = _serve(args, source, mountpoint, opts, ready_fd=write_fd)
+        finally:
+            os._exit(status)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
         message = pipe.read().decode(errors="replace").strip()
     if message == "ready":
         return 0
-    if proc.poll() is None:
-        proc.wait(timeout=30)
+    _pid, wait_status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wait_status)
     print(
-        message or f"ocifs: the mount process exited (status {proc.returncode}); see {log_file}",
+        message or f"ocifs: the mount process exited (status {code}); see {log_file}",
         file=sys.stderr,
     )
     return EXIT_ERROR
