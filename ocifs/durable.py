@@ -1,0 +1,177 @@
+"""Every durability-relevant syscall ocifs makes: fsync, rename, flock, atomic replace.
+
+Keeping them here gives one place to audit the ordering (docs/durability.md) and
+one place to hook test-only faults:
+
+* ``OCIFS_TEST_CRASH_AT=<step>`` kills the process with SIGKILL just before
+  ``<step>`` (see `STEPS`), to test crash consistency deterministically;
+* ``OCIFS_TEST_FAIL_AT=<step>:<ERRNO>`` makes ``<step>`` raise ``OSError(ERRNO)``
+  instead (ENOSPC, EIO, ...), to test fault handling.
+
+Both are honoured only when ``OCIFS_TEST_MODE=1``, so a stray variable in a
+user's environment can never kill a production mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ocifs.errors import LockTimeout
+
+#: Named steps where a crash or a fault can be injected, in commit order.
+STEPS = (
+    "staging-write",  # a staging file receives data
+    "blob-fsync",  # fsync of a staging file before it is renamed into blobs/
+    "blob-rename",  # rename staging -> blobs/<alg>/<hex>
+    "blob-dirsync",  # fsync of blobs/<alg>/ after the renames
+    "index-lock",  # taking the layout lock
+    "index-write",  # writing the index.json temp file
+    "index-fsync",  # fsync of the index.json temp file
+    "index-rename",  # rename temp -> index.json
+    "index-dirsync",  # fsync of the layout directory
+)
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _test_env(name: str) -> str:
+    if os.environ.get("OCIFS_TEST_MODE") != "1":
+        return ""
+    return os.environ.get(name, "")
+
+
+def checkpoint(step: str) -> None:
+    """Test hook before `step`: crash or fail there if the test environment asks."""
+    if _test_env("OCIFS_TEST_CRASH_AT") == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    fail = _test_env("OCIFS_TEST_FAIL_AT")
+    if fail:
+        where, _, code = fail.partition(":")
+        if where == step:
+            num = getattr(errno, code, None) if not code.isdigit() else int(code)
+            num = num if isinstance(num, int) else errno.EIO
+            raise OSError(num, f"{os.strerror(num)} (injected at {step})")
+
+
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of `data` at `offset` (pwrite may write less than asked)."""
+    checkpoint("staging-write")
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def fsync_fd(fd: int, step: str = "blob-fsync") -> None:
+    checkpoint(step)
+    os.fsync(fd)
+
+
+def fsync_dir(path: str, step: str = "blob-dirsync") -> None:
+    """fsync a directory so the names created or renamed in it survive power loss."""
+    checkpoint(step)
+    fd = os.open(path, _OPEN_DIR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rename(src: str, dst: str, step: str = "blob-rename") -> None:
+    checkpoint(step)
+    os.rename(src, dst)
+
+
+def makedirs(path: str) -> None:
+    """Create `path` and missing parents, fsyncing each parent that gained a name."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    makedirs(parent)
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        return
+    fsync_dir(parent)
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive flock without waiting; False if another holder has it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def open_locked(path: str, flags: int, mode: int = 0o644) -> int:
+    """Open (usually create) a file and flock it exclusively at once.
+
+    Staging files are locked for their whole life so `recover` can tell a live
+    ingest (locked) from a crash leftover (unlocked).
+    """
+    fd = os.open(path, flags | os.O_CLOEXEC, mode)
+    if not try_lock(fd):
+        os.close(fd)
+        raise BlockingIOError(errno.EWOULDBLOCK, f"{path}: locked by another process")
+    return fd
+
+
+@contextmanager
+def layout_lock(lock_path: str, timeout: float) -> Iterator[None]:
+    """Hold the layout lock (flock on a dedicated file) around a read-modify-write.
+
+    Waits with exponential backoff up to `timeout` seconds, then raises
+    `LockTimeout`. Blocking: call it from a worker thread, never the trio loop.
+    flock locks belong to the open file description, so two threads of one
+    process exclude each other exactly like two processes do.
+    """
+    checkpoint("index-lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while not try_lock(fd):
+            now = time.monotonic()
+            if now >= deadline:
+                raise LockTimeout(
+                    f"{lock_path}: layout lock held by another process for over {timeout:g} s"
+                )
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, 0.1)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
+def replace_file(path: str, data: bytes, tmp_dir: str) -> None:
+    """Atomically replace `path` with `data`: temp file, fsync, rename, fsync dir.
+
+    The temp file lives in `tmp_dir` (same filesystem, locked while it exists)
+    so a crash leaves at worst a stale temp there, never a partial `path`.
+    """
+    tmp = os.path.join(tmp_dir, f"index-{os.getpid()}-{os.urandom(6).hex()}.tmp")
+    fd = open_locked(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        checkpoint("index-write")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fsync_fd(fd, "index-fsync")
+        rename(tmp, path, "index-rename")
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+    fsync_dir(os.path.dirname(path) or ".", "index-dirsync")

@@ -1,0 +1,355 @@
+"""`.import/`: the writable corner of a layout mount (implements `ImportArea`).
+
+The directory tree under `.import/` is virtual and lives in memory for the
+mount's lifetime: `mkdir` creates directories (so `cp -r`, `tar -x` and
+`rsync -r` can recreate a layout's shape), files are `Ingest`s that import what
+is written to them (see `ocifs.importer.classify` for what a path means). After
+an import completes, its file stays listed (reading it gives the committed
+blob's bytes) until removed, so tools that set times or modes after close work.
+
+Operations inside `.import/`:
+
+* ``mkdir``: allowed anywhere (``blobs/<alg>`` must name sha256 or sha512);
+* ``rm``: removes the name; a file still being imported is aborted (its
+  staging removed). Nothing committed to the layout is ever deleted;
+* ``rmdir``: empty directories only;
+* ``mv`` inside `.import/`: renames; a committed file moved to a meaningful
+  name is re-interpreted (``mv .x.tmp blobs/sha256/<hex>`` checks the digest,
+  ``mv .tmp index.json`` merges it, ``mv m.json refs/app`` tags it) — this is
+  how `rsync`'s temp-file-then-rename works;
+* ``ln``, ``ln -s``: not offered by the area (the adapter refuses them);
+* ``.status`` and ``.errors``: read-only reports (see `ocifs.importer.status`).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ocifs.errors import IsADirectory, NotADirectory, NotFound
+from ocifs.importer import classify, staging
+from ocifs.importer.classify import Kind
+from ocifs.importer.ingest import Ingest
+from ocifs.importer.session import Session
+from ocifs.tree.attr import IMPORT_INODE_BASE, Attr
+
+STATUS_FILES = (".status", ".errors")
+
+
+@dataclass(eq=False)
+class _Node:
+    inode: int
+    name: str
+    parent: _Dir | None
+    mtime_ns: int = field(default_factory=time.time_ns)
+
+    def path(self) -> tuple[str, ...]:
+        parts: list[str] = []
+        node: _Node | None = self
+        while node is not None and node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return tuple(reversed(parts))
+
+
+@dataclass(eq=False)
+class _Dir(_Node):
+    children: dict[str, _Node] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _File(_Node):
+    ingest: Ingest | None = None
+    writers: int = 0
+
+
+@dataclass(eq=False)
+class _Report(_Node):
+    render: Callable[[], bytes] = bytes
+
+
+@dataclass
+class _Handle:
+    node: _Node
+    write: bool
+    snapshot: bytes = b""
+
+
+def recover(layout_path: str) -> list[str]:
+    """Remove stale staging files left by a crash; call once at mount time."""
+    return staging.recover(layout_path)
+
+
+class ImportDir:
+    """The `.import/` area of a writable layout mount. See the module docstring."""
+
+    def __init__(
+        self,
+        layout_path: str,
+        on_change: Callable[[], None],
+        *,
+        lock_timeout: float = 30.0,
+        ref_wait: float = 30.0,
+    ) -> None:
+        self.session = Session(layout_path, on_change, lock_timeout, ref_wait)
+        self._inodes = itertools.count(IMPORT_INODE_BASE + 1)
+        self.root_inode = IMPORT_INODE_BASE
+        self._root = _Dir(self.root_inode, ".import", None)
+        self._nodes: dict[int, _Node] = {self.root_inode: self._root}
+        self._handles: dict[int, _Handle] = {}
+        self._fhs = itertools.count(1)
+        self._uid, self._gid = os.getuid(), os.getgid()
+        status = self.session.status
+        for name, render in zip(STATUS_FILES, (status.status_text, status.errors_text),
+                                strict=True):
+            self._add(self._root, _Report(next(self._inodes), name, self._root, render=render))
+
+    # -- helpers --------------------------------------------------------------
+
+    def owns(self, inode: int) -> bool:
+        return inode >= IMPORT_INODE_BASE
+
+    def _add(self, parent: _Dir, node: _Node) -> _Node:
+        parent.children[node.name] = node
+        parent.mtime_ns = time.time_ns()
+        self._nodes[node.inode] = node
+        return node
+
+    def _drop(self, node: _Node) -> None:
+        if node.parent is not None:
+            node.parent.children.pop(node.name, None)
+            node.parent.mtime_ns = time.time_ns()
+        self._nodes.pop(node.inode, None)
+
+    def _node(self, inode: int) -> _Node:
+        node = self._nodes.get(inode)
+        if node is None:
+            raise NotFound(f".import: inode {inode} no longer exists")
+        return node
+
+    def _dir(self, inode: int) -> _Dir:
+        node = self._node(inode)
+        if not isinstance(node, _Dir):
+            raise NotADirectory(f".import/{'/'.join(node.path())}: not a directory")
+        return node
+
+    def _attr(self, node: _Node) -> Attr:
+        if isinstance(node, _Dir):
+            return Attr(node.inode, stat.S_IFDIR | 0o755, 0, 2, self._uid, self._gid,
+                        node.mtime_ns, mutable=True)
+        if isinstance(node, _Report):
+            return Attr(node.inode, stat.S_IFREG | 0o444, len(node.render()), 1, self._uid,
+                        self._gid, time.time_ns(), mutable=True)
+        assert isinstance(node, _File)
+        size = node.ingest.size if node.ingest else 0
+        return Attr(node.inode, stat.S_IFREG | 0o644, size, 1, self._uid, self._gid,
+                    node.mtime_ns, mutable=True)
+
+    def _handle(self, fh: int) -> _Handle:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise OSError(errno.EBADF, "stale file handle")
+        return handle
+
+    def _new_ingest(self, node: _File) -> Ingest:
+        path = node.path()
+        node.ingest = Ingest(self.session, path, classify.role_of(path))
+        return node.ingest
+
+    def _open_handle(self, node: _Node, write: bool) -> int:
+        fh = next(self._fhs)
+        snapshot = node.render() if isinstance(node, _Report) else b""
+        self._handles[fh] = _Handle(node, write, snapshot)
+        if write and isinstance(node, _File):
+            node.writers += 1
+            assert node.ingest is not None
+            self.session.active.add(node.ingest)
+        return fh
+
+    # -- ImportArea -----------------------------------------------------------
+
+    async def lookup(self, parent: int, name: str) -> Attr:
+        node = self._dir(parent).children.get(name)
+        if node is None:
+            raise NotFound(f".import/{name}: no such file")
+        return self._attr(node)
+
+    async def getattr(self, inode: int) -> Attr:
+        return self._attr(self._node(inode))
+
+    async def readdir(self, inode: int) -> list[tuple[str, Attr]]:
+        d = self._dir(inode)
+        return [(name, self._attr(node)) for name, node in d.children.items()]
+
+    async def mkdir(self, parent: int, name: str, mode: int) -> Attr:
+        d = self._dir(parent)
+        if name in d.children:
+            raise FileExistsError(errno.EEXIST, f".import/{name}: exists")
+        node = _Dir(next(self._inodes), name, d)
+        classify.check_mkdir(node.path())
+        return self._attr(self._add(d, node))
+
+    async def create(self, parent: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
+        d = self._dir(parent)
+        old = d.children.get(name)
+        if isinstance(old, (_Dir, _Report)):
+            raise FileExistsError(errno.EEXIST, f".import/{name}: exists")
+        if isinstance(old, _File) and old.writers:
+            # Another writer raced us to create it: share the file, as a disk would.
+            return self._open_handle(old, True), self._attr(old)
+        node = _File(next(self._inodes), name, d)
+        path = node.path()
+        role = classify.role_of(path)  # a bad digest name fails here, before any data
+        if old is not None:
+            await self._remove_file(old)
+        self._add(d, node)
+        node.ingest = Ingest(self.session, path, role)
+        return self._open_handle(node, True), self._attr(node)
+
+    async def open(self, inode: int, flags: int) -> int:
+        node = self._node(inode)
+        if isinstance(node, _Dir):
+            raise IsADirectory(f".import/{'/'.join(node.path())}: is a directory")
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if isinstance(node, _Report):
+            if write:
+                raise PermissionError(errno.EACCES, f".import/{node.name}: read-only")
+            return self._open_handle(node, False)
+        assert isinstance(node, _File)
+        if write and (node.ingest is None or node.writers == 0):
+            self._new_ingest(node)  # reopening a finished file starts a new import
+        return self._open_handle(node, write)
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle = self._handle(fh)
+        node = handle.node
+        if isinstance(node, _Report):
+            return handle.snapshot[offset : offset + size]
+        if isinstance(node, _File) and node.ingest is not None:
+            return await node.ingest.read(offset, size)
+        return b""
+
+    async def write(self, fh: int, offset: int, data: bytes) -> int:
+        node = self._handle(fh).node
+        if not isinstance(node, _File) or node.ingest is None:
+            raise PermissionError(errno.EBADF, "not open for writing")
+        await node.ingest.write(offset, data)
+        node.mtime_ns = time.time_ns()
+        return len(data)
+
+    async def flush(self, fh: int) -> None:
+        handle = self._handle(fh)
+        node = handle.node
+        if handle.write and isinstance(node, _File) and node.ingest is not None:
+            # a reader's close must not commit what a writer has sent so far
+            await node.ingest.flush(shared=node.writers > 1)
+
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is None or not handle.write or not isinstance(handle.node, _File):
+            return
+        node = handle.node
+        node.writers -= 1
+        if node.writers == 0 and node.ingest is not None:
+            self.session.active.discard(node.ingest)
+            await node.ingest.release()
+
+    async def setattr(self, inode: int, size: int | None, fh: int | None) -> Attr:
+        node = self._node(inode)
+        if size is not None:
+            if not isinstance(node, _File):
+                raise PermissionError(errno.EPERM, f".import/{node.name}: cannot truncate")
+            ingest = node.ingest
+            if ingest is None or (node.writers == 0 and ingest.state != "open"):
+                ingest = self._new_ingest(node)
+            await ingest.truncate(size)
+        return self._attr(node)
+
+    async def _remove_file(self, node: _Node) -> None:
+        if isinstance(node, _File) and node.ingest is not None:
+            self.session.active.discard(node.ingest)
+            await node.ingest.abort()
+        self._drop(node)
+
+    async def unlink(self, parent: int, name: str) -> None:
+        node = self._dir(parent).children.get(name)
+        if node is None:
+            raise NotFound(f".import/{name}: no such file")
+        if isinstance(node, _Dir):
+            raise IsADirectory(f".import/{name}: is a directory")
+        if isinstance(node, _Report):
+            raise PermissionError(errno.EPERM, f".import/{name}: cannot be removed")
+        await self._remove_file(node)
+
+    async def rmdir(self, parent: int, name: str) -> None:
+        node = self._dir(parent).children.get(name)
+        if node is None:
+            raise NotFound(f".import/{name}: no such directory")
+        if not isinstance(node, _Dir):
+            raise NotADirectory(f".import/{name}: not a directory")
+        if node.children:
+            raise OSError(errno.ENOTEMPTY, f".import/{name}: directory not empty")
+        self._drop(node)
+
+    async def rename(self, parent: int, name: str, new_parent: int, new_name: str) -> None:
+        src_dir, dst_dir = self._dir(parent), self._dir(new_parent)
+        node = src_dir.children.get(name)
+        if node is None:
+            raise NotFound(f".import/{name}: no such file")
+        if isinstance(node, _Report):
+            raise PermissionError(errno.EPERM, f".import/{name}: cannot be renamed")
+        if isinstance(node, _Dir) and _is_within(dst_dir, node):
+            raise OSError(errno.EINVAL, "cannot move a directory into itself")
+        target = dst_dir.children.get(new_name)
+        if isinstance(target, _Report) or (isinstance(target, _Dir) and target.children):
+            raise OSError(errno.ENOTEMPTY if isinstance(target, _Dir) else errno.EPERM,
+                          f".import/{new_name}: cannot be replaced")
+        new_path = (*dst_dir.path(), new_name)
+        if isinstance(node, _File) and node.ingest is not None and node.ingest.state == "done":
+            await self._reinterpret(node, new_path)
+        if target is not None and target is not node:
+            await self._remove_file(target)
+        src_dir.children.pop(name, None)
+        node.name, node.parent = new_name, dst_dir
+        dst_dir.children[new_name] = node
+        src_dir.mtime_ns = dst_dir.mtime_ns = time.time_ns()
+
+    async def _reinterpret(self, node: _File, new_path: tuple[str, ...]) -> None:
+        """A finished file moved to a name with a meaning gets that meaning now."""
+        old = node.ingest
+        assert old is not None
+        role = classify.role_of(new_path)
+        if role.kind is Kind.AUTO or old.committed is None or old.mode != "blob":
+            return
+        fresh = Ingest(self.session, new_path, role)
+        fresh.committed = old.committed
+        fresh.state = "done"
+        await fresh.truncate(old.size)  # reopens from the committed blob
+        try:
+            await fresh.flush()
+        finally:
+            await fresh.release()
+        node.ingest = fresh
+
+    def close(self) -> None:
+        """Unmount: abort ingests still open (staging removed), log abandoned entries."""
+        for node in list(self._nodes.values()):
+            if isinstance(node, _File) and node.ingest is not None:
+                node.ingest.state = "aborted"
+                node.ingest.discard()
+        self._handles.clear()
+        self.session.abandon_pending()
+
+
+def _is_within(node: _Node, ancestor: _Dir) -> bool:
+    cur: _Node | None = node
+    while cur is not None:
+        if cur is ancestor:
+            return True
+        cur = cur.parent
+    return False

@@ -1,0 +1,94 @@
+"""Merging entries into the layout's index.json without ever losing one.
+
+Read-modify-write happens under the layout lock (`durable.layout_lock`), and
+index.json is re-read under it, so concurrent importers — in one mount, in
+several ocifs processes, or any tool following the same convention — never
+overwrite each other's entries. The new file replaces the old one atomically
+(temp, fsync, rename, fsync dir): readers see the old or the new index, whole.
+
+Merge rule: an entry with a ref name replaces every entry with the same name;
+an entry identical to one already present changes nothing; anything else is
+appended. The name of an entry is its `io.containerd.image.name` annotation, or
+else `org.opencontainers.image.ref.name` — the same choice `ocifs.catalog` makes,
+so "same name" here means "same directory under refs/". When nothing changes,
+index.json is not rewritten at all. Callers merge only entries whose closure is
+complete (`ocifs.importer.closure`). A file with duplicate JSON keys is
+rewritten canonically (the last value wins, as when it is read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ocifs import durable
+from ocifs.errors import InvalidInput
+from ocifs.importer.staging import LOCK_FILE, staging_dir
+from ocifs.model import documents
+from ocifs.model import mediatypes as mt
+from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
+
+Entry = dict[str, Any]
+
+
+def entry_name(entry: Entry) -> str | None:
+    ann = entry.get("annotations") or {}
+    if not isinstance(ann, dict):
+        return None
+    name = ann.get(CONTAINERD_NAME) or ann.get(REF_NAME)
+    return name if isinstance(name, str) and name else None
+
+
+def merge(existing: list[Entry], new: Sequence[Entry]) -> list[Entry] | None:
+    """The merged manifests list, or None when `new` changes nothing."""
+    result = list(existing)
+    changed = False
+    for entry in new:
+        name = entry_name(entry)
+        if name is None:
+            if entry in result:
+                continue
+        else:
+            same = [e for e in result if entry_name(e) == name]
+            if same == [entry]:
+                continue
+            result = [e for e in result if entry_name(e) != name]
+        result.append(entry)
+        changed = True
+    return result if changed else None
+
+
+def _load(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(documents.MAX_DOCUMENT_BYTES + 1)
+    except FileNotFoundError:
+        return {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+    obj = documents.load_json(data, path)
+    # umoci writes "manifests": null for an empty layout
+    if not isinstance(obj, dict) or not isinstance(obj.get("manifests") or [], list):
+        raise InvalidInput(f"{path}: not an image index; refusing to rewrite it")
+    return obj
+
+
+def update(layout: str, new: Sequence[Entry], lock_timeout: float) -> bool:
+    """Merge `new` into `<layout>/index.json`; True if the file was rewritten.
+
+    Blocking (waits for the lock, fsyncs): call from a worker thread.
+    """
+    if not new:
+        return False
+    path = os.path.join(layout, "index.json")
+    durable.makedirs(staging_dir(layout))
+    with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
+        obj = _load(path)
+        merged = merge(list(obj.get("manifests") or []), new)
+        if merged is None:
+            return False
+        obj["manifests"] = merged
+        obj.setdefault("schemaVersion", 2)
+        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        durable.replace_file(path, data, staging_dir(layout))
+    return True

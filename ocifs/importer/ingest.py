@@ -1,0 +1,510 @@
+"""One file being written into `.import/`: stage, verify at flush, commit.
+
+Lifecycle (containerd's begin/write/commit/abort, adapted to FUSE):
+
+* writes are staged — plain files into one staging file, hashed in order by a
+  `Pipeline`; image archives parsed as they stream (`ArchiveImport`);
+* `flush` verifies and commits what was written since the last flush; its
+  error is what `close()` reports. A flush with no new writes does nothing —
+  unless the content as it stands verifies (the empty blob): `dd`, shell
+  redirection and `touch` flush before writing, and must not fail;
+* `release` (errors are discarded by the kernel) records anything that never
+  verified in the status and removes staging.
+
+The state lives per file, not per descriptor: with the writeback cache the
+kernel may send one descriptor's pages through another. Everything runs on
+the trio thread; blocking work is awaited in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from typing import Any
+
+import trio
+
+from ocifs.errors import (
+    DigestMismatch,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    OcifsError,
+    Unsupported,
+)
+from ocifs.importer import classify, closure
+from ocifs.importer.archive_stream import ArchiveImport
+from ocifs.importer.classify import Kind, Role
+from ocifs.importer.commit import blob_path, read_range
+from ocifs.importer.indexjson import entry_name
+from ocifs.importer.pending import PendingEntry
+from ocifs.importer.pipeline import Pipeline
+from ocifs.importer.session import Session
+from ocifs.importer.staging import StagedFile
+from ocifs.model import descriptor as descriptor_mod
+from ocifs.model import digest as digest_mod
+from ocifs.model import documents
+from ocifs.model import mediatypes as mt
+from ocifs.model.descriptor import REF_NAME, Descriptor
+from ocifs.model.digest import Digest
+
+#: Archive bytes written ahead of a gap (sparse `cp`) kept until the gap fills.
+MAX_AHEAD = 16 << 20
+_RECENT = 4  # archive chunks kept to check (and serve) re-sent pages
+
+
+class Ingest:
+    """See the module docstring. `path` is relative to `.import/`."""
+
+    def __init__(self, session: Session, path: tuple[str, ...], role: Role) -> None:
+        self.s = session
+        self.path = path
+        self.role = role
+        self.mode: str | None = None if role.kind is Kind.AUTO else "blob"
+        self.staged: StagedFile | None = None
+        self.archive: ArchiveImport | None = None
+        self.pipeline: Pipeline | None = None
+        self.head = bytearray()  # AUTO: leading bytes until sniffed
+        self.size = 0
+        self.dirty = False
+        self.state = "open"  # open -> done (verified/committed) | aborted; writes reopen
+        self.committed: Digest | None = None
+        self.doc: bytes | None = None  # index.json / oci-layout content once processed
+        self.error = ""
+        # archive mode: stream position, writes ahead of a gap, recent chunks
+        self.fed = 0
+        self.ahead: dict[int, bytes] = {}
+        self.recent: deque[tuple[int, bytes]] = deque(maxlen=_RECENT)
+        # Several descriptors (or processes) may use one file: a write must not slip
+        # into a commit in progress, nor two flushes commit one staging file.
+        self._lock = trio.Lock()
+
+    @property
+    def name(self) -> str:
+        return "/".join(self.path)
+
+    # -- writing --------------------------------------------------------------
+
+    async def write(self, offset: int, data: bytes) -> None:
+        async with self._lock:
+            await self._write(offset, data)
+
+    async def _write(self, offset: int, data: bytes) -> None:
+        if self.state == "aborted":
+            raise NotFound(f"{self.name}: import was aborted (file removed)")
+        if self.state == "done":
+            await self._reopen()
+        self.dirty = True
+        self.size = max(self.size, offset + len(data))
+        if self.mode is None:
+            if offset == len(self.head) and len(self.head) < classify.SNIFF_LIMIT:
+                self.head += data
+                decided = classify.sniff_archive(bytes(self.head), final=False)
+                if decided is not None:
+                    await self._decide(decided)
+                return
+            await self._decide(False)
+        if self.mode == "archive":
+            await self._archive_write(offset, data)
+        else:
+            await self._blob_write(offset, data)
+
+    async def _decide(self, archive: bool) -> None:
+        """Fix the mode of an AUTO file and replay the sniffed bytes."""
+        head, self.head = bytes(self.head), bytearray()
+        if archive:
+            self.mode = "archive"
+            self.archive = ArchiveImport(self.s.layout, self.name)
+            self.pipeline = Pipeline(self._parse, self.s.cpu)
+            if head:
+                await self._archive_write(0, head)
+        else:
+            self.mode = "blob"
+            if head:
+                await self._blob_write(0, head)
+
+    def _ensure_staged(self) -> StagedFile:
+        if self.staged is None or self.staged.fd < 0:
+            self.staged = StagedFile(self.s.layout, self.role.algorithm)
+            self.pipeline = Pipeline(self._stage, self.s.cpu)
+        return self.staged
+
+    def _stage(self, offset: int, data: bytes) -> None:
+        """Worker thread: store and (while writes are in order) hash."""
+        staged = self.staged
+        assert staged is not None
+        staged.write(offset, data)
+        staged.hash_chunk(data)  # a no-op once out of order: hashed from the file at flush
+
+    def _parse(self, offset: int, data: bytes) -> None:
+        assert self.archive is not None
+        self.archive.feed(data)
+
+    async def _staged_idle(self) -> StagedFile:
+        """The staging file with every queued write applied (before using it here)."""
+        staged = self._ensure_staged()
+        assert self.pipeline is not None
+        await self.pipeline.drain()
+        return staged
+
+    async def _blob_write(self, offset: int, data: bytes) -> None:
+        self._ensure_staged()
+        assert self.pipeline is not None
+        await self.pipeline.push(offset, data)
+
+    async def _archive_write(self, offset: int, data: bytes) -> None:
+        assert self.pipeline is not None
+        end = offset + len(data)
+        if offset < self.fed:
+            self._check_resent(offset, data[: self.fed - offset])
+            if end <= self.fed:
+                return
+            data, offset = data[self.fed - offset :], self.fed
+        if offset > self.fed:
+            self.ahead[offset] = data
+            if sum(len(d) for d in self.ahead.values()) > MAX_AHEAD:
+                raise Unsupported(f"{self.name}: archive written out of order")
+            return
+        await self._feed(data)
+        while self.fed in self.ahead:
+            await self._feed(self.ahead.pop(self.fed))
+
+    async def _feed(self, data: bytes) -> None:
+        assert self.pipeline is not None
+        self.recent.append((self.fed, data))
+        self.fed += len(data)
+        await self.pipeline.push(self.fed - len(data), data)
+
+    def _recent_bytes(self, offset: int, size: int) -> bytes | None:
+        """Bytes of the archive stream at [offset, offset+size) if still held."""
+        out = bytearray()
+        pos = offset
+        for start, chunk in self.recent:
+            if start <= pos < start + len(chunk):
+                take = chunk[pos - start : pos - start + (offset + size - pos)]
+                out += take
+                pos += len(take)
+        return bytes(out) if len(out) == size else None
+
+    def _check_resent(self, offset: int, data: bytes) -> None:
+        """The kernel may re-send a page already written: it must be identical."""
+        if self._recent_bytes(offset, len(data)) != data:
+            raise Unsupported(f"{self.name}: archive rewritten at offset {offset}")
+
+    async def truncate(self, size: int) -> None:
+        async with self._lock:
+            await self._truncate(size)
+
+    async def _truncate(self, size: int) -> None:
+        if self.state == "done":
+            await self._reopen()
+        if self.mode is None:
+            if size == 0 and not self.head:
+                return
+            await self._decide(False)
+        self.dirty = True
+        if self.mode == "archive":
+            if size < self.fed:
+                raise Unsupported(f"{self.name}: an archive cannot be truncated once written")
+            self._fill_gap(size)
+            await self._drain_ahead()
+        else:
+            (await self._staged_idle()).truncate(size)
+        self.size = size
+
+    def _fill_gap(self, upto: int) -> None:
+        """Holes in an archive (sparse source) read as zeros."""
+        pos = self.fed
+        for start in sorted(self.ahead):
+            if start > pos:
+                self.ahead[pos] = bytes(start - pos)
+            pos = max(pos, start + len(self.ahead[start]))
+        if upto > pos:
+            self.ahead[pos] = bytes(upto - pos)
+
+    async def _drain_ahead(self) -> None:
+        while self.fed in self.ahead:
+            await self._feed(self.ahead.pop(self.fed))
+
+    async def _reopen(self) -> None:
+        """Writes after a successful flush (a duplicated descriptor): continue the file.
+
+        An archive simply continues (re-sent pages are checked, bytes after the
+        end-of-archive marker are ignored, as tar does); a blob that was renamed
+        into blobs/ is copied back into a staging file first.
+        """
+        self.state = "open"
+        if self.mode == "archive" or (self.staged is not None and self.staged.fd >= 0):
+            return
+        committed = self.committed
+        staged = self._ensure_staged()
+        if self.doc is not None:
+            staged.write(0, self.doc)
+        elif committed is not None:
+            src = blob_path(self.s.layout, committed)
+
+            def copy() -> None:
+                with open(src, "rb") as f:
+                    offset = 0
+                    while chunk := f.read(1 << 20):
+                        staged.write(offset, chunk)
+                        offset += len(chunk)
+
+            # The copy bypassed the hasher, so the digest is recomputed at flush.
+            await trio.to_thread.run_sync(copy, limiter=self.s.io)
+
+    # -- reading (writeback cache reads partial pages back) -------------------
+
+    async def read(self, offset: int, size: int) -> bytes:
+        async with self._lock:
+            return await self._read(offset, size)
+
+    async def _read(self, offset: int, size: int) -> bytes:
+        if self.mode is None:
+            return bytes(self.head[offset : offset + size])
+        if self.mode == "blob" and self.staged is not None and self.staged.fd >= 0:
+            return (await self._staged_idle()).pread(offset, size)
+        if self.mode == "archive":
+            return self._recent_bytes(offset, min(size, self.fed - offset)) or b""
+        if self.doc is not None:
+            return self.doc[offset : offset + size]
+        if self.committed is not None:
+            path = blob_path(self.s.layout, self.committed)
+            return await trio.to_thread.run_sync(read_range, path, offset, size,
+                                                 limiter=self.s.io)
+        return b""
+
+    # -- flush: verify and commit ---------------------------------------------
+
+    async def flush(self, shared: bool = False) -> None:
+        async with self._lock:
+            await self._flush(shared)
+
+    async def _flush(self, shared: bool = False) -> None:
+        """Verify and commit; `shared`: other descriptors hold the file open for writing.
+
+        Then content that does not verify yet is not an error — they may still be
+        writing (two `cp` of one blob to one name) — and the last writer's flush
+        decides.
+        """
+        if self.state == "aborted":
+            return
+        if not self.dirty and not self._verifies_as_is():
+            return
+        self.dirty = False
+        try:
+            await self._complete()
+        except (OcifsError, OSError) as exc:
+            if shared and isinstance(exc, OcifsError):
+                self.dirty = True
+                return
+            self.error = (
+                str(exc) if isinstance(exc, OcifsError) else f"{self.name}: {_os_message(exc)}"
+            )
+            self.s.status.record("FAILED", self.name, self.error)
+            raise
+        self.state = "done"
+        self.error = ""
+
+    def _verifies_as_is(self) -> bool:
+        """A never-written file named by the empty blob's digest is complete."""
+        return (
+            self.state == "open"
+            and self.size == 0
+            and self.role.kind is Kind.BLOB
+            and self.role.digest is not None
+            and self.role.digest.matches(b"")
+        )
+
+    async def _complete(self) -> None:
+        if self.mode is None:
+            await self._decide(bool(classify.sniff_archive(bytes(self.head), final=True)))
+        if self.mode == "archive":
+            await self._complete_archive()
+            return
+        staged = await self._staged_idle()
+        kind = self.role.kind
+        if kind in (Kind.BLOB, Kind.AUTO):
+            digest = await self._digest(staged)
+            if self.role.digest is not None and digest != self.role.digest:
+                raise DigestMismatch(
+                    f"{self.name}: content is {digest} ({staged.size} bytes), "
+                    f"its name says {self.role.digest}"
+                )
+            await self._commit_blob(digest, staged)
+            self.s.status.record("OK", self.name, f"committed {digest} ({staged.size} bytes)")
+        elif kind is Kind.LAYOUT_MARKER:
+            data = await self._read_doc(staged)
+            documents.parse_oci_layout(data, self.name)
+            self.s.status.record("OK", self.name, "checked")
+            self._keep_doc(data)
+        elif kind is Kind.INDEX:
+            self._keep_doc(await self._complete_index(staged))
+        else:
+            await self._complete_ref(staged)
+
+    def _keep_doc(self, data: bytes) -> None:
+        """Processed documents need no staging file (released promptly after close)."""
+        self.doc = data
+        if self.staged is not None:
+            self.staged.discard()
+
+    async def _digest(self, staged: StagedFile) -> Digest:
+        hex_ = await trio.to_thread.run_sync(staged.hexdigest, limiter=self.s.cpu)
+        return Digest(staged.algorithm, hex_)
+
+    async def _commit_blob(self, digest: Digest, staged: StagedFile) -> None:
+        await self.s.commit([(digest, staged)])
+        self.committed = digest
+
+    async def _read_doc(self, staged: StagedFile) -> bytes:
+        data = await trio.to_thread.run_sync(
+            staged.read_all, documents.MAX_DOCUMENT_BYTES, limiter=self.s.io
+        )
+        if len(data) > documents.MAX_DOCUMENT_BYTES:
+            raise LimitExceeded(
+                f"{self.name}: over the {documents.MAX_DOCUMENT_BYTES} byte document limit"
+            )
+        return data
+
+    async def _complete_archive(self) -> None:
+        archive, pipeline = self.archive, self.pipeline
+        assert archive is not None and pipeline is not None
+        self._fill_gap(self.size)
+        await self._drain_ahead()
+        await pipeline.drain()
+        result = await trio.to_thread.run_sync(archive.finish, limiter=self.s.cpu)
+        new = await self.s.commit(list(result.staged.items()), result.entries)
+        archive.staged.clear()
+        names = sorted({n for e in result.entries if (n := entry_name(e))})
+        self.s.status.record(
+            "OK", self.name,
+            f"{result.kind}: {len(new)} new blob(s), refs {', '.join(names) or '-'}",
+        )
+
+    async def _complete_index(self, staged: StagedFile) -> bytes:
+        data = await self._read_doc(staged)
+
+        def parse_and_check() -> list[tuple[dict[str, Any], Descriptor, set[Digest]]]:
+            view = closure.BlobView(self.s.layout)
+            return [(e, d, closure.missing(view, d)) for e, d in _index_entries(data, self.name)]
+
+        checked = await trio.to_thread.run_sync(parse_and_check, limiter=self.s.io)
+        source = "/".join(self.path)
+        ready = [e for e, _, m in checked if not m]
+        waiting = [PendingEntry(source, e, d, m) for e, d, m in checked if m]
+        await self.s.commit([], ready)
+        self.s.pending.replace_source(source, waiting)
+        self.s.status.record(
+            "OK" if not waiting else "PENDING", self.name,
+            f"{len(ready)} entr{'y' if len(ready) == 1 else 'ies'} merged, "
+            f"{len(waiting)} waiting for blobs",
+        )
+        return data
+
+    async def _complete_ref(self, staged: StagedFile) -> None:
+        data = await self._read_doc(staged)
+        entry, desc = await trio.to_thread.run_sync(
+            _ref_entry, data, self.role.ref, self.name, limiter=self.s.cpu
+        )
+        await self._wait_for_closure(desc, desc.digest, staged)
+        await self.s.commit([(desc.digest, staged)], [entry])
+        self.committed = desc.digest
+        self.s.status.record("OK", self.name, f"tagged {self.role.ref} as {desc.digest}")
+
+    async def _wait_for_closure(
+        self, desc: Descriptor, digest: Digest, staged: StagedFile
+    ) -> None:
+        """Missing blobs fail at once unless other open imports may still bring them."""
+        deadline = trio.current_time() + self.s.ref_wait
+        while True:
+            view = closure.BlobView(self.s.layout, {digest: staged})
+            absent = await trio.to_thread.run_sync(closure.missing, view, desc, limiter=self.s.io)
+            others = [i for i in self.s.active if i is not self and i.state == "open"]
+            if not absent:
+                return
+            if not others or trio.current_time() >= deadline:
+                names = ", ".join(sorted(str(a) for a in absent)[:5])
+                raise InvalidInput(f"{self.name}: references missing blob(s) {names}")
+            with trio.move_on_at(deadline):
+                await self.s.changed.wait()
+
+    # -- end of life ----------------------------------------------------------
+
+    async def release(self) -> None:
+        async with self._lock:
+            await self._release()
+
+    async def _release(self) -> None:
+        """Last descriptor closed: record what never verified, remove staging."""
+        if self.pipeline is not None:
+            try:
+                await self.pipeline.drain()
+            except Exception:
+                pass
+        if self.state == "open" and self.size and not self.error:
+            self.s.status.record("FAILED", self.name, "closed before it could be verified")
+        self.discard()
+        self.s.poke()
+
+    async def abort(self) -> None:
+        async with self._lock:
+            await self._abort()
+
+    async def _abort(self) -> None:
+        """`rm` of a file being imported: drop everything staged."""
+        if self.state == "open" and self.size:
+            self.s.status.record("ABORTED", self.name, "removed before it was committed")
+        self.state = "aborted"
+        if self.pipeline is not None:
+            try:
+                await self.pipeline.drain()
+            except Exception:
+                pass
+        self.discard()
+
+    def discard(self) -> None:
+        if self.staged is not None:
+            self.staged.discard()
+        if self.archive is not None:
+            self.archive.discard()
+        self.ahead.clear()
+        self.recent.clear()
+
+
+def _index_entries(data: bytes, where: str) -> list[tuple[dict[str, Any], Descriptor]]:
+    """A layout's index.json: its entries, raw (kept as written) and parsed."""
+    obj = documents.load_json(data, where)
+    if isinstance(obj, dict) and obj.get("manifests", ()) is None:
+        obj["manifests"] = []  # umoci's empty layout
+    documents.parse_index(json.dumps(obj).encode(), where)
+    return [
+        (e, descriptor_mod.parse(e, f"{where}: manifests[{i}]"))
+        for i, e in enumerate(obj["manifests"])
+    ]
+
+
+def _ref_entry(data: bytes, ref: str, where: str) -> tuple[dict[str, Any], Descriptor]:
+    """The index entry that tags the manifest or index `data` as `ref`."""
+    obj = documents.load_json(data, where)
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{where}: not a manifest or index (not a JSON object)")
+    media_type = obj.get("mediaType")
+    if media_type in mt.INDEX_TYPES or (media_type is None and "manifests" in obj):
+        documents.parse_index(data, where)
+        media_type = media_type or mt.OCI_INDEX
+    else:
+        documents.parse_manifest(data, where)
+        media_type = media_type or mt.OCI_MANIFEST
+    entry = {
+        "mediaType": media_type,
+        "digest": str(digest_mod.of_bytes(data)),
+        "size": len(data),
+        "annotations": {REF_NAME: ref},
+    }
+    return entry, descriptor_mod.parse(entry, where)
+
+
+def _os_message(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)

@@ -1,0 +1,178 @@
+"""Staging files: where imported bytes live until they are verified and committed.
+
+Staging files sit in ``<layout>/.ocifs-staging/`` — the same filesystem as
+``blobs/`` (so commit is a rename) but never inside it (so nothing partial is
+ever visible as a blob). Each is flock'ed by its creator for its whole life:
+`recover` at mount time removes only files nobody holds, so two ocifs processes
+on one layout never delete each other's live ingests.
+
+`StagedFile` hashes incrementally while writes arrive in order and remembers
+when they did not (holes from sparse `cp`, rewrites, truncation); then the
+digest is recomputed from the file at verification time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from ocifs import durable
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = ".ocifs-staging"
+LOCK_FILE = ".ocifs.lock"
+#: Files younger than this are removed by `recover` only if the process named in
+#: them is gone: a live process may be between creating and locking one.
+RECOVER_GRACE_S = 5.0
+_CHUNK = 1 << 20
+
+
+def staging_dir(layout: str) -> str:
+    return os.path.join(layout, STAGING_DIR)
+
+
+def new_staging_path(layout: str, kind: str) -> str:
+    return os.path.join(staging_dir(layout), f"{kind}-{os.getpid()}-{os.urandom(8).hex()}")
+
+
+def _creator_alive(name: str) -> bool:
+    """Staging names carry their creator's pid: `<kind>-<pid>-<random>`."""
+    try:
+        os.kill(int(name.split("-")[1]), 0)
+    except (IndexError, ValueError):
+        return True  # not our naming: be careful
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(layout: str) -> list[str]:
+    """Remove stale staging files left by a crash (those no live process has locked)."""
+    sdir = staging_dir(layout)
+    removed: list[str] = []
+    try:
+        names = os.listdir(sdir)
+    except FileNotFoundError:
+        return removed
+    now = time.time()
+    for name in names:
+        path = os.path.join(sdir, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            young = now - os.fstat(fd).st_mtime < RECOVER_GRACE_S
+            if (young and _creator_alive(name)) or not durable.try_lock(fd):
+                continue
+            os.unlink(path)
+            removed.append(name)
+        except OSError as exc:
+            log.warning("%s: cannot remove stale staging file: %s", path, exc.strerror)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("%s: removed %d stale staging file(s) left by a crash", sdir, len(removed))
+    return removed
+
+
+class StagedFile:
+    """One staging file with an incremental hash. Not thread-safe: one user at a time."""
+
+    def __init__(self, layout: str, algorithm: str = "sha256", kind: str = "ingest") -> None:
+        durable.makedirs(staging_dir(layout))
+        self.path = new_staging_path(layout, kind)
+        self.fd = durable.open_locked(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        self.algorithm = algorithm
+        self.size = 0
+        self._hasher: _Hash | None = hashlib.new(algorithm)
+        self._hashed = 0
+
+    @property
+    def hashing(self) -> bool:
+        """False once a write arrived out of order: the digest then comes from the file."""
+        return self._hasher is not None
+
+    @property
+    def in_order(self) -> bool:
+        """True while every byte so far arrived sequentially (hash is current)."""
+        return self._hasher is not None and self._hashed == self.size
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Store bytes (the caller hashes them later with `hash_chunk`, in order)."""
+        durable.pwrite_all(self.fd, data, offset)
+        end = offset + len(data)
+        if offset != self.size:
+            self._hasher = None  # hole or rewrite: hash from the file later
+        self.size = max(self.size, end)
+
+    def append(self, data: bytes | memoryview) -> None:
+        """Write at the end and hash at once (for sequential producers off the trio loop)."""
+        self.write(self.size, data)
+        self.hash_chunk(data)
+
+    def hash_chunk(self, data: bytes | memoryview) -> None:
+        """Feed the incremental hash (worker thread; the trio thread may drop the hasher)."""
+        hasher = self._hasher
+        if hasher is not None:
+            hasher.update(data)
+            self._hashed += len(data)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        if size != self.size:
+            self._hasher = None
+        self.size = size
+
+    def hexdigest(self, algorithm: str | None = None) -> str:
+        """Digest of the content; re-reads the file unless the incremental hash is current.
+
+        Blocking (may read the whole file): call from a worker thread.
+        """
+        algorithm = algorithm or self.algorithm
+        if algorithm == self.algorithm and self._hasher is not None and self.in_order:
+            return self._hasher.copy().hexdigest()
+        hasher = hashlib.new(algorithm)
+        offset = 0
+        while offset < self.size:
+            chunk = os.pread(self.fd, min(_CHUNK, self.size - offset), offset)
+            if not chunk:
+                break
+            hasher.update(chunk)
+            offset += len(chunk)
+        if algorithm == self.algorithm:
+            self._hasher, self._hashed = hasher.copy(), self.size
+        return hasher.hexdigest()
+
+    def pread(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def read_all(self, limit: int) -> bytes:
+        """The whole content, for small JSON documents; `limit` bounds memory."""
+        return os.pread(self.fd, min(self.size, limit + 1), 0)
+
+    def discard(self) -> None:
+        """Remove the staging file (abort, failure, or content already present)."""
+        if self.fd < 0:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+    def detach(self) -> None:
+        """Close after the file was renamed into blobs/ (the name is no longer ours)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
