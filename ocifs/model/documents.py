@@ -111,6 +111,8 @@ def _descriptors(
 ) -> list[Descriptor]:
     """Parse an array of descriptors; `lenient` skips (and logs) bad entries."""
     items = obj.get(key)
+    if items is None and key in obj:
+        items = []  # `umoci init` writes "manifests": null for an empty layout
     if not isinstance(items, list):
         raise InvalidInput(f"{where}: field {key!r} must be an array")
     result = []

@@ -506,3 +506,11 @@ def test_second_read_and_stat_are_served_by_the_kernel(mount_image, sample_layou
     if not writable:
         assert m.log_text().count(" getattr inode=") == getattrs_before
     assert "sha256:" + hashlib.sha256(first).hexdigest() == manifest["layers"][0]["digest"]
+
+
+def test_empty_layout_made_by_umoci_init(mount_image, tmp_path) -> None:
+    layout = tmp_path / "empty"
+    subprocess.run(["umoci", "init", "--layout", str(layout)], check=True)
+    assert json.loads((layout / "index.json").read_text())["manifests"] is None
+    m = mount_image(layout)
+    assert os.listdir(m.path / "refs") == [] and os.listdir(m.path / "by-digest") == []
