@@ -11,7 +11,6 @@ uncompressed layers that is the config's diff_id, which is checked.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,29 +21,16 @@ from isal import isal_zlib
 from ocifs.errors import DigestMismatch, InvalidInput
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
-from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
 from ocifs.model.digest import Digest
+from ocifs.model.dockersave import (
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    check_item,
+    manifest_document,
+    tag_entries,
+)
 
 log = logging.getLogger(__name__)
-
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-
-
-def normalize_name(tag: str) -> str:
-    """`busybox:1` -> `docker.io/library/busybox:1`, as containerd and docker do."""
-    if "@" in tag:
-        raise InvalidInput(f"RepoTags: {tag!r} is a digest reference, not a tag")
-    slash = tag.find("/")
-    last = tag.rsplit("/", 1)[-1]
-    if ":" not in last:
-        tag += ":latest"
-    first = tag[:slash] if slash >= 0 else ""
-    if slash < 0:
-        return f"docker.io/library/{tag}"
-    if "." in first or ":" in first or first == "localhost":
-        return tag
-    return f"docker.io/{tag}"
 
 
 @dataclass(slots=True)
@@ -88,12 +74,9 @@ def synthesize(
     out: list[tuple[bytes, list[dict[str, Any]]]] = []
     for n, item in enumerate(items):
         at = f"{where}: manifest.json[{n}]"
-        if not isinstance(item, dict) or not isinstance(item.get("Config"), str):
-            raise InvalidInput(f"{at}: missing 'Config'")
-        layers = item.get("Layers")
+        check_item(item, at)
+        layers = item["Layers"]
         tags = item.get("RepoTags") or []
-        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise InvalidInput(f"{at}: 'Layers' must be an array of paths")
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise InvalidInput(f"{at}: 'RepoTags' must be an array of strings")
         config = resolve(item["Config"])
@@ -113,28 +96,20 @@ def synthesize(
                     f"{at}: layer {path} has diff_id {actual}, config says {diff_id}"
                 )
             layer_descs.append(
-                {"mediaType": DOCKER_LAYER_GZIP if gz else DOCKER_LAYER,
-                 "size": ref.size, "digest": str(ref.digest)}
+                {
+                    "mediaType": DOCKER_LAYER_GZIP if gz else DOCKER_LAYER,
+                    "size": ref.size,
+                    "digest": str(ref.digest),
+                }
             )
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": mt.DOCKER_MANIFEST,
-            "config": {"mediaType": mt.DOCKER_CONFIG, "size": config.size,
-                       "digest": str(config.digest)},
-            "layers": layer_descs,
+        config_desc = {
+            "mediaType": mt.DOCKER_CONFIG,
+            "size": config.size,
+            "digest": str(config.digest),
         }
-        data = json.dumps(manifest, separators=(",", ":")).encode()
+        data = manifest_document(config_desc, layer_descs)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         base = {"mediaType": mt.DOCKER_MANIFEST, "digest": digest, "size": len(data)}
-        entries = []
-        for tag in tags:
-            try:
-                full = normalize_name(tag)
-            except InvalidInput as exc:
-                log.warning("%s: %s; skipped", at, exc)
-                continue
-            # The full name in both: skopeo and umoci look refs up by ref.name, and a
-            # bare tag would be ambiguous between images.
-            entries.append({**base, "annotations": {CONTAINERD_NAME: full, REF_NAME: full}})
-        out.append((data, entries or [dict(base)]))
+        entries = tag_entries(base, item, at)
+        out.append((data, entries))
     return out

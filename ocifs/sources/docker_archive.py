@@ -25,7 +25,6 @@ from manifest.json: each image's manifest blob is found by its config digest
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,31 +32,33 @@ from typing import Any
 
 from ocifs.cache import DiskCache
 from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage, OcifsError
-from ocifs.importer.docker import DOCKER_LAYER, DOCKER_LAYER_GZIP, normalize_name
 from ocifs.model import descriptor as descriptor_mod
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
 from ocifs.model.digest import Digest
+from ocifs.model.dockersave import (
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    DOCKER_LAYER_ZSTD,
+    check_item,
+    index_document,
+    manifest_document,
+    tag_entries,
+)
 from ocifs.sources.base import BlobReader, BytesReader, Source
 from ocifs.sources.oci_archive import OciArchive, read_document
 from ocifs.sources.tarmembers import ArchiveFile, Member
 
 log = logging.getLogger(__name__)
 
-DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
 #: DiskCache kind of the sha256 of compressed layer members.
 DIGEST_CACHE_KIND = "archive-member-digest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 #: Blobs larger than this are not considered when looking for a manifest by config.
 _MANIFEST_SCAN_LIMIT = 1 << 20
 _CHUNK = 1 << 20
-
-
-def dumps(obj: object) -> bytes:
-    """The one serialization of synthesized documents (stable across mounts)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def load_items(data: bytes | None, archive: ArchiveFile) -> list[dict[str, Any]]:
@@ -71,46 +72,10 @@ def load_items(data: bytes | None, archive: ArchiveFile) -> list[dict[str, Any]]
     if not isinstance(items, list):
         raise NotAnImage(f"{where}: not a JSON array of images (not an image archive)")
     for n, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("Config"), str):
-            raise InvalidInput(f"{where}[{n}]: missing 'Config'")
-        layers = item.get("Layers")
-        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise InvalidInput(f"{where}[{n}]: 'Layers' must be an array of paths")
+        check_item(item, f"{where}[{n}]")
     if not items:
         raise NotAnImage(f"{where}: lists no images")
     return items
-
-
-def tag_entries(base: dict[str, Any], item: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    """Index entries for an image: one per usable RepoTag, or one unnamed entry."""
-    tags = item.get("RepoTags") or []
-    if not isinstance(tags, list):
-        log.warning("%s: 'RepoTags' is not an array; the image is shown untagged", where)
-        tags = []
-    entries = []
-    for tag in tags:
-        if not isinstance(tag, str):
-            log.warning("%s: RepoTags entry %r is not a string; skipped", where, tag)
-            continue
-        try:
-            full = normalize_name(tag)
-        except InvalidInput as exc:
-            log.warning("%s: %s; skipped", where, exc)
-            continue
-        annotations = {**(base.get("annotations") or {}), CONTAINERD_NAME: full, REF_NAME: full}
-        entries.append({**base, "annotations": annotations})
-    return entries or [dict(base)]
-
-
-def index_document(entries: list[dict[str, Any]]) -> bytes:
-    return dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
-
-
-def manifest_document(config: dict[str, Any], layers: list[dict[str, Any]]) -> bytes:
-    """A Docker schema-2 manifest, serialized exactly as the importer does."""
-    return dumps(
-        {"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST, "config": config, "layers": layers}
-    )
 
 
 def _member_sha256(archive: ArchiveFile, member: Member, cache: DiskCache) -> Digest:

@@ -366,7 +366,7 @@ def test_blob_size_differs_from_descriptor(tmp_path: Path, cache: DiskCache) -> 
     [
         (b'{"schemaVersion":2,"manifests":[', InvalidInput, "index.json: invalid JSON at line 1"),
         (b"[]", InvalidInput, "index.json: not a JSON object"),
-        (b'{"schemaVersion":2,"manifests":null}', InvalidInput, "'manifests' must be an array"),
+        (b'{"schemaVersion":2,"manifests":{}}', InvalidInput, "'manifests' must be an array"),
     ],
 )
 def test_unreadable_index(

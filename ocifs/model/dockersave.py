@@ -1,0 +1,90 @@
+"""`docker save` archives: RepoTags names and the documents ocifs synthesizes for them.
+
+Legacy docker-save tars carry no manifest. Both the archive source (mounting)
+and the importer (`.import/`) synthesize one, and they must produce the same
+bytes so that mounting and importing the same archive give the same digests:
+this module is the one serialization of those documents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from ocifs.errors import InvalidInput
+from ocifs.model import mediatypes as mt
+from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
+
+log = logging.getLogger(__name__)
+
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+
+
+def dumps(obj: object) -> bytes:
+    """Compact JSON, keys in insertion order: stable across mounts and imports."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def normalize_name(tag: str) -> str:
+    """`busybox:1` -> `docker.io/library/busybox:1`, as containerd and docker do."""
+    if "@" in tag:
+        raise InvalidInput(f"RepoTags: {tag!r} is a digest reference, not a tag")
+    slash = tag.find("/")
+    last = tag.rsplit("/", 1)[-1]
+    if ":" not in last:
+        tag += ":latest"
+    if slash < 0:
+        return f"docker.io/library/{tag}"
+    first = tag[:slash]
+    if "." in first or ":" in first or first == "localhost":
+        return tag
+    return f"docker.io/{tag}"
+
+
+def check_item(item: object, where: str) -> dict[str, Any]:
+    """One manifest.json entry: it must name a Config and a list of Layers."""
+    if not isinstance(item, dict) or not isinstance(item.get("Config"), str):
+        raise InvalidInput(f"{where}: missing 'Config'")
+    layers = item.get("Layers")
+    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+        raise InvalidInput(f"{where}: 'Layers' must be an array of paths")
+    return item
+
+
+def manifest_document(config: dict[str, Any], layers: list[dict[str, Any]]) -> bytes:
+    """A Docker schema-2 manifest for a legacy docker-save image."""
+    return dumps(
+        {"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST, "config": config, "layers": layers}
+    )
+
+
+def index_document(entries: list[dict[str, Any]]) -> bytes:
+    return dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries})
+
+
+def tag_entries(base: dict[str, Any], item: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """Index entries for an image: one per usable RepoTag, or one unnamed entry.
+
+    The full normalised name goes in both annotations: skopeo and umoci look refs
+    up by `ref.name`, and a bare tag would be ambiguous between images.
+    """
+    tags = item.get("RepoTags") or []
+    if not isinstance(tags, list):
+        log.warning("%s: 'RepoTags' is not an array; the image is shown untagged", where)
+        tags = []
+    entries = []
+    for tag in tags:
+        if not isinstance(tag, str):
+            log.warning("%s: RepoTags entry %r is not a string; skipped", where, tag)
+            continue
+        try:
+            full = normalize_name(tag)
+        except InvalidInput as exc:
+            log.warning("%s: %s; skipped", where, exc)
+            continue
+        annotations = {**(base.get("annotations") or {}), CONTAINERD_NAME: full, REF_NAME: full}
+        entries.append({**base, "annotations": annotations})
+    return entries or [dict(base)]
