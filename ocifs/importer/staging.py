@@ -85,6 +85,10 @@ def recover(layout: str) -> list[str]:
     return removed
 
 
+#: Sequential staging data is handed to early writeback in chunks of this size.
+WRITEBACK_CHUNK = 32 * 1024 * 1024
+
+
 class StagedFile:
     """One staging file with an incremental hash. Not thread-safe: one user at a time."""
 
@@ -96,6 +100,7 @@ class StagedFile:
         self.size = 0
         self._hasher: _Hash | None = hashlib.new(algorithm)
         self._hashed = 0
+        self._written_back = 0  # bytes handed to early writeback so far
 
     @property
     def hashing(self) -> bool:
@@ -114,6 +119,11 @@ class StagedFile:
         if offset != self.size:
             self._hasher = None  # hole or rewrite: hash from the file later
         self.size = max(self.size, end)
+        if self.size - self._written_back >= WRITEBACK_CHUNK and self._hasher is not None:
+            # Sequential data already hashed or about to be: never read back, so
+            # start its writeback now and the final fsync only waits for the tail.
+            durable.start_writeback(self.fd, self._written_back, self.size - self._written_back)
+            self._written_back = self.size
 
     def append(self, data: bytes | memoryview) -> None:
         """Write at the end and hash at once (for sequential producers off the trio loop)."""
