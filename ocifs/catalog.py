@@ -86,11 +86,10 @@ def read_document(source: Source, desc: Descriptor) -> bytes:
         data = reader.pread(0, desc.size + 1)
     finally:
         reader.close()
-
     if len(data) != desc.size:
+        relation = "larger" if len(data) > desc.size else "smaller"
         raise BlobUnavailable(
-            f"blob {desc.digest}: size is {len(data)}{'+' if len(data) > desc.size else ''}, "
-            f"descriptor says {desc.size}"
+            f"blob {desc.digest}: {relation} than the {desc.size} bytes its descriptor says"
         )
     if not desc.digest.matches(data):
         raise BlobUnavailable(f"blob {desc.digest}: content does not match its digest")

@@ -104,19 +104,15 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
     from ocifs.layers.store import LayerStore
 
     cache = build_cache(opts)
+    tree = Tree(source, LayerStore(source, cache))
     area = None
     if source.writable and not opts.read_only:
         from ocifs.importer.area import ImportDir, recover
 
         recover(source.path)
-        tree_holder: list[Tree] = []
-        area = ImportDir(source.path, lambda: tree_holder[0].refresh())
+        area = ImportDir(source.path, tree.refresh)
     else:
         source.writable = False
-    layers = LayerStore(source, cache)
-    tree = Tree(source, layers, has_import=area is not None)
-    if area is not None:
-        tree_holder.append(tree)
     ops = Operations(tree, area)
     try:
         pyfuse3.init(ops, mountpoint, _fuse_options(source, opts))
@@ -133,6 +129,7 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
         if area is not None:
             area.close()
         tree.blob_access.close()
+        tree.layers.close()
         source.close()
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)

@@ -50,7 +50,7 @@ class _Verifier:
         assert self._queue is not None
         while True:
             item = self._queue.get()
-            if item is _DONE:
+            if item is _DONE or self.abandoned:
                 return
             self._hasher.update(item)  # type: ignore[arg-type]
 
@@ -70,10 +70,13 @@ class _Verifier:
         return self.next_offset >= self.size
 
     def abandon(self) -> None:
+        """Stop hashing: an idle helper is woken by the marker, a busy one sees the flag."""
         self.abandoned = True
         if self._queue is not None:
-            # The helper thread may be blocked on a full queue's consumer side only.
-            threading.Thread(target=self._queue.put, args=(_DONE,), daemon=True).start()
+            try:
+                self._queue.put_nowait(_DONE)
+            except queue.Full:
+                pass
 
     def finish(self) -> bool:
         """Wait for the hash (blocking) and say whether it matched."""
@@ -145,6 +148,9 @@ class BlobAccess:
         if digest in self._verified:
             return data
         verifier = self._verifiers.get(digest)
+        if offset == 0 and verifier is not None and verifier.next_offset != 0:
+            verifier.abandon()  # an earlier pass went out of order; start over
+            verifier = None
         if verifier is None:
             if offset != 0:
                 return data

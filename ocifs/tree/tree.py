@@ -23,7 +23,7 @@ from ocifs.model.digest import HEX_LENGTHS, Digest
 from ocifs.model.naming import platform_dir
 from ocifs.sources.base import Source
 from ocifs.tree import layertree
-from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
+from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE
 from ocifs.tree.blobs import BlobAccess
 from ocifs.tree.nodes import BlobFile, BytesFile, Children, DirNode, Node
 
@@ -41,23 +41,10 @@ REFRESH_INTERVAL = 0.5
 Invalidator = Callable[[int, str | None], None]
 """(parent inode, name) invalidates a dentry; (inode, None) an inode's attributes and data."""
 
-RESERVED_IN_IMAGE_DIR = frozenset(
-    {
-        "manifest.json",
-        "index.json",
-        "descriptor.json",
-        "config.json",
-        "layers",
-        "rootfs",
-        "platforms",
-    }
-)
-
-
 class Tree:
     """See the module docstring. All methods run on the trio thread."""
 
-    def __init__(self, source: Source, layers: LayerStore, *, has_import: bool) -> None:
+    def __init__(self, source: Source, layers: LayerStore) -> None:
         self.source = source
         self.layers = layers
         self.blob_access = BlobAccess(source)
@@ -71,11 +58,11 @@ class Tree:
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
         self.invalidate: Invalidator = lambda _ino, _name: None
         self._last_check = 0.0
-        self.has_import = has_import
-        self.import_node: Attr | None = None
 
         now = time.time_ns()
-        self.root = DirNode(self._alloc_root(), children={}, mutable=True, mtime_ns=now, perm=0o755)
+        self.root = self._register(
+            DirNode(self.alloc_inode(), children={}, mutable=True, mtime_ns=now, perm=0o755)
+        )
         self.oci_layout = self._register(BytesFile(self.alloc_inode(), source.oci_layout_bytes()))
         self.index_file = self._register(BytesFile(self.alloc_inode(), b"", mutable=True))
         self.refs = self._register(DirNode(self.alloc_inode(), children={}, mutable=True))
@@ -104,11 +91,6 @@ class Tree:
 
     # ----- inode table -------------------------------------------------------
 
-    def _alloc_root(self) -> int:
-        ino = self._next_inode
-        self._next_inode += 1
-        return ino
-
     def alloc_inode(self) -> int:
         ino = self._next_inode
         self._next_inode += 1
@@ -121,8 +103,6 @@ class Tree:
         return node
 
     def get(self, inode: int) -> Node:
-        if inode == ROOT_INODE:
-            return self.root
         node = self.nodes.get(inode)
         if node is None:
             raise NotFound(f"inode {inode}: unknown")
