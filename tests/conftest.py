@@ -84,21 +84,26 @@ def unmount(path: Path) -> None:
         subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, check=False)
 
 
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for init to reap it.
+
+    A detached daemon is re-parented to init once `ocifs mount` exits, and some
+    inits reap late: its exit is what counts, not the reaping.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _wait_gone(pid: int, timeout: float = 20) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return True
-        try:
-            # our own child? reap it
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return True
-        except ChildProcessError:
-            pass
-        time.sleep(0.05)
+        time.sleep(0.02)
     return False
 
 

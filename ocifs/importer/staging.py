@@ -43,11 +43,24 @@ def new_staging_path(layout: str, kind: str) -> str:
 
 
 def _creator_alive(name: str) -> bool:
-    """Staging names carry their creator's pid: `<kind>-<pid>-<random>`."""
+    """Staging names carry their creator's pid: `<kind>-<pid>-<random>`.
+
+    A zombie counts as dead: it has exited (its locks are gone) and only waits
+    for its parent or init to reap it, which some inits do late.
+    """
     try:
-        os.kill(int(name.split("-")[1]), 0)
+        pid = int(name.split("-")[1])
     except (IndexError, ValueError):
         return True  # not our naming: be careful
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import _wait_gone
 from tests.helpers import layoutcheck
 from tests.mount import test_import
 from tests.mount.test_import import empty_layout
@@ -27,13 +28,8 @@ def lazy_unmount(path: Path) -> None:
 
 
 def wait_dead(pid: int) -> None:
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"daemon {pid} still alive")
+    if not _wait_gone(pid, timeout=10):
+        raise AssertionError(f"daemon {pid} still alive")
 
 
 def test_kill_daemon_during_large_import_then_remount(
