@@ -60,15 +60,7 @@ class LayerIndex:
 
     def lookup(self, path: str) -> int | None:
         """Index of a normalised relative path ("" is the root), or None."""
-        node = 0
-        if not path:
-            return node
-        for part in path.split("/"):
-            kids = self.children[node]
-            if kids is None or part not in kids:
-                return None
-            node = kids[part]
-        return node
+        return lookup_path(self.children, path)
 
     def path(self, index: int) -> str:
         """Relative path of an entry (for messages and tests)."""
@@ -78,3 +70,16 @@ class LayerIndex:
             parts.append(entry.name)
             index = entry.parent
         return "/".join(reversed(parts))
+
+
+def lookup_path(children: list[dict[str, int] | None], path: str) -> int | None:
+    """Walk `children` tables from the root (index 0) along a normalised relative path."""
+    node = 0
+    if not path:
+        return node
+    for part in path.split("/"):
+        kids = children[node]
+        if kids is None or part not in kids:
+            return None
+        node = kids[part]
+    return node

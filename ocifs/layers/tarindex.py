@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from ocifs.errors import LimitExceeded
 from ocifs.layers import tarwalk
-from ocifs.layers.entry import Entry, Kind, LayerIndex
+from ocifs.layers.entry import Entry, Kind, LayerIndex, lookup_path
 from ocifs.layers.limits import Limits
 from ocifs.layers.names import normalise
 from ocifs.layers.tarwalk import Member
@@ -56,7 +56,9 @@ class IndexBuilder:
         if escaped:
             log.warning(
                 "layer %s: member %r points outside the layer root; clamped to %r",
-                self.where, member.name, path,
+                self.where,
+                member.name,
+                path,
             )
         self._check_name(path, member.name)
         if member.sparse:
@@ -72,8 +74,11 @@ class IndexBuilder:
             if kind is Kind.DIR:
                 self._set_attrs(self.entries[0], member)
             else:
-                log.warning("layer %s: non-directory member %r names the root; skipped",
-                            self.where, member.name)
+                log.warning(
+                    "layer %s: non-directory member %r names the root; skipped",
+                    self.where,
+                    member.name,
+                )
             return
         parent, name = self._parent_of(path)
         kids = self.children[parent]
@@ -84,11 +89,24 @@ class IndexBuilder:
             return
         index = len(self.entries)
         size = member.size if kind is Kind.FILE else 0
-        self.entries.append(Entry(
-            name, parent, kind, member.mode, member.uid, member.gid, size, member.mtime_ns,
-            member.data_offset if kind is Kind.FILE else 0,
-            member.link if kind is Kind.SYMLINK else "", member.rdev, member.xattrs, index, 1,
-        ))
+        self.entries.append(
+            Entry(
+                name,
+                parent,
+                kind,
+                member.mode,
+                member.uid,
+                member.gid,
+                size,
+                member.mtime_ns,
+                member.data_offset if kind is Kind.FILE else 0,
+                member.link if kind is Kind.SYMLINK else "",
+                member.rdev,
+                member.xattrs,
+                index,
+                1,
+            )
+        )
         self.children.append({} if kind is Kind.DIR else None)
         kids[name] = index
 
@@ -119,8 +137,12 @@ class IndexBuilder:
             child = kids.get(part)
             if child is None or self.entries[child].kind is not Kind.DIR:
                 if child is not None:
-                    log.warning("layer %s: %r is used as a directory after a non-directory "
-                                "member of that name; replaced", self.where, part)
+                    log.warning(
+                        "layer %s: %r is used as a directory after a non-directory "
+                        "member of that name; replaced",
+                        self.where,
+                        part,
+                    )
                 child = len(self.entries)
                 self.entries.append(_synthetic_dir(part, node, child))
                 self.children.append({})
@@ -131,12 +153,20 @@ class IndexBuilder:
     def _add_hardlink(self, path: str, member: Member) -> None:
         target_path, escaped = normalise(member.link)
         if escaped:
-            log.warning("layer %s: hard link %r -> %r points outside the layer root; clamped",
-                        self.where, path, member.link)
+            log.warning(
+                "layer %s: hard link %r -> %r points outside the layer root; clamped",
+                self.where,
+                path,
+                member.link,
+            )
         target = self._lookup(target_path)
         if target is None or self.entries[target].kind is Kind.DIR or not path:
-            log.warning("layer %s: hard link %r -> %r has no file to link to; dropped",
-                        self.where, path, member.link)
+            log.warning(
+                "layer %s: hard link %r -> %r has no file to link to; dropped",
+                self.where,
+                path,
+                member.link,
+            )
             return
         if target_path == path:
             return
@@ -145,23 +175,29 @@ class IndexBuilder:
         assert kids is not None
         src = self.entries[target]
         index = len(self.entries)
-        self.entries.append(Entry(
-            name, parent, src.kind, src.mode, src.uid, src.gid, src.size, src.mtime_ns,
-            src.data_offset, src.link, src.rdev, src.xattrs, src.identity, 1,
-        ))
+        self.entries.append(
+            Entry(
+                name,
+                parent,
+                src.kind,
+                src.mode,
+                src.uid,
+                src.gid,
+                src.size,
+                src.mtime_ns,
+                src.data_offset,
+                src.link,
+                src.rdev,
+                src.xattrs,
+                src.identity,
+                1,
+            )
+        )
         self.children.append(None)
         kids[name] = index
 
     def _lookup(self, path: str) -> int | None:
-        node = 0
-        if not path:
-            return 0
-        for part in path.split("/"):
-            kids = self.children[node]
-            if kids is None or part not in kids:
-                return None
-            node = kids[part]
-        return node
+        return lookup_path(self.children, path)
 
     def finish(self, complete: bool, error: str | None, uncompressed_size: int) -> LayerIndex:
         """Link counts over the names still reachable, and the finished index."""
