@@ -40,7 +40,8 @@ STEPS = (
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-def _test_env(name: str) -> str:
+def test_env(name: str) -> str:
+    """A test-only setting: empty unless OCIFS_TEST_MODE=1 (so stray variables do nothing)."""
     if os.environ.get("OCIFS_TEST_MODE") != "1":
         return ""
     return os.environ.get(name, "")
@@ -48,9 +49,9 @@ def _test_env(name: str) -> str:
 
 def checkpoint(step: str) -> None:
     """Test hook before `step`: crash or fail there if the test environment asks."""
-    if _test_env("OCIFS_TEST_CRASH_AT") == step:
+    if test_env("OCIFS_TEST_CRASH_AT") == step:
         os.kill(os.getpid(), signal.SIGKILL)
-    fail = _test_env("OCIFS_TEST_FAIL_AT")
+    fail = test_env("OCIFS_TEST_FAIL_AT")
     if fail:
         where, _, code = fail.partition(":")
         if where == step:

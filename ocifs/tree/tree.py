@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from ocifs import catalog as catalog_mod
+from ocifs.durable import test_env
 from ocifs.errors import NotFound, OcifsError
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 N = TypeVar("N", bound=Node)
+
+#: Test-only: looking up this name raises an unexpected exception (proves the FUSE
+#: edge contains it). Read once; empty outside OCIFS_TEST_MODE=1.
+_TEST_CRASH_NAME = test_env("OCIFS_TEST_CRASH_LOOKUP")
 
 #: How often (seconds) mutable directories re-check index.json for outside changes.
 REFRESH_INTERVAL = 0.5
@@ -109,6 +114,8 @@ class Tree:
         return node
 
     async def lookup(self, parent: int, name: str) -> Node:
+        if _TEST_CRASH_NAME and name == _TEST_CRASH_NAME:
+            raise RuntimeError(f"test-only crash on lookup of {name!r}")
         pnode = self.get(parent)
         if pnode.mutable:
             self.maybe_refresh()

@@ -514,3 +514,19 @@ def test_empty_layout_made_by_umoci_init(mount_image, tmp_path) -> None:
     assert json.loads((layout / "index.json").read_text())["manifests"] is None
     m = mount_image(layout)
     assert os.listdir(m.path / "refs") == [] and os.listdir(m.path / "by-digest") == []
+
+
+def test_an_unexpected_error_is_eio_and_the_mount_lives_on(
+    mount_image, sample_layout, monkeypatch
+) -> None:
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_CRASH_LOOKUP", "boom")
+    m = mount_image(sample_layout)
+    m.expect_log(r"internal error in lookup")
+    with pytest.raises(OSError) as err:
+        os.stat(m.path / "refs/boom")
+    assert err.value.errno == errno.EIO
+    assert "Traceback" in m.log_text() and "test-only crash" in m.log_text()
+    m.expect_log(r"^Traceback|^\s|RuntimeError")
+    assert sorted(os.listdir(m.path / "refs")) == ["sample:1.0", "sample:1.0-zstd"]
+    assert (m.path / "refs/sample:1.0/rootfs/etc/os-release").read_text().startswith("NAME=")
