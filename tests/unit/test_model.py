@@ -203,3 +203,24 @@ def test_only_the_fuse_edge_imports_pyfuse3() -> None:
         "import ocifs.tree.tree, ocifs.layers.store\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_catalog_prefers_the_full_containerd_name(tmp_path: Path, caplog) -> None:
+    """containerd exports carry both annotations; the full image name is shown."""
+    import shutil
+
+    from ocifs import catalog
+    from ocifs.sources.layout_dir import LayoutDir
+
+    src = FIXTURES / "go-containerregistry/pkg/v1/layout/testdata/test_index_one_image"
+    layout = tmp_path / "layout"
+    shutil.copytree(src, layout)
+    index = json.loads((layout / "index.json").read_text())
+    entry = index["manifests"][0]
+    entry["annotations"] = {
+        "io.containerd.image.name": "docker.io/library/busybox:1.36",
+        "org.opencontainers.image.ref.name": "1.36",
+    }
+    (layout / "index.json").write_text(json.dumps(index))
+    cat = catalog.build(LayoutDir(str(layout)))
+    assert list(cat.refs) == [("docker.io", "library", "busybox:1.36")]
