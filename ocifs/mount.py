@@ -57,6 +57,14 @@ def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise MountError(f"{mountpoint}: mountpoint is not a directory")
     if os.path.ismount(mountpoint):
+        try:
+            os.listdir(mountpoint)
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                raise MountError(
+                    f"{mountpoint}: a dead FUSE mount is here (its daemon is gone); "
+                    f"run `ocifs umount {mountpoint}` first"
+                ) from None
         raise MountError(f"{mountpoint}: something is already mounted here")
     if not nonempty_ok:
         try:

@@ -530,3 +530,18 @@ def test_an_unexpected_error_is_eio_and_the_mount_lives_on(
     m.expect_log(r"^Traceback|^\s|RuntimeError")
     assert sorted(os.listdir(m.path / "refs")) == ["sample:1.0", "sample:1.0-zstd"]
     assert (m.path / "refs/sample:1.0/rootfs/etc/os-release").read_text().startswith("NAME=")
+
+
+def test_dead_mount_after_kill_9_is_reported_and_unmountable(mount_image, sample_layout) -> None:
+    import signal
+
+    m = mount_image(sample_layout)
+    m.expect_log(r".")  # the daemon dies without a word
+    os.kill(m.pid, signal.SIGKILL)
+    from tests.conftest import _wait_gone
+
+    assert _wait_gone(m.pid)
+    line = _mount_fails(sample_layout, m.path, mounts_before=1)
+    assert "a dead FUSE mount is here" in line and "ocifs umount" in line
+    assert ocifs("umount", str(m.path)).returncode == 0
+    assert not os.path.ismount(m.path)
