@@ -36,13 +36,32 @@ def fuse_available() -> str | None:
     return None
 
 
-def require_fuse() -> None:
-    reason = fuse_available()
-    if reason is None:
+def require(missing: str | None) -> None:
+    """Skip a test whose prerequisite is `missing` (a reason), but fail under CI=true.
+
+    scripts/install-deps installs every tool and the shared fixtures sit beside
+    the checkout in CI, so there a missing prerequisite is a broken setup.
+    """
+    if missing is None:
         return
     if os.environ.get("CI") == "true":
-        pytest.fail(f"FUSE is required in CI: {reason}")
-    pytest.skip(reason)
+        pytest.fail(f"required in CI: {missing}")
+    pytest.skip(missing)
+
+
+def require_fuse() -> None:
+    reason = fuse_available()
+    require(None if reason is None else f"FUSE ({reason})")
+
+
+def require_tools(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    require(f"tools not installed: {', '.join(missing)}" if missing else None)
+
+
+def require_paths(*paths: Path) -> None:
+    missing = [str(p) for p in paths if not p.exists()]
+    require(f"missing: {', '.join(missing)}" if missing else None)
 
 
 def ocifs(*args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -16,32 +16,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_fuse
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "scripts" / "bench"
 NA_FEATURE = "feature missing"
 
 
-def _need_fuse() -> None:
-    why = None
-    if not os.path.exists("/dev/fuse"):
-        why = "/dev/fuse is missing"
-    elif shutil.which("fusermount3") is None:
-        why = "fusermount3 is not installed"
-    if why is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"FUSE is required in CI: {why}")
-    pytest.skip(why)
-
-
 def test_bench_quick(tmp_path: Path) -> None:
-    _need_fuse()
+    require_fuse()
     out = tmp_path / "results"
     r = subprocess.run([str(BENCH), "--quick", "--out", str(out)], capture_output=True,
                        text=True, timeout=290, cwd=REPO)

@@ -20,8 +20,8 @@ from ocifs.layers import seekable
 from ocifs.model import digest as digest_mod
 from ocifs.sources import docker_archive, tarmembers
 from ocifs.sources.detect import open_source
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 WHITEOUT_DIR = FIXTURES / "go-containerregistry/pkg/v1/mutate/testdata/whiteout_dir.tar"
 
 
@@ -136,7 +136,6 @@ def test_gzip_seek_points_are_kept(
     second.close()
 
 
-@pytest.mark.skipif(not WHITEOUT_DIR.exists(), reason="shared fixtures not present")
 def test_compressed_layer_digests_are_reused(
     cache: DiskCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:

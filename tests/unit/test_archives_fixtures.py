@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -19,14 +18,13 @@ from ocifs.model import documents
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
 from ocifs.sources.base import Source
 from ocifs.sources.detect import open_source
+from tests.conftest import FIXTURES, require_tools
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 GCR = FIXTURES / "go-containerregistry" / "pkg" / "v1"
 TARBALL = GCR / "tarball" / "testdata"
 MUTATE = GCR / "mutate" / "testdata"
 ALMOSTEMPTY = FIXTURES / "containers-image" / "docker" / "archive" / "fixtures" / "almostempty.tar"
 
-pytestmark = pytest.mark.skipif(not TARBALL.exists(), reason="shared fixtures not present")
 
 #: fixture -> the ref names its index must show
 IMAGES = {
@@ -136,10 +134,10 @@ def test_gzip_layers_get_member_digests(cache: DiskCache) -> None:
     assert list((cache.directory / "archive-member-digest").rglob("*"))
 
 
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo missing")
 @pytest.mark.parametrize("name", ["test_image_1.tar", "whiteout_dir.tar", "hello-world-v25.tar"])
 def test_fixture_blobs_equal_skopeo_copy(name: str, cache: DiskCache, tmp_path: Path) -> None:
     """Config and layer bytes equal skopeo's (skopeo stores layers uncompressed)."""
+    require_tools("skopeo")
     path = TARBALL / name if (TARBALL / name).exists() else MUTATE / name
     subprocess.run(
         ["skopeo", "copy", "-q", f"docker-archive:{path}", f"dir:{tmp_path / 'd'}"],

@@ -8,7 +8,6 @@ every blob the source serves for a ref equals the oracle's file of that digest.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
 from ocifs.sources.base import Source
 from ocifs.sources.detect import open_source
+from tests.conftest import require_paths, require_tools
 
 SCRIPT = Path(__file__).resolve().parent.parent / "data" / "make_archives.sh"
 NEEDED = ("umoci", "skopeo", "gzip")
@@ -30,9 +30,7 @@ NEEDED = ("umoci", "skopeo", "gzip")
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    missing = [t for t in NEEDED if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"tools missing: {missing}")
+    require_tools(*NEEDED)
     out = tmp_path_factory.mktemp("made")
     subprocess.run(["sh", str(SCRIPT), str(out)], check=True, capture_output=True, timeout=120)
     return out
@@ -46,8 +44,7 @@ def cache(tmp_path: Path) -> DiskCache:
 @pytest.fixture
 def opened(made: Path, cache: DiskCache, request: pytest.FixtureRequest) -> Iterator[Source]:
     path = made / request.param
-    if not path.exists():
-        pytest.skip(f"{path.name} was not made here (podman unavailable?)")
+    require_paths(path)  # the podman-made archives need podman (scripts/install-deps)
     source = open_source(str(path), cache)
     yield source
     source.close()

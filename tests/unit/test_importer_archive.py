@@ -22,9 +22,10 @@ from ocifs.importer import classify, indexjson
 from ocifs.importer.archive_stream import ArchiveImport
 from ocifs.importer.commit import commit_blobs
 from ocifs.importer.tarstream import Member, TarStream
+from tests.conftest import FIXTURES as SHARED_FIXTURES
 from tests.helpers import layoutcheck
 
-FIXTURES = Path("/work/shared/fixtures/go-containerregistry/pkg/v1/tarball/testdata")
+FIXTURES = SHARED_FIXTURES / "go-containerregistry/pkg/v1/tarball/testdata"
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +122,6 @@ def test_docker_archive_synthesizes_schema2_manifest(made: dict[str, Path], layo
 def test_real_docker_save_tars(layout: str, name: str, refs: list[str]) -> None:
     path = FIXTURES / name
     assert classify.sniff_archive(path.read_bytes()[:8192], final=False) is True
-    if not path.exists():
-        pytest.skip("shared fixtures not present")
     assert import_archive(layout, path.read_bytes()) == refs
     assert json.loads(Path(layout, "index.json").read_bytes())["manifests"]
 

@@ -6,7 +6,6 @@ import errno
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from ocifs.importer import staging
 from ocifs.importer.commit import blob_path, commit_blobs
 from ocifs.importer.staging import StagedFile
 from ocifs.model.digest import Digest, of_bytes
+from tests.conftest import require_tools
 from tests.helpers import layoutcheck
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,9 +156,9 @@ def test_sigkill_at_each_step_leaves_a_valid_layout(layout: str, step: str) -> N
         assert os.path.exists(blob_path(layout, digest))
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace not installed")
 def test_syscall_order_stands_in_for_power_loss(layout: str, tmp_path: Path) -> None:
     """fsync file -> rename -> fsync dir, for blobs and for index.json (inside the lock)."""
+    require_tools("strace")
     trace = tmp_path / "trace"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run(

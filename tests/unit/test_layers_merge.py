@@ -20,8 +20,7 @@ from ocifs.layers.merge import MergedTree, merge
 from ocifs.layers.names import normalise
 from ocifs.layers.tarindex import IndexBuilder
 from ocifs.layers.tarwalk import ChunkStream, walk
-
-FIXTURES = Path("/work/shared/fixtures")
+from tests.conftest import FIXTURES
 
 
 def index_of(data: bytes) -> LayerIndex:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from ocifs.layers.seekable import open_gzip
 from ocifs.layers.store import LayerStore
 from ocifs.model.descriptor import Descriptor
 from ocifs.sources.base import BytesReader
+from tests.conftest import require_tools
 
 FILES = {f"usr/share/d{i % 7}/f{i}": random.Random(i).randbytes(i * 997) for i in range(60)}
 BIG = random.Random(0).randbytes(3 << 20)
@@ -241,8 +241,8 @@ def _umoci(*args: str | Path) -> None:
     subprocess.run(["umoci", *map(str, args)], check=True, capture_output=True)
 
 
-@pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed")
 def test_rootfs_matches_umoci_unpack(tmp_path: Path) -> None:
+    require_tools("umoci")
     img = tmp_path / "img"
     _umoci("init", "--layout", img)
     _umoci("new", "--image", f"{img}:t")
