@@ -40,9 +40,6 @@ N = TypeVar("N", bound=Node)
 #: edge contains it). Read once; empty outside OCIFS_TEST_MODE=1.
 _TEST_CRASH_NAME = test_env("OCIFS_TEST_CRASH_LOOKUP")
 
-#: How often (seconds) mutable directories re-check index.json for outside changes.
-REFRESH_INTERVAL = 0.5
-
 Invalidator = Callable[[int, str | None], None]
 """(parent inode, name) invalidates a dentry; (inode, None) an inode's attributes and data."""
 
@@ -62,7 +59,6 @@ class Tree:
         self._incomplete: set[DirNode] = set()
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
         self.invalidate: Invalidator = lambda _ino, _name: None
-        self._last_check = 0.0
 
         now = time.time_ns()
         self.root = self._register(
@@ -160,10 +156,12 @@ class Tree:
     # ----- index.json, refs/ and by-digest/ ----------------------------------
 
     def maybe_refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._last_check < REFRESH_INTERVAL:
-            return
-        self._last_check = now
+        """Pick up index.json changes made outside this process (another ocifs, skopeo).
+
+        Called on every access to a mutable directory: `index_changed` is one
+        stat, and a throttle here let a listing miss an import that had
+        already returned (two daemons on one layout).
+        """
         if self.source.index_changed():
             self.refresh()
 
