@@ -93,11 +93,9 @@ def _mount(args: argparse.Namespace) -> int:
     options = _split_options(args.options)
     opts = MountOptions(
         fuse_options=options,
-        allow_other="allow_other" in options,
         read_only=args.read_only or "ro" in options,
         cache_dir=args.cache_dir,
         cache_size=args.cache_size,
-        debug=args.debug,
     )
     source_path = os.path.abspath(args.source)
     mountpoint = os.path.abspath(args.mountpoint)

@@ -34,12 +34,11 @@ READ_AHEAD_KB = 1024
 
 @dataclass
 class MountOptions:
+    #: `-o` options as given; passed to FUSE except those ocifs handles itself
     fuse_options: list[str] = field(default_factory=list)
-    allow_other: bool = False
     read_only: bool = False
     cache_dir: str | None = None
     cache_size: int | None = None
-    debug: bool = False
 
 
 def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
@@ -81,11 +80,9 @@ def _fuse_options(source: Source, opts: MountOptions) -> set[str]:
     options |= {"fsname=ocifs", "subtype=ocifs", "nosuid", "nodev", "noatime"}
     if not source.writable:
         options.add("ro")
-    if opts.allow_other:
-        options.add("allow_other")
-    for item in opts.fuse_options:
-        if item not in ("nonempty", "rw"):
-            options.add(item)
+    # allow_other and any other FUSE option pass through; nonempty is ocifs's own
+    # check, and rw cannot override a read-only source.
+    options.update(o for o in opts.fuse_options if o not in ("nonempty", "rw"))
     return options
 
 

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 INLINE_HASH_LIMIT = 4 * 1024 * 1024
 MAX_OPEN_READERS = 256
 _QUEUE_CHUNKS = 64
-_DONE = object()
 
 
 class _Verifier:
@@ -38,7 +37,7 @@ class _Verifier:
         self.size = size
         self.next_offset = 0
         self._hasher = digest.hasher()
-        self._queue: queue.Queue[object] | None = None
+        self._queue: queue.Queue[bytes | None] | None = None
         self._thread: threading.Thread | None = None
         self.abandoned = False
         if size > INLINE_HASH_LIMIT:
@@ -50,9 +49,9 @@ class _Verifier:
         assert self._queue is not None
         while True:
             item = self._queue.get()
-            if item is _DONE or self.abandoned:
+            if item is None or self.abandoned:  # None: stop
                 return
-            self._hasher.update(item)  # type: ignore[arg-type]
+            self._hasher.update(item)
 
     def feed(self, offset: int, data: bytes) -> bool:
         """Account for a read; True when this read completed the blob."""
@@ -74,14 +73,14 @@ class _Verifier:
         self.abandoned = True
         if self._queue is not None:
             try:
-                self._queue.put_nowait(_DONE)
+                self._queue.put_nowait(None)
             except queue.Full:
                 pass
 
     def finish(self) -> bool:
         """Wait for the hash (blocking) and say whether it matched."""
         if self._queue is not None and self._thread is not None:
-            self._queue.put(_DONE)
+            self._queue.put(None)
             self._thread.join()
         return self._hasher.hexdigest() == self.digest.hex
 

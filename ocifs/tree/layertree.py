@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import stat
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ocifs.errors import InvalidInput, OcifsError
@@ -90,8 +91,10 @@ class EntryDir(DirNode):
 
     __slots__ = ("entry",)
 
-    def __init__(self, inode: int, entry: Entry | None, build: object) -> None:
-        super().__init__(inode, build)  # type: ignore[arg-type]
+    def __init__(
+        self, inode: int, entry: Entry | None, build: Callable[[], Awaitable[Children]] | None
+    ) -> None:
+        super().__init__(inode, build)
         self.entry = entry
 
     def attr(self) -> Attr:
@@ -138,7 +141,7 @@ def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
         inner = layer_dir(tree, desc, index, 0)
         return await inner.children()
 
-    node._build = build
+    node.set_builder(build)
     return node
 
 
@@ -179,5 +182,5 @@ def rootfs_root(tree: Tree, descs: list[Descriptor]) -> EntryDir:
         inner = rootfs_dir(tree, descs, indexes, merged, 0)
         return await inner.children()
 
-    node._build = build
+    node.set_builder(build)
     return node

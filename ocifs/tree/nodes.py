@@ -102,6 +102,10 @@ class DirNode(Node):
     def set_children(self, children: Children) -> None:
         self._children = children
 
+    def set_builder(self, build: Callable[[], Awaitable[Children]]) -> None:
+        """For builders that need the node they build (created before the closure)."""
+        self._build = build
+
     def reset(self) -> None:
         """Forget built children so the next access rebuilds them (mutable dirs)."""
         if self._build is not None:

@@ -43,6 +43,7 @@ _TEST_CRASH_NAME = test_env("OCIFS_TEST_CRASH_LOOKUP")
 Invalidator = Callable[[int, str | None], None]
 """(parent inode, name) invalidates a dentry; (inode, None) an inode's attributes and data."""
 
+
 class Tree:
     """See the module docstring. All methods run on the trio thread."""
 
@@ -250,13 +251,18 @@ class Tree:
         return {str(d): self._image_dir(("by-digest",), desc) for d, desc in sorted(found.items())}
 
     def _image_dir(self, where: tuple[str, ...], desc: Descriptor) -> DirNode:
-        """A manifest's or index's directory; one per (place, digest)."""
+        """The directory of the manifest or index at a place that outlives refreshes
+        (`refs/<name>`, `by-digest/`): kept per (place, digest) so its inode is stable."""
         key = ("/".join(where), desc.digest)
         node = self._image_dirs.get(key)
         if node is None:
-            new = DirNode(self.alloc_inode())
-            new._build = lambda: self._image_children(desc, new)
-            node = self._image_dirs[key] = new
+            node = self._image_dirs[key] = self._new_image_dir(desc)
+        return node
+
+    def _new_image_dir(self, desc: Descriptor) -> DirNode:
+        """A directory has one parent: every place gets its own node."""
+        node = DirNode(self.alloc_inode())
+        node.set_builder(lambda: self._image_children(desc, node))
         return node
 
     async def _image_children(self, desc: Descriptor, node: DirNode) -> Children:
@@ -311,7 +317,7 @@ class Tree:
             name = platform_dir(desc.platform, desc.digest.hex)
             if name in children:
                 name = f"{name}-{desc.digest.hex[:12]}"
-            children[name] = self._image_dir(("platforms", str(desc.digest)), desc)
+            children[name] = self._new_image_dir(desc)
         return DirNode(self.alloc_inode(), children=children)
 
     def _layers_dir(self, layers: list[Descriptor]) -> DirNode:

@@ -545,3 +545,22 @@ def test_dead_mount_after_kill_9_is_reported_and_unmountable(mount_image, sample
     assert "a dead FUSE mount is here" in line and "ocifs umount" in line
     assert ocifs("umount", str(m.path)).returncode == 0
     assert not os.path.ismount(m.path)
+
+
+def test_every_directory_has_one_parent(mount_image) -> None:
+    """The same index under refs/ and by-digest/ gets distinct platform directories."""
+    m = mount_image(REGCLIENT / "testrepo")
+    m.expect_log(r"blob sha256:[0-9a-f]{64}: missing")
+    m.expect_log(r"only (index|manifest)\.json and descriptor\.json are shown")
+    index = json.loads((REGCLIENT / "testrepo/index.json").read_text())
+    ref, desc = next(
+        (d["annotations"]["org.opencontainers.image.ref.name"], d)
+        for d in index["manifests"]
+        if d["mediaType"] in INDEX_TYPES and "annotations" in d
+    )
+    via_ref = m.path / "refs" / ref / "platforms"
+    via_digest = m.path / "by-digest" / desc["digest"] / "platforms"
+    names = sorted(os.listdir(via_ref))
+    assert names and names == sorted(os.listdir(via_digest))
+    for name in names:
+        assert os.stat(via_ref / name).st_ino != os.stat(via_digest / name).st_ino
