@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 
 FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s: %(message)s"
@@ -19,3 +21,26 @@ def setup(*, debug: bool, log_file: str | None) -> None:
     # pyfuse3 and trio are chatty at DEBUG; keep them at INFO unless asked.
     for name in ("pyfuse3", "trio"):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+    pyfuse3_log = logging.getLogger("pyfuse3")
+    for old in [f for f in pyfuse3_log.filters if isinstance(f, _GoneRequestFilter)]:
+        pyfuse3_log.removeFilter(old)
+    pyfuse3_log.addFilter(_GoneRequestFilter())
+
+
+class _GoneRequestFilter(logging.Filter):
+    """Demote pyfuse3's "fuse_reply_* failed with No such file or directory" to DEBUG.
+
+    The kernel answers a reply with ENOENT when it no longer waits for that request:
+    the caller was interrupted, or the mount was unmounted while an asynchronous
+    `release` was still being handled (`cp f /mnt/x && umount /mnt` does that).
+    Nothing is lost and nobody can be told, so it is not an error.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        args = record.args if isinstance(record.args, tuple) else ()
+        if msg.endswith("fuse_reply_* failed with %s") and args == (os.strerror(errno.ENOENT),):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg += " (the kernel no longer waits for this request)"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
