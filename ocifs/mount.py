@@ -19,6 +19,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
+from ocifs import fastloop
 from ocifs.cache import DiskCache
 from ocifs.errors import MountError
 from ocifs.fuse import Operations
@@ -39,6 +40,8 @@ class MountOptions:
     read_only: bool = False
     cache_dir: str | None = None
     cache_size: int | None = None
+    #: busy poll between FUSE requests, µs (None: `fastloop.default_spin_us()`)
+    busy_poll_us: int | None = None
 
 
 def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
@@ -126,7 +129,8 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
     log.info("mounted %s (%s) on %s", source.path, source.kind, mountpoint)
     status = 0
     try:
-        trio.run(_main, ops, mountpoint, ready_fd)
+        spin_us = fastloop.default_spin_us() if opts.busy_poll_us is None else opts.busy_poll_us
+        trio.run(_main, ops, mountpoint, ready_fd, spin_us)
     except BaseException:
         log.exception("ocifs stopped on an internal error")
         status = 1
@@ -141,12 +145,16 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
     return status
 
 
-async def _main(ops: Operations, mountpoint: str, ready_fd: int | None) -> None:
+async def _main(ops: Operations, mountpoint: str, ready_fd: int | None, spin_us: int) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ops.run_invalidations)
         nursery.start_soon(_on_signals)
         nursery.start_soon(_announce_ready, mountpoint, ready_fd)
-        await pyfuse3.main()
+        fastloop.install(spin_us)
+        try:
+            await pyfuse3.main()
+        finally:
+            fastloop.uninstall()
         nursery.cancel_scope.cancel()
 
 
