@@ -17,6 +17,11 @@ a 6,768-entry layer 1.9x faster and reading every file of it 1.4x faster,
 with *less* daemon CPU (docs/bench.md). Busy polling is skipped on a single
 CPU, where it would only delay the client.
 
+Bulk writes into `.import/` are the exception: the kernel queues them without
+waiting for each reply, and spinning (which mostly holds the GIL) slowed the
+worker thread that hashes and stores them, so `quiet()` — called on every
+write — turns the busy poll off for the next `QUIET_S` seconds.
+
 Fairness: every `FAIR_EVERY`-th wait goes through trio's real
 `wait_readable`, so other tasks (timers, invalidations, worker-thread
 completions) run at least that often under a stream of requests.
@@ -41,6 +46,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SPIN_US = 50
 #: every this many waits, one goes through trio's scheduler
 FAIR_EVERY = 32
+#: no busy poll for this long after a write request
+QUIET_S = 0.1
+
+_waiter: _Waiter | None = None
 
 
 class _FreeLock:
@@ -67,6 +76,7 @@ class _Waiter:
         self._poller = select.poll()
         self._registered: set[int] = set()
         self._count = 0
+        self.spin_after = 0.0  # perf_counter() before which not to spin
 
     async def wait_readable(self, fd: Any) -> None:
         fileno = fd if isinstance(fd, int) else fd.fileno()
@@ -78,8 +88,8 @@ class _Waiter:
             poll = self._poller.poll
             if poll(0):
                 return
-            if self._spin_s:
-                end = time.perf_counter() + self._spin_s
+            if self._spin_s and (now := time.perf_counter()) >= self.spin_after:
+                end = now + self._spin_s
                 while time.perf_counter() < end:
                     if poll(0):
                         return
@@ -122,12 +132,22 @@ def install(spin_us: int) -> bool:
         log.warning("pyfuse3 %s: unexpected internals; using its standard request loop",
                     getattr(pyfuse3, "__version__", "?"))
         return False
-    namespace["trio"] = _TrioFacade(_LowlevelFacade(_Waiter(spin_us / 1e6)))
+    global _waiter
+    _waiter = _Waiter(spin_us / 1e6)
+    namespace["trio"] = _TrioFacade(_LowlevelFacade(_waiter))
     log.debug("request loop: free-lock fast path, busy poll %d µs", spin_us)
     return True
 
 
+def quiet() -> None:
+    """A bulk write is under way: no busy poll for the next `QUIET_S` seconds."""
+    if _waiter is not None:
+        _waiter.spin_after = time.perf_counter() + QUIET_S
+
+
 def uninstall() -> None:
     """Back to the real trio (tests that run several mounts in one process)."""
+    global _waiter
+    _waiter = None
     if isinstance(pyfuse3.__dict__.get("trio"), _TrioFacade):
         pyfuse3.__dict__["trio"] = trio

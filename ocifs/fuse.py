@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from ocifs import errors
+from ocifs import errors, fastloop
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
 from ocifs.tree.importarea import ImportArea
 from ocifs.tree.nodes import Node
@@ -259,6 +259,7 @@ class Operations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         if fh in self._files or self.area is None:
             raise errors.ReadOnly("read-only")
+        fastloop.quiet()
         return await self.area.write(self._area_fhs[fh], off, buf)
 
     @_edge

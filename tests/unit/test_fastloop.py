@@ -45,3 +45,17 @@ def test_the_free_lock_still_excludes() -> None:
 
     trio.run(main)
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+def test_quiet_pauses_the_busy_poll_for_a_while() -> None:
+    import time
+
+    assert fastloop.install(50)
+    try:
+        waiter = fastloop._waiter
+        assert waiter is not None and waiter.spin_after == 0.0
+        fastloop.quiet()
+        assert time.perf_counter() < waiter.spin_after <= time.perf_counter() + fastloop.QUIET_S
+    finally:
+        fastloop.uninstall()
+    fastloop.quiet()  # harmless when not installed
