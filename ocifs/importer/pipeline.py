@@ -8,10 +8,10 @@ write's bytes and, once a batch has accumulated, drains the queue in one
 batch, not per 1 MiB write (a hop costs more than the write itself when the
 data is in the page cache). Memory is bounded: past `max_queued` bytes the
 writer waits until the worker has taken a batch (backpressure) — not until
-the queue is empty, which stopped the writer and the worker in turn (with
-that, `cp` of 1 GiB into .import/ took 2.15 s instead of 1.9 s). An error raised by the consumer
-is kept and re-raised by the next `push` or `drain`, so `cp` stops early and
-its `close()` reports the reason.
+the queue is empty, which stopped the writer and the worker in turn (`cp` of
+1 GiB into .import/ took 2.15 s that way, 2.0 s now). An error raised by the
+consumer is kept and re-raised by the next `push` or `drain`, so `cp` stops
+early and its `close()` reports the reason.
 """
 
 from __future__ import annotations

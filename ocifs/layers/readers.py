@@ -18,7 +18,7 @@ import zstandard
 
 from ocifs.errors import LayerCorrupt
 from ocifs.layers.decode import CRC_BLOCK, crc32
-from ocifs.sources.base import BlobReader, ReaderFile
+from ocifs.sources.base import BlobReader, ReaderFile, clamp
 
 
 class CopyCorrupt(Exception):
@@ -39,9 +39,10 @@ class UnpackedReader:
         return self._size
 
     def pread(self, offset: int, size: int) -> bytes:
-        if offset >= self._size or size <= 0:
+        size = clamp(offset, size, self._size)
+        if not size:
             return b""
-        end = min(offset + size, self._size)
+        end = offset + size
         first, last = offset // CRC_BLOCK, (end - 1) // CRC_BLOCK
         checked = self._checked
         for block in range(first, last + 1):

@@ -23,7 +23,7 @@ import indexed_gzip
 
 from ocifs.cache import DiskCache
 from ocifs.errors import BlobUnavailable
-from ocifs.sources.base import BlobReader, ReaderFile
+from ocifs.sources.base import BlobReader, ReaderFile, clamp
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ class GzipSeekReader:
         return self._size
 
     def pread(self, offset: int, size: int) -> bytes:
-        if offset >= self._size or size <= 0:
+        size = clamp(offset, size, self._size)
+        if not size:
             return b""
-        size = min(size, self._size - offset)
         try:
             with self._lock:
                 self._handle.seek(offset)

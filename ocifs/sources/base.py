@@ -33,6 +33,17 @@ class BlobReader(Protocol):
     def close(self) -> None: ...
 
 
+def clamp(offset: int, size: int, total: int) -> int:
+    """Bytes a read of `size` at `offset` gets from `total` bytes (0: nothing to read).
+
+    Every BlobReader's `pread` answers short at the end and empty past it, as
+    `os.pread` does on a file.
+    """
+    if offset >= total or size <= 0:
+        return 0
+    return min(size, total - offset)
+
+
 class FileRegionReader:
     """A region of a real file read with `os.pread`: layout blobs and tar members.
 
@@ -52,10 +63,8 @@ class FileRegionReader:
         return self._size
 
     def pread(self, offset: int, size: int) -> bytes:
-        if offset >= self._size or size <= 0:
-            return b""
-        size = min(size, self._size - offset)
-        return os.pread(self.fd, size, self.start + offset)
+        size = clamp(offset, size, self._size)
+        return os.pread(self.fd, size, self.start + offset) if size else b""
 
     def close(self) -> None:
         pass

@@ -33,7 +33,7 @@ from ocifs.errors import BlobUnavailable, InvalidInput, LimitExceeded, NotAnImag
 from ocifs.layers import seekable
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
-from ocifs.sources.base import BlobReader, FileRegionReader, ReaderFile
+from ocifs.sources.base import BlobReader, FileRegionReader, ReaderFile, clamp
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +252,8 @@ class SliceReader:
         return self._size
 
     def pread(self, offset: int, size: int) -> bytes:
-        if offset >= self._size or size <= 0:
-            return b""
-        return self._parent.pread(self.start + offset, min(size, self._size - offset))
+        size = clamp(offset, size, self._size)
+        return self._parent.pread(self.start + offset, size) if size else b""
 
     def close(self) -> None:
         pass
