@@ -177,6 +177,17 @@ def test_hard_image_details(mount_image, hard_layout) -> None:
         assert not (root / "links/dangling").exists()
 
 
+def test_block_sizes_size_client_buffers(mount_image, sample_layout) -> None:
+    """Files report 1 MiB (big `cp`/`cat` reads); directories one page, because
+    glibc sizes its getdents buffer, and so every READDIRPLUS request, from it."""
+    m = mount_image(sample_layout)
+    ref = m.path / "refs" / "sample:1.0"
+    for directory in (m.path, ref, ref / "layers/0", ref / "rootfs", ref / "rootfs/etc"):
+        assert os.stat(directory).st_blksize == 4096, directory
+    for file in (ref / "manifest.json", ref / "rootfs/etc/os-release", ref / "layers/0/bin/hello"):
+        assert os.stat(file).st_blksize == 1 << 20, file
+
+
 def test_second_mount_reuses_the_layer_cache(mount_image, sample_layout, cache_dir) -> None:
     m1 = mount_image(sample_layout)
     first = sorted(
