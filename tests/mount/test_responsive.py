@@ -109,7 +109,7 @@ def test_request_loop_serves_concurrent_clients(mount_image, sample_layout, busy
     assert all(r == alone for r in results), [r for r in results if r != alone][:1]
     default = "50" if len(os.sched_getaffinity(0)) > 1 else "0"
     expected = default if busy_poll == "default" else busy_poll
-    assert f"request loop: free-lock fast path, busy poll {expected} µs" in m.log_text()
+    assert f"request loop: cheap read lock, busy poll {expected} µs" in m.log_text()
 
 
 def test_busy_poll_option_is_checked(tmp_path: Path, sample_layout: Path) -> None:

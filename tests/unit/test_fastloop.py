@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyfuse3
 import pytest
 import trio
+import trio.testing
 
 from ocifs import fastloop
 
@@ -27,11 +28,11 @@ def test_unexpected_internals_change_nothing(monkeypatch: pytest.MonkeyPatch) ->
     assert pyfuse3.__dict__["trio"] is trio
 
 
-def test_the_free_lock_still_excludes() -> None:
+def test_the_read_lock_still_excludes() -> None:
     order: list[str] = []
 
     async def main() -> None:
-        lock = fastloop._FreeLock()
+        lock = fastloop._ReadLock()
 
         async def holder(name: str) -> None:
             async with lock:
@@ -45,6 +46,50 @@ def test_the_free_lock_still_excludes() -> None:
 
     trio.run(main)
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+def test_the_read_lock_is_not_handed_to_a_parked_task() -> None:
+    """The releasing task takes the lock again without a schedule point; the woken
+    waiter retries later and still gets it (pyfuse3's spare reader task)."""
+    order: list[str] = []
+
+    async def main() -> None:
+        lock = fastloop._ReadLock()
+
+        async def spare() -> None:
+            async with lock:
+                order.append("spare")
+
+        async with trio.open_nursery() as n:
+            async with lock:
+                n.start_soon(spare)
+                await trio.testing.wait_all_tasks_blocked()  # the spare is parked
+            async with lock:  # no checkpoint in between: the spare cannot have run
+                order.append("server")
+            await trio.testing.wait_all_tasks_blocked()
+        order.append("done")
+
+    trio.run(main)
+    assert order == ["server", "spare", "done"]
+
+
+def test_a_cancelled_waiter_leaves_the_read_lock_usable() -> None:
+    async def main() -> None:
+        lock = fastloop._ReadLock()
+        async with trio.open_nursery() as n, lock:
+
+            async def waiter() -> None:
+                async with lock:
+                    raise AssertionError("a cancelled waiter got the lock")
+
+            n.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            n.cancel_scope.cancel()
+        with trio.fail_after(1):
+            async with lock:
+                pass
+
+    trio.run(main)
 
 
 def test_quiet_pauses_the_busy_poll_for_a_while() -> None:
