@@ -42,6 +42,13 @@ BLKSIZE = 1 << 20
 #: a third of a `find`'s daemon time page faults and (un)mapping.
 DIR_BLKSIZE = 4096
 IMPORT_NAME = ".import"
+#: xattrs ocifs has no notion of beyond showing what a layer stored. When a node
+#: lacks one the answer is "not supported" (as from a filesystem without SELinux
+#: labels or ACLs), not "no such attribute": `ls -l` then stops asking for every
+#: file (coreutils remembers per st_dev), instead of two FUSE requests per entry.
+NOT_SUPPORTED_WHEN_ABSENT = frozenset(
+    {b"security.selinux", b"system.posix_acl_access", b"system.posix_acl_default"}
+)
 
 _ERRNO: list[tuple[type[errors.OcifsError], int]] = [
     (errors.NotFound, errno.ENOENT),
@@ -292,11 +299,12 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        if self._in_area(inode):
-            raise pyfuse3.FUSEError(errno.ENODATA)
-        value = self.tree.get(inode).xattrs().get(os.fsdecode(name))
+        value = None
+        if not self._in_area(inode):
+            value = self.tree.get(inode).xattrs().get(os.fsdecode(name))
         if value is None:
-            raise pyfuse3.FUSEError(errno.ENODATA)
+            absent = errno.EOPNOTSUPP if name in NOT_SUPPORTED_WHEN_ABSENT else errno.ENODATA
+            raise pyfuse3.FUSEError(absent)
         return value
 
     @_edge

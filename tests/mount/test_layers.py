@@ -152,6 +152,7 @@ def test_hard_image_details(mount_image, hard_layout) -> None:
         assert st.st_nlink == 3 and os.stat(l0 / "dir/hardlink").st_ino == st.st_ino
         assert os.getxattr(root / "xattr-file", "user.comment") == b"hello xattr"
         assert os.getxattr(root / "xattr-file", "user.binary") == b"\x00\xff\x10"
+        _assert_xattr_errno(root / "xattr-file", "user.absent", errno.ENODATA)
         assert os.stat(root / "modes/setuid").st_mode & 0o7777 == 0o4755
         assert os.stat(root / "modes/owned").st_uid == 1234
         assert not (root / "gone").exists() and not (root / "opaque/old").exists()
@@ -186,6 +187,28 @@ def test_block_sizes_size_client_buffers(mount_image, sample_layout) -> None:
         assert os.stat(directory).st_blksize == 4096, directory
     for file in (ref / "manifest.json", ref / "rootfs/etc/os-release", ref / "layers/0/bin/hello"):
         assert os.stat(file).st_blksize == 1 << 20, file
+
+
+def _assert_xattr_errno(path: Path, name: str, expected: int) -> None:
+    with pytest.raises(OSError) as err:
+        os.getxattr(path, name, follow_symlinks=False)
+    assert err.value.errno == expected, (path, name, err.value)
+
+
+def test_ls_l_is_not_asked_about_labels_and_acls_per_file(mount_image, sample_layout) -> None:
+    """Absent SELinux labels and ACLs answer "not supported", which coreutils
+    remembers per device, so `ls -l` stops sending two requests per entry;
+    other absent names stay ENODATA."""
+    m = mount_image(sample_layout)
+    root = m.path / "refs" / "sample:1.0" / "rootfs"
+    for path in (root / "etc/os-release", root / "etc", m.path / ".import", m.path):
+        for name in ("security.selinux", "system.posix_acl_access", "system.posix_acl_default"):
+            _assert_xattr_errno(path, name, errno.EOPNOTSUPP)
+        _assert_xattr_errno(path, "user.absent", errno.ENODATA)
+    listing = subprocess.run(
+        ["ls", "-l", str(root / "etc")], check=True, capture_output=True, text=True
+    ).stdout.splitlines()[1:]
+    assert listing and all(line[10] == " " for line in listing), listing  # no "." or "+"
 
 
 def test_second_mount_reuses_the_layer_cache(mount_image, sample_layout, cache_dir) -> None:
