@@ -16,6 +16,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,18 @@ class DiskCache:
         """
         return self._path(kind, key)
 
-    def new_temp(self, kind: str) -> Path:
-        """A fresh temporary path on the cache's filesystem, for `commit_file`."""
+    def new_temp(self, kind: str) -> tuple[Path, BinaryIO]:
+        """A fresh temporary file on the cache's filesystem, open for writing, for `commit_file`.
+
+        It is written through the descriptor `mkstemp` returned: reopening it
+        with O_TRUNC makes ext4 flush the whole file when it is closed (its
+        auto_da_alloc guard for truncate-and-rewrite), 0.05-0.08 s per 200 MiB
+        on the path of a layer's first listing.
+        """
         d = self.directory / kind
         d.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".tmp-", dir=d)
-        os.close(fd)
-        return Path(name)
+        return Path(name), os.fdopen(fd, "wb")
 
     def commit_file(self, temp: Path, kind: str, key: str) -> Path:
         path = self._path(kind, key)

@@ -163,10 +163,10 @@ class LayerStore:
         if compression is Compression.NONE or self.unpack_limit <= 0:
             record, _ = indexer.build(reader, desc.digest, compression, self.limits)
         else:
-            temp = self.cache.new_temp(DATA_KIND)
+            temp, sink = self.cache.new_temp(DATA_KIND)
             kept = False
             try:
-                with open(temp, "wb") as sink:
+                with sink:
                     record, kept = indexer.build(
                         reader, desc.digest, compression, self.limits, sink, self.unpack_limit
                     )
@@ -271,9 +271,9 @@ class LayerStore:
         size = record.index.uncompressed_size
         copy = self._open_copy(key, size, record)
         if copy is None and size <= self.unpack_limit:
-            temp = self.cache.new_temp(DATA_KIND)
+            temp, sink = self.cache.new_temp(DATA_KIND)
             try:
-                with open(temp, "wb") as sink:
+                with sink:
                     indexer.unpack(blob, desc.digest, record.compression, self.limits, sink)
                 self.cache.commit_file(temp, DATA_KIND, key)
             finally:

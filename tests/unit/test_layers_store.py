@@ -313,3 +313,15 @@ def test_rootfs_matches_umoci_unpack(tmp_path: Path) -> None:
                                hashlib.sha256(p.read_bytes()).hexdigest())
     assert ours == native
     assert "etc/gone" not in ours and "etc/opq/old" not in ours and ours["dirfile"][0] == "FILE"
+
+
+def test_cache_temp_files_commit_whole_and_leave_nothing_behind(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "cache")
+    temp, sink = cache.new_temp("layer-data")
+    with sink:  # written through mkstemp's descriptor, never reopened with O_TRUNC
+        sink.write(b"x" * 4096)
+    assert temp.parent == tmp_path / "cache" / "layer-data" and temp.stat().st_size == 4096
+    final = cache.commit_file(temp, "layer-data", "sha256:abc")
+    assert final == cache.path_for("layer-data", "sha256:abc") and final.read_bytes() == b"x" * 4096
+    assert not temp.exists()
+    assert [p.name for p in (tmp_path / "cache" / "layer-data").iterdir()] == [final.parent.name]
