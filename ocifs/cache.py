@@ -5,7 +5,10 @@ archive identity), so an entry is valid forever for that key. Every entry is
 written to a temporary file and renamed into place, and carries a sha256 of its
 payload: a truncated or corrupt entry is detected on load, deleted and reported
 as a miss, never served. Total size is kept under a limit by evicting the least
-recently used entries (mtime is touched on every hit).
+recently used entries (mtime is touched on every hit). The total is counted by
+walking the cache once and then kept up to date as entries are added; it is
+recounted when it would pass the limit or has not been for `RECOUNT_S` (other
+processes share the directory), so adding an entry does not stat every file.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +27,8 @@ log = logging.getLogger(__name__)
 _MAGIC = b"OCIFSCACHE1\n"
 _HEADER = len(_MAGIC) + 32
 DEFAULT_LIMIT = 10 * 1024**3
+#: recount the cache's size from disk at least this often (seconds)
+RECOUNT_S = 60.0
 
 
 def default_directory() -> Path:
@@ -38,6 +44,8 @@ class DiskCache:
         self.directory = Path(directory)
         self.limit_bytes = limit_bytes
         self._lock = threading.Lock()
+        self._total: int | None = None  # bytes in the cache as last counted, plus additions
+        self._counted_at = 0.0
 
     def _path(self, kind: str, key: str) -> Path:
         safe = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
@@ -75,7 +83,7 @@ class DiskCache:
         except OSError as exc:
             log.warning("could not write cache entry %s: %s", path, exc)
             return
-        self.evict()
+        self._added(len(data))
 
     def path_for(self, kind: str, key: str) -> Path:
         """Where a raw file entry for (kind, key) lives (for library-written files).
@@ -102,8 +110,9 @@ class DiskCache:
     def commit_file(self, temp: Path, kind: str, key: str) -> Path:
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        size = os.stat(temp).st_size
         os.replace(temp, path)
-        self.evict()
+        self._added(size)
         return path
 
     def touch(self, kind: str, key: str) -> None:
@@ -112,32 +121,44 @@ class DiskCache:
     def discard(self, kind: str, key: str) -> None:
         self._discard(self._path(kind, key))
 
+    def _added(self, size: int) -> None:
+        """Account for a new entry; evict when the total may have passed the limit."""
+        with self._lock:
+            total = self._total
+            fresh = time.monotonic() - self._counted_at < RECOUNT_S
+            if total is not None and fresh and total + size <= self.limit_bytes:
+                self._total = total + size
+                return
+        self.evict()
+
     def evict(self) -> None:
-        """Delete least recently used entries until the total fits the limit."""
+        """Count the cache on disk; delete least recently used entries until it fits."""
         with self._lock:
             entries: list[tuple[float, int, Path]] = []
             total = 0
+            self._counted_at = time.monotonic()
             if not self.directory.exists():
+                self._total = 0
                 return
             for root, _dirs, files in os.walk(self.directory):
                 for name in files:
+                    if name.startswith(".tmp-"):
+                        continue
                     p = Path(root) / name
                     try:
                         st = p.stat()
                     except OSError:
                         continue
-                    if name.startswith(".tmp-"):
-                        continue
                     entries.append((st.st_mtime, st.st_size, p))
                     total += st.st_size
-            if total <= self.limit_bytes:
-                return
-            entries.sort()
-            for _mtime, size, p in entries:
-                if total <= self.limit_bytes:
-                    break
-                self._discard(p)
-                total -= size
+            if total > self.limit_bytes:
+                entries.sort()
+                for _mtime, size, p in entries:
+                    if total <= self.limit_bytes:
+                        break
+                    self._discard(p)
+                    total -= size
+            self._total = total
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -193,6 +194,32 @@ def test_disk_cache_detects_corruption_and_evicts(tmp_path: Path) -> None:
         cache.put("k", f"e{i}", b"y" * 3000)
     present = [i for i in range(5) if cache.get("k", f"e{i}") is not None]
     assert len(present) == 3 and present == [2, 3, 4]
+
+
+def test_disk_cache_counts_itself_once_then_on_demand(tmp_path: Path, monkeypatch) -> None:
+    """Adding entries under the limit does not stat the whole cache each time; an
+    entry another process added is counted at the next recount."""
+    import ocifs.cache as cache_mod
+
+    walks: list[str] = []
+    real_walk = os.walk
+    monkeypatch.setattr(cache_mod.os, "walk", lambda top: walks.append(str(top)) or real_walk(top))
+    cache = DiskCache(tmp_path, limit_bytes=100_000)
+    for i in range(20):
+        cache.put("k", f"e{i}", b"z" * 1000)
+    assert len(walks) == 1
+    other = DiskCache(tmp_path, limit_bytes=100_000)  # a second daemon on the same cache
+    for i in range(60):
+        other.put("k", f"o{i}", b"o" * 1000)
+    for i in range(60):  # a clear LRU order (the clock may not tell these puts apart)
+        os.utime(cache.path_for("k", f"e{i}") if i < 20 else cache.path_for("k", f"o{i - 20}"),
+                 (1_000 + i, 1_000 + i))
+    monkeypatch.setattr(cache_mod, "RECOUNT_S", 0.0)
+    cache.put("k", "last", b"l" * 1000)  # recounts: 81 entries of 1,044 bytes fit
+    assert cache.path_for("k", "e0").exists() and cache.path_for("k", "o0").exists()
+    cache.put("k", "big", b"b" * 30_000)  # now over the limit: the oldest go
+    assert not cache.path_for("k", "e0").exists() and cache.path_for("k", "big").exists()
+    assert sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file()) <= 100_000
 
 
 def test_only_the_fuse_edge_imports_pyfuse3() -> None:
