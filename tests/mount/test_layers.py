@@ -266,6 +266,20 @@ def test_cp_a_out_of_a_layer(mount_image, hard_layout, tmp_path) -> None:
     shutil.rmtree(dest)
 
 
+def test_rsync_aHAX_out_of_rootfs(mount_image, hard_layout, tmp_path) -> None:
+    """A backup's usual flags copy the tree whole and quietly: hard links, xattrs,
+    symlinks, devices, fifos, modes, owners, mtimes (absent ACLs read as none)."""
+    m = mount_image(hard_layout)
+    src = m.path / "refs/hard/rootfs"
+    dest = tmp_path / "rsync"
+    done = subprocess.run(
+        ["rsync", "-aHAX", f"{src}/", str(dest)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert diff(snapshot(src, mtimes=True), snapshot(dest, mtimes=True)) == []
+    assert os.getxattr(dest / "xattr-file", "user.comment") == b"hello xattr"
+
+
 def test_tar_of_a_layer_tree_sees_stable_attributes(mount_image, sample_layout, tmp_path) -> None:
     """The top of layers/<n>/ and rootfs/ is shown before indexing; it must not change after."""
     m = mount_image(sample_layout)
