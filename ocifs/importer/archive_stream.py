@@ -1,4 +1,4 @@
-"""Importing an OCI archive or a `docker save` tar (plain or gzip'd) as it is written.
+"""Importing an OCI archive or a `docker save` tar (plain, gzip'd or zstd'd) as it is written.
 
 The archive is never stored whole: each member under ``blobs/<alg>/<hex>`` is
 hashed while it streams into its own staging file and checked against its name
@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from ocifs.errors import DigestMismatch, InvalidInput, LimitExceeded, OcifsError
 from ocifs.importer import closure, docker
 from ocifs.importer.commit import blob_path, blob_size, read_range
+from ocifs.importer.decoder import Decoder
 from ocifs.importer.staging import StagedFile
-from ocifs.importer.tarstream import Decoder, Member, TarStream
+from ocifs.importer.tarstream import Member, TarStream
 from ocifs.model import descriptor as descriptor_mod
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
@@ -70,7 +71,7 @@ class _Sink:
 
 @dataclass
 class ArchiveImport:
-    """Handler for `TarStream`; feed() the raw (possibly gzip'd) archive bytes."""
+    """Handler for `TarStream`; feed() the raw (possibly compressed) archive bytes."""
 
     layout: str
     where: str

@@ -9,7 +9,7 @@ By path (at create, so a bad name fails before any data is copied):
   content must match that digest (sha256, sha512; others refused);
 * anything else: ``AUTO``.
 
-``AUTO`` files are sniffed at their first bytes: a tar (or gzip'd tar) whose first
+``AUTO`` files are sniffed at their first bytes: a tar (plain, gzip'd or zstd'd) whose first
 member is named like an image archive's (``oci-layout``, ``index.json``,
 ``manifest.json``, ``repositories``, ``blobs/...``, ``[sha256:]<hex>...``) is imported
 as an OCI archive or docker-save tar; anything else is a plain blob, committed
@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 
 from ocifs.errors import InvalidInput, Unsupported
-from ocifs.importer.tarstream import Decoder, Member, TarStream
+from ocifs.importer.decoder import Decoder
+from ocifs.importer.tarstream import Member, TarStream
 from ocifs.model import digest as digest_mod
 from ocifs.model.digest import Digest
 from ocifs.model.naming import ref_path

@@ -1,4 +1,4 @@
-"""A push parser for tar streams (optionally gzip'd), fed as bytes arrive.
+"""A push parser for tar streams, fed as bytes arrive (`decoder` decompresses first).
 
 `tarfile` wants to pull from a file object; an import receives bytes pushed by
 FUSE writes. This parser keeps only one header block (and PAX/GNU long-name
@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from isal import isal_zlib
+from typing import Protocol
 
 from ocifs.errors import InvalidInput, LimitExceeded
 
 BLOCK = 512
 MAX_EXTENDED_HEADER = 1 << 20
 MAX_MEMBERS = 1_000_000
-_OUT_CHUNK = 1 << 20
-GZIP_MAGIC = b"\x1f\x8b"
-_ZLIB_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 
 
 @dataclass(slots=True)
@@ -198,63 +193,3 @@ class TarStream:
         self._delivering = self._handler.begin(member) and kind == "file"
         if self._remaining == 0:
             self._member_end()
-
-
-class Decoder:
-    """Transparent gunzip (multi-member) in front of a consumer of plain bytes.
-
-    Output is produced in bounded chunks so a gzip bomb never sits in memory.
-    `complete` says whether the compressed stream ended cleanly.
-    """
-
-    def __init__(self, sink: TarStream) -> None:
-        self._sink = sink
-        self._gzip: bool | None = None
-        self._z: Any = None
-        self._head = b""
-        self.out_bytes = 0
-
-    @property
-    def gzip(self) -> bool:
-        return bool(self._gzip)
-
-    @property
-    def complete(self) -> bool:
-        return not self._gzip or (self._z is None and not self._head)
-
-    def feed(self, data: bytes | memoryview) -> None:
-        if self._gzip is None:
-            self._head += bytes(data)
-            if len(self._head) < 2:
-                return
-            self._gzip = self._head[:2] == GZIP_MAGIC
-            data, self._head = self._head, b""
-        if not self._gzip:
-            self.out_bytes += len(data)
-            self._sink.feed(data)
-            return
-        pending = self._head + bytes(data)
-        self._head = b""
-        while True:  # past the tar end marker too: the gzip trailer must check out
-            if self._z is None:
-                if pending.strip(b"\0") == b"":
-                    return  # nothing more, or zero padding after the last gzip member
-                if len(pending) < 2:
-                    self._head = pending
-                    return
-                if pending[:2] != GZIP_MAGIC:
-                    raise InvalidInput("gzip: garbage after the compressed stream")
-                self._z = isal_zlib.decompressobj(31)
-            try:
-                out = self._z.decompress(pending, _OUT_CHUNK)
-            except (_ZLIB_ERROR, ValueError) as exc:
-                raise InvalidInput(f"gzip: corrupt compressed data ({exc})") from None
-            self.out_bytes += len(out)
-            self._sink.feed(out)
-            if self._z.eof:
-                pending = self._z.unused_data
-                self._z = None
-                continue
-            pending = self._z.unconsumed_tail
-            if not pending and len(out) < _OUT_CHUNK:
-                return

@@ -44,6 +44,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     gz = base / "oci.tar.gz"
     gz.write_bytes(gzip.compress(out["oci"].read_bytes(), 1))
     out["oci.gz"] = gz
+    subprocess.run(["zstd", "-q", "-f", str(out["docker"])], check=True)
+    out["docker.zst"] = Path(f"{out['docker']}.zst")
     return out
 
 
@@ -118,19 +120,20 @@ def test_copy_a_whole_layout(mount_image: Any, layout: Path, images: dict[str, P
 
 
 @pytest.mark.parametrize(("kind", "ref"), [("oci", "v1"), ("oci.gz", "v1"),
-                                           ("docker", "docker.io/library/busybox:1")])
+                                           ("docker", "docker.io/library/busybox:1"),
+                                           ("docker.zst", "docker.io/library/busybox:1")])
 def test_cp_image_archive(mount_image: Any, layout: Path, images: dict[str, Path], kind: str,
                           ref: str) -> None:
     m = mount_image(layout)
     result = sh("cp", images[kind], m.path / ".import/")
     assert result.returncode == 0, result.stderr
     assert (m.path / "refs" / ref / "manifest.json").exists()
-    if kind == "docker":  # Docker schema-2 manifests: umoci/skopeo's oci: readers skip them
+    if kind.startswith("docker"):  # Docker schema-2 manifests: umoci/skopeo's oci: skips them
         layoutcheck.check(str(layout))
         assert ref in layoutcheck.refs(str(layout))
     else:
         check_tools(layout, ref)
-    if kind != "docker":
+    if not kind.startswith("docker"):
         sh("skopeo", "copy", "-q", f"oci:{layout}:v1", f"oci:{layout.parent / 'copy'}:x",
            check=True)
 
@@ -164,12 +167,15 @@ def _failure_cases(images: dict[str, Path], tmp: Path) -> list[tuple[str, Path, 
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": "sha256:" + "0" * 64, "size": 2}, "layers": []})
+    zst = subprocess.run(["zstd", "-q", "-c"], input=oci, capture_output=True, check=True).stdout
     return [
         ("digest mismatch", f("x", b"content"), "sha256:" + "1" * 64, "Bad message"),
         ("invalid digest name", f("y", b"c"), "sha256:xyz", "Invalid argument"),
         ("unsupported algorithm", f("z", b"c"), "md5:" + "a" * 32, "Operation not supported"),
         ("truncated archive", f("t.tar", oci[: len(oci) // 2]), "t.tar", "Invalid argument"),
         ("truncated gzip archive", f("t.tar.gz", gzip.compress(oci)[:-100]), "t.tar.gz",
+         "Invalid argument"),
+        ("truncated zstd archive", f("t.tar.zst", zst[: len(zst) // 2]), "t.tar.zst",
          "Invalid argument"),
         ("malformed json", f("m.json", b"{not json"), "refs/bad", "Invalid argument"),
         ("references never arrive", f("n.json", missing.encode()), "refs/never",

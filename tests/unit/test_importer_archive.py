@@ -21,6 +21,7 @@ from ocifs.errors import DigestMismatch, InvalidInput, OcifsError
 from ocifs.importer import classify, indexjson
 from ocifs.importer.archive_stream import ArchiveImport
 from ocifs.importer.commit import commit_blobs
+from ocifs.importer.decoder import Decoder
 from ocifs.importer.tarstream import Member, TarStream
 from tests.conftest import FIXTURES as SHARED_FIXTURES
 from tests.helpers import layoutcheck
@@ -42,6 +43,9 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     gz = base / "oci.tar.gz"
     gz.write_bytes(gzip.compress(out["oci"].read_bytes()))
     out["oci.gz"] = gz
+    for kind in ("oci", "docker"):  # as `zstd` writes them: one frame, with a checksum
+        subprocess.run(["zstd", "-q", "-f", str(out[kind])], check=True)
+        out[f"{kind}.zst"] = Path(f"{out[kind]}.zst")
     return out
 
 
@@ -80,7 +84,7 @@ def import_archive(layout: str, data: bytes, chunks: int | None = None) -> list[
     return sorted(layoutcheck.refs(layout))
 
 
-@pytest.mark.parametrize("kind", ["oci", "oci.gz"])
+@pytest.mark.parametrize("kind", ["oci", "oci.gz", "oci.zst"])
 def test_oci_archive_imports_and_tools_read_it(
     made: dict[str, Path], layout: str, kind: str
 ) -> None:
@@ -91,8 +95,11 @@ def test_oci_archive_imports_and_tools_read_it(
                    check=True, capture_output=True)
 
 
-def test_docker_archive_synthesizes_schema2_manifest(made: dict[str, Path], layout: str) -> None:
-    assert import_archive(layout, made["docker"].read_bytes(), 4096) == ["example.com/app:v1"]
+@pytest.mark.parametrize("kind", ["docker", "docker.zst"])
+def test_docker_archive_synthesizes_schema2_manifest(
+    made: dict[str, Path], layout: str, kind: str
+) -> None:
+    assert import_archive(layout, made[kind].read_bytes(), 4096) == ["example.com/app:v1"]
     index = json.loads(Path(layout, "index.json").read_bytes())
     (entry,) = index["manifests"]
     assert entry["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
@@ -137,7 +144,7 @@ def test_corrupt_blob_member_fails_as_it_streams(made: dict[str, Path], layout: 
     assert layoutcheck.snapshot(layout) == before
 
 
-@pytest.mark.parametrize("kind", ["oci", "oci.gz", "docker"])
+@pytest.mark.parametrize("kind", ["oci", "oci.gz", "oci.zst", "docker", "docker.zst"])
 def test_truncated_archive_is_refused(made: dict[str, Path], layout: str, kind: str) -> None:
     data = made[kind].read_bytes()
     before = layoutcheck.snapshot(layout)
@@ -192,7 +199,7 @@ def test_hostile_names_are_only_data_and_missing_blobs_fail(layout: str) -> None
 def test_corrupted_archives_fail_only_with_typed_errors(
     made: dict[str, Path], data: st.DataObject
 ) -> None:
-    kind = data.draw(st.sampled_from(["oci", "oci.gz", "docker"]))
+    kind = data.draw(st.sampled_from(["oci", "oci.gz", "oci.zst", "docker"]))
     raw = bytearray(made[kind].read_bytes())
     for _ in range(data.draw(st.integers(1, 8))):
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
@@ -227,12 +234,37 @@ def test_tarstream_reports_members_and_long_names() -> None:
     assert seen == [("x/" + "y" * 200, 4), ("z", 0)]
 
 
+@pytest.mark.parametrize(("kind", "fmt"), [("oci", "tar"), ("oci.gz", "gzip"), ("oci.zst", "zstd")])
+def test_decoder_tells_the_format_from_bytes_fed_one_at_a_time(
+    made: dict[str, Path], kind: str, fmt: str
+) -> None:
+    out = bytearray()
+
+    class Sink:
+        def feed(self, data: bytes | memoryview) -> None:
+            out.extend(data)
+
+    decoder = Decoder(Sink())
+    raw = made[kind].read_bytes()
+    for i in range(6):
+        decoder.feed(raw[i : i + 1])
+    decoder.feed(raw[6:])
+    assert decoder.format == fmt and decoder.complete
+    assert bytes(out) == made["oci"].read_bytes()
+
+
 def test_sniff_tells_archives_from_layers(made: dict[str, Path]) -> None:
     assert classify.sniff_archive(made["oci"].read_bytes()[:4096], final=False) is True
     assert classify.sniff_archive(made["oci.gz"].read_bytes()[:4096], final=False) is True
     assert classify.sniff_archive(made["docker"].read_bytes()[:4096], final=False) is True
+    for kind in ("oci.zst", "docker.zst"):  # zstd emits nothing before a whole block
+        head = made[kind].read_bytes()[: classify.SNIFF_LIMIT]
+        assert classify.sniff_archive(head, final=False) is True
     layer = _tar([("./", b""), ("etc/passwd", b"root")])
     assert classify.sniff_archive(layer, final=False) is False
+    zst_layer = subprocess.run(["zstd", "-q", "-c"], input=layer, capture_output=True, check=True)
+    assert classify.sniff_archive(zst_layer.stdout, final=True) is False
+    assert classify.sniff_archive(b"\x28\xb5", final=False) is None  # could be zstd
     assert classify.sniff_archive(b"\x1f\x8b", final=False) is None
     assert classify.sniff_archive(b"plain text", final=True) is False
 
