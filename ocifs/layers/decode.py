@@ -1,7 +1,8 @@
 """One sequential pass over a layer blob: hash, decompress, tee, bound.
 
 The pass reads the compressed blob once, hashes it (the digest is checked at
-the end, so only a verified layer is ever cached), decompresses it with the
+the end, so only a verified layer is ever cached; a compressed archive being
+mounted has no digest of its own and passes None), decompresses it with the
 fastest decoder measured (isal for gzip, python-zstandard for zstd), checks
 the bomb limits, and optionally writes the decompressed bytes to a file (the
 unpacked copy reads are served from) with a CRC per `CRC_BLOCK` so that copy
@@ -81,7 +82,7 @@ class LayerPass:
     def __init__(
         self,
         reader: BlobReader,
-        digest: Digest,
+        digest: Digest | None,
         compression: Compression,
         where: str,
         limits: Limits,
@@ -92,6 +93,7 @@ class LayerPass:
         self.digest = digest
         self.compression = compression
         self.where = where
+        self._named = where if digest is None else f"layer {where}"  # for messages
         self.limits = limits
         self.sink = sink
         self.sink_limit = sink_limit
@@ -101,7 +103,7 @@ class LayerPass:
         self._crc = 0
         self._crc_fill = 0
         self._held = 0  # decoded bytes not yet handed out (see chunks())
-        self._hasher = digest.hasher()
+        self._hasher = digest.hasher() if digest is not None else None
         self._comp = self._compressed()
         self._side = _Sidecar()
         self._closed = False
@@ -111,8 +113,9 @@ class LayerPass:
         while self.consumed < size:
             data = self.reader.pread(self.consumed, min(READ_SIZE, size - self.consumed))
             if not data:
-                raise BlobUnavailable(f"layer {self.where}: blob ends early at {self.consumed}")
-            self._side.submit(self._hasher.update, data)
+                raise BlobUnavailable(f"{self._named}: blob ends early at {self.consumed}")
+            if self._hasher is not None:
+                self._side.submit(self._hasher.update, data)
             self.consumed += len(data)
             yield data
 
@@ -157,11 +160,11 @@ class LayerPass:
         lim = self.limits
         if self.produced > lim.max_uncompressed:
             raise LimitExceeded(
-                f"layer {self.where}: decompresses to more than {lim.max_uncompressed} bytes"
+                f"{self._named}: decompresses to more than {lim.max_uncompressed} bytes"
             )
         if self.produced > lim.ratio_floor and self.produced > lim.max_ratio * self.consumed:
             raise LimitExceeded(
-                f"layer {self.where}: decompression ratio above {lim.max_ratio} (bomb guard)"
+                f"{self._named}: decompression ratio above {lim.max_ratio} (bomb guard)"
             )
         if self.sink is not None:
             if self.produced > self.sink_limit:
@@ -245,7 +248,9 @@ class LayerPass:
         if self._crc_fill:
             self.crcs.append(self._crc)
             self._crc, self._crc_fill = 0, 0
-        if self._hasher.hexdigest() != self.digest.hex:
+        if self._hasher is not None and self.digest is not None and (
+            self._hasher.hexdigest() != self.digest.hex
+        ):
             raise BlobUnavailable(
-                f"layer {self.where}: content does not match its digest (blob corrupt)"
+                f"{self._named}: content does not match its digest (blob corrupt)"
             )

@@ -1,6 +1,6 @@
 """Decide what kind of source a path is, by content, never by file name.
 
-A directory is an OCI image layout. A file is opened as a tar (plain or gzip'd;
+A directory is an OCI image layout. A file is opened as a tar (plain, gzip'd or zstd'd;
 see `tarmembers.ArchiveFile`, which refuses anything else) and classified by the
 members it holds:
 
@@ -21,6 +21,7 @@ import os
 
 from ocifs.cache import DiskCache
 from ocifs.errors import InvalidInput, NotAnImage
+from ocifs.model import mediatypes as mt
 from ocifs.sources.base import Source
 from ocifs.sources.tarmembers import ArchiveFile
 
@@ -72,7 +73,9 @@ def _classify(archive: ArchiveFile, cache: DiskCache) -> Source:
 
 
 def _not_an_image(archive: ArchiveFile) -> str:
-    what = "a gzip'd tar" if archive.compressed else "a tar"
+    what = {mt.Compression.GZIP: "a gzip'd tar", mt.Compression.ZSTD: "a zstd'd tar"}.get(
+        archive.compression, "a tar"
+    )
     if "repositories" in archive.table.files:
         return (
             f"{archive.path}: not a supported image archive ({what} with `repositories` "

@@ -33,6 +33,7 @@ from ocifs.errors import BlobUnavailable, InvalidInput, LimitExceeded, NotAnImag
 from ocifs.layers import seekable
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
+from ocifs.sources import zstd_stream
 from ocifs.sources.base import BlobReader, FileRegionReader, ReaderFile, clamp
 
 log = logging.getLogger(__name__)
@@ -308,10 +309,10 @@ def identity_of(path: str, st: os.stat_result) -> str:
 
 
 class ArchiveFile:
-    """An open archive file: the tar stream (plain or gunzipped) and its member table.
+    """An open archive file: the tar stream (plain or decompressed) and its member table.
 
     Owns the file descriptor. Detection by content happens here: anything that is
-    not a tar (or a gzip'd tar) is refused with NotAnImage before any indexing.
+    not a tar (plain, gzip'd or zstd'd) is refused with NotAnImage before any indexing.
     """
 
     def __init__(
@@ -320,15 +321,19 @@ class ArchiveFile:
         fd: int,
         identity: str,
         stream: BlobReader,
-        compressed: bool,
+        compression: mt.Compression,
         table: MemberTable,
     ) -> None:
         self.path = path
         self.fd = fd
         self.identity = identity
         self.stream = stream
-        self.compressed = compressed
+        self.compression = compression
         self.table = table
+
+    @property
+    def compressed(self) -> bool:
+        return self.compression is not mt.Compression.NONE
 
     @classmethod
     def open(cls, path: str, cache: DiskCache) -> ArchiveFile:
@@ -355,10 +360,10 @@ class ArchiveFile:
         head = raw.pread(0, _BLOCK)
         kind = mt.sniff_compression(head)
         if kind is mt.Compression.ZSTD:
-            raise NotAnImage(
-                f"{path}: not an image archive (zstd-compressed; only plain or gzip'd tars)"
-            )
-        if kind is mt.Compression.GZIP:
+            if not _tar_header(zstd_stream.head(raw, _BLOCK)):
+                raise NotAnImage(f"{path}: not an image archive (zstd data that is not a tar)")
+            stream = zstd_stream.open_zstd(raw, cache, identity, path)
+        elif kind is mt.Compression.GZIP:
             if not _tar_header(_gunzip_head(fd, st.st_size)):
                 raise NotAnImage(f"{path}: not an image archive (gzip data that is not a tar)")
             try:
@@ -368,11 +373,11 @@ class ArchiveFile:
                     f"{path}: gzip stream is truncated or corrupt ({_cause(exc)})"
                 ) from None
         elif _tar_header(head):
-            stream = raw
+            kind, stream = mt.Compression.NONE, raw
         else:
             raise NotAnImage(f"{path}: not an image archive (not a tar file)")
         table = load_or_scan(stream, cache, identity, path, stream is not raw)
-        return cls(path, fd, identity, stream, stream is not raw, table)
+        return cls(path, fd, identity, stream, kind, table)
 
     def member_reader(self, member: Member) -> BlobReader:
         """Random access to a member's bytes; BlobUnavailable if the archive cut it short."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, ocifs, require_fuse
+from tests.conftest import FIXTURES, ocifs, require_fuse, unmount
 from tests.helpers.treecompare import diff, snapshot
 
 TARBALLS = FIXTURES / "go-containerregistry/pkg/v1/tarball/testdata"
@@ -27,7 +27,7 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def archives(tmp_path_factory: pytest.TempPathFactory, sample_layout: Path) -> dict[str, Path]:
-    """Archives made by skopeo from the sample layout, each also gzip'd."""
+    """Archives made by skopeo from the sample layout, each also gzip'd and zstd'd."""
     d = tmp_path_factory.mktemp("archives")
     made = {}
     for kind, transport in (("oci", "oci-archive"), ("docker", "docker-archive")):
@@ -41,6 +41,8 @@ def archives(tmp_path_factory: pytest.TempPathFactory, sample_layout: Path) -> d
         gz = d / f"sample-{kind}.tar.gz"
         gz.write_bytes(gzip.compress(path.read_bytes(), compresslevel=6))
         made[f"{kind}-gz"] = gz
+        subprocess.run(["zstd", "-q", "-f", str(path)], check=True)  # one frame, as zstd writes
+        made[f"{kind}-zst"] = Path(f"{path}.zst")
     return made
 
 
@@ -86,7 +88,7 @@ def as_layout(transport: str, archive: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("kind", ["oci", "oci-gz", "docker", "docker-gz"])
+@pytest.mark.parametrize("kind", ["oci", "oci-gz", "oci-zst", "docker", "docker-gz", "docker-zst"])
 def test_skopeo_archives_equal_the_same_image_as_a_layout(
     mount_image, archives, sample_layout, tmp_path, kind
 ) -> None:
@@ -95,7 +97,7 @@ def test_skopeo_archives_equal_the_same_image_as_a_layout(
     assert not (m.path / ".import").exists()
     layout = as_layout(
         "oci-archive" if kind.startswith("oci") else "docker-archive",
-        archives[kind.removesuffix("-gz")],
+        archives[kind.removesuffix("-gz").removesuffix("-zst")],
         tmp_path / "layout",
     )
     lm = mount_image(layout)
@@ -162,6 +164,32 @@ def test_gzip_archive_seek_points_are_cached(mount_image, archives, cache_dir) -
     assert {p.name for p in cache_dir.rglob("*") if p.is_file()} >= entries
 
 
+def test_zstd_archive_is_decompressed_once_and_a_damaged_copy_rebuilt(
+    mount_image, archives, cache_dir
+) -> None:
+    os_release = "refs/example.com/sample:1.0/rootfs/etc/os-release"
+
+    def the_copy() -> Path:
+        [copy] = [p for p in (cache_dir / "archive-data").rglob("*") if p.is_file()]
+        return copy
+
+    m1 = mount_image(archives["docker-zst"])
+    first = (m1.path / os_release).read_bytes()
+    built = the_copy().stat()
+    unmount(m1.path)
+    m2 = mount_image(archives["docker-zst"])  # the copy in the cache is reused
+    assert (m2.path / os_release).read_bytes() == first
+    assert (the_copy().stat().st_ino, the_copy().stat().st_size) == (built.st_ino, built.st_size)
+    unmount(m2.path)
+    with open(the_copy(), "r+b") as f:  # damage every MiB block of the copy
+        for offset in range(0, built.st_size, 1 << 20):
+            f.seek(offset)
+            f.write(b"\xff" * 16)
+    m3 = mount_image(archives["docker-zst"])  # detected on first use, rebuilt, retried
+    assert (m3.path / os_release).read_bytes() == first
+    assert the_copy().stat().st_ino != built.st_ino
+
+
 def test_archive_mounts_are_read_only(mount_image, archives) -> None:
     m = mount_image(archives["oci"])
     for action in (
@@ -203,7 +231,7 @@ def test_not_an_image_is_refused(tmp_path) -> None:
 
 
 def test_truncated_archives(mount_image, archives, tmp_path) -> None:
-    for kind in ("oci", "docker", "docker-gz"):
+    for kind in ("oci", "docker", "docker-gz", "docker-zst"):
         data = archives[kind].read_bytes()
         cut = tmp_path / f"cut-{kind}.tar"
         cut.write_bytes(data[: len(data) // 2])

@@ -1,4 +1,4 @@
-"""The member table, gzip seek points and layer digests are built once and reused.
+"""The member table, gzip seek points, zstd copies and layer digests are built once and reused.
 
 Shown without timing: the cache entries exist, and on the second open the
 builders are replaced by functions that fail the test if called.
@@ -10,29 +10,33 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import tarfile
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from ocifs.cache import DiskCache
+from ocifs.errors import NotAnImage
 from ocifs.layers import seekable
 from ocifs.model import digest as digest_mod
-from ocifs.sources import docker_archive, tarmembers
+from ocifs.sources import docker_archive, tarmembers, zstd_stream
+from ocifs.sources.base import Source
 from ocifs.sources.detect import open_source
 from tests.conftest import FIXTURES
 
 WHITEOUT_DIR = FIXTURES / "go-containerregistry/pkg/v1/mutate/testdata/whiteout_dir.tar"
 
 
-def docker_tar(path: Path, layers: int = 3) -> Path:
+def docker_tar(path: Path, layers: int = 3, layer_bytes: int = 5000) -> Path:
     """A small legacy docker-save tar with uncompressed layers."""
     members: list[tuple[str, bytes]] = []
     diff_ids, paths = [], []
     for i in range(layers):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tf:
-            data = os.urandom(5000)
+            data = os.urandom(layer_bytes)
             info = tarfile.TarInfo(f"file{i}")
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
@@ -182,3 +186,71 @@ def test_open_reads_no_blob_contents(
     assert source.index_bytes() == index
     assert max(reads) <= 512  # header blocks, magic bytes and small JSON members
     source.close()
+
+
+def _zstd(plain: Path) -> Path:
+    subprocess.run(["zstd", "-q", "-f", str(plain)], check=True)
+    return Path(f"{plain}.zst")
+
+
+def _blobs(source: Source) -> dict[digest_mod.Digest, bytes]:
+    out = {}
+    for d in source.list_blobs():
+        reader = source.open_blob(d)
+        out[d] = reader.pread(0, reader.size)
+    return out
+
+
+def test_zstd_archive_copy_is_kept_and_reads_like_the_plain_tar(
+    tmp_path: Path, cache: DiskCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = docker_tar(tmp_path / "d.tar", layers=2, layer_bytes=3 << 20)
+    with closing(open_source(str(plain), DiskCache(tmp_path / "other"))) as source:
+        expected = _blobs(source)
+    path = _zstd(plain)
+    with closing(open_source(str(path), cache)) as first:
+        assert _blobs(first) == expected
+    assert len(entries(cache, zstd_stream.COPY_KIND)) == 1
+    monkeypatch.setattr(zstd_stream._Copies, "build", forbid)
+    monkeypatch.setattr(tarmembers, "scan", forbid)
+    with closing(open_source(str(path), cache)) as second:
+        assert _blobs(second) == expected
+
+
+def test_zstd_archive_damaged_after_open_is_rebuilt_and_read(
+    tmp_path: Path, cache: DiskCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = docker_tar(tmp_path / "d.tar", layers=1, layer_bytes=3 << 20)
+    path = _zstd(plain)
+    with closing(open_source(str(path), cache)) as first:
+        expected = _blobs(first)
+    [copy] = entries(cache, zstd_stream.COPY_KIND)
+    with closing(open_source(str(path), cache)) as second:  # opened on the good copy
+        with open(copy, "r+b") as f:
+            f.seek((1 << 20) + 100)  # inside the layer: not read while opening
+            f.write(b"damage")
+        assert _blobs(second) == expected
+    assert "cached decompressed copy is damaged" in caplog.text
+    with closing(open_source(str(path), cache)) as third:
+        assert _blobs(third) == expected
+
+
+def test_zstd_archive_too_big_for_the_cache_is_read_sequentially(tmp_path: Path) -> None:
+    plain = docker_tar(tmp_path / "d.tar", layers=2, layer_bytes=1 << 20)
+    with closing(open_source(str(plain), DiskCache(tmp_path / "other"))) as source:
+        expected = _blobs(source)
+    small = DiskCache(tmp_path / "small", limit_bytes=1 << 20)  # copies up to 256 KiB
+    with closing(open_source(str(_zstd(plain)), small)) as source:
+        blobs = list(source.list_blobs())
+        assert _blobs(source) == expected
+        last = source.open_blob(blobs[-1])  # backward seeks restart the cursor
+        assert last.pread(100, 10) == expected[blobs[-1]][100:110]
+    assert entries(small, zstd_stream.COPY_KIND) == []
+
+
+def test_zstd_data_that_is_not_a_tar_is_refused(tmp_path: Path, cache: DiskCache) -> None:
+    path = tmp_path / "notes.zst"
+    path.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=b"hello\n" * 1000,
+                                    capture_output=True, check=True).stdout)
+    with pytest.raises(NotAnImage, match="zstd data that is not a tar"):
+        open_source(str(path), cache)

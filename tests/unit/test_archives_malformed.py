@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from ocifs.cache import DiskCache
 from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage, Unsupported
@@ -500,7 +501,8 @@ def test_docker_empty_manifest_list(tmp_path: Path, cache: DiskCache) -> None:
         (b"", "an empty file"),
         (b"just some text\n" * 100, "not a tar file"),
         (gzip.compress(b"hello"), "gzip data that is not a tar"),
-        (b"\x28\xb5\x2f\xfd" + b"\0" * 100, "zstd-compressed"),
+        (b"\x28\xb5\x2f\xfd" + b"\0" * 100, "zstd data that is not a tar"),
+        (zstandard.ZstdCompressor().compress(b"hello\n" * 100), "zstd data that is not a tar"),
     ],
 )
 def test_not_an_archive(tmp_path: Path, cache: DiskCache, content: bytes, message: str) -> None:
