@@ -43,7 +43,6 @@ class Decoder:
         self._z: Any = None
         self._zstd: Any = None
         self._head = b""
-        self.out_bytes = 0
 
     @property
     def complete(self) -> bool:
@@ -51,15 +50,14 @@ class Decoder:
 
     def feed(self, data: bytes | memoryview) -> None:
         if self.format is None:
-            self._head += bytes(data)
-            head = self._head
+            head = self._head = self._head + bytes(data)
             if any(len(head) < len(m) and m.startswith(head) for m in (GZIP_MAGIC, ZSTD_MAGIC)):
                 return  # too short to tell yet
-            if self._head.startswith(GZIP_MAGIC):
+            if head.startswith(GZIP_MAGIC):
                 self.format = "gzip"
-            elif self._head.startswith(ZSTD_MAGIC):
+            elif head.startswith(ZSTD_MAGIC):
                 self.format = "zstd"
-                target = cast(IO[bytes], _Emit(self))  # only its write() is called
+                target = cast(IO[bytes], _Emit(self._sink))  # only its write() is called
                 self._zstd = zstandard.ZstdDecompressor().stream_writer(
                     target, write_size=OUT_CHUNK
                 )
@@ -67,7 +65,7 @@ class Decoder:
                 self.format = "tar"
             data, self._head = self._head, b""
         if self.format == "tar":
-            self._emit(data)
+            self._sink.feed(data)
         elif self.format == "gzip":
             self._gunzip(data)
         else:
@@ -75,10 +73,6 @@ class Decoder:
                 self._zstd.write(data)
             except zstandard.ZstdError as exc:
                 raise InvalidInput(f"zstd: corrupt compressed data ({exc})") from None
-
-    def _emit(self, out: bytes | memoryview) -> None:
-        self.out_bytes += len(out)
-        self._sink.feed(out)
 
     def _gunzip(self, data: bytes | memoryview) -> None:
         pending = self._head + bytes(data)
@@ -97,7 +91,7 @@ class Decoder:
                 out = self._z.decompress(pending, OUT_CHUNK)
             except (_ZLIB_ERROR, ValueError) as exc:
                 raise InvalidInput(f"gzip: corrupt compressed data ({exc})") from None
-            self._emit(out)
+            self._sink.feed(out)
             if self._z.eof:
                 pending = self._z.unused_data
                 self._z = None
@@ -110,9 +104,9 @@ class Decoder:
 class _Emit:
     """The file-like target python-zstandard's stream writer pushes output into."""
 
-    def __init__(self, decoder: Decoder) -> None:
-        self._decoder = decoder
+    def __init__(self, sink: PlainSink) -> None:
+        self._sink = sink
 
     def write(self, data: bytes) -> int:
-        self._decoder._emit(data)
+        self._sink.feed(data)
         return len(data)
