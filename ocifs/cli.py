@@ -39,6 +39,16 @@ def _busy_poll(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r} (0 to 86400)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocifs", description="Mount container images as filesystems.")
     p.add_argument("--version", action="version", version=f"ocifs {__version__}")
@@ -75,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
         help="keep polling for the next FUSE request this long before sleeping "
         "(default 50 with more than one CPU, else 0; 0 turns it off)",
     )
+    m.add_argument(
+        "--lock-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=30.0,
+        help="how long an import waits for another process's lock on index.json before "
+        "failing with EBUSY (default 30)",
+    )
 
     u = sub.add_parser("umount", help="unmount an ocifs mount")
     u.add_argument("mountpoint")
@@ -110,6 +128,7 @@ def _mount(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         cache_size=args.cache_size,
         busy_poll_us=args.busy_poll,
+        lock_timeout=args.lock_timeout,
     )
     source_path = os.path.abspath(args.source)
     mountpoint = os.path.abspath(args.mountpoint)

@@ -42,6 +42,8 @@ class MountOptions:
     cache_size: int | None = None
     #: busy poll between FUSE requests, µs (None: `fastloop.default_spin_us()`)
     busy_poll_us: int | None = None
+    #: seconds an import waits for the layout lock before failing with EBUSY
+    lock_timeout: float = 30.0
 
 
 def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
@@ -118,7 +120,7 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
         from ocifs.importer.area import ImportDir, recover
 
         recover(source.path)
-        area = ImportDir(source.path, tree.refresh)
+        area = ImportDir(source.path, tree.refresh, lock_timeout=opts.lock_timeout)
     else:
         source.writable = False
     ops = Operations(tree, area)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ocifs
 from tests.helpers import layoutcheck
 
 EMPTY = "sha256:" + hashlib.sha256(b"").hexdigest()
@@ -330,6 +331,38 @@ def test_import_waits_for_a_lock_held_elsewhere(mount_image: Any, layout: Path,
         os.close(fd)
     assert proc.wait(60) == 0  # lock released: the import went through
     assert "v1" in layoutcheck.refs(str(layout))
+
+
+def test_lock_held_past_lock_timeout_fails_with_ebusy(
+    mount_image: Any, layout: Path, images: dict[str, Path]
+) -> None:
+    import fcntl
+
+    m = mount_image(layout, "--lock-timeout", "0.5")
+    m.expect_log("import failed|layout lock held")
+    src = images["layout"]
+    sh("cp", "-r", f"{src}/blobs", m.path / ".import/", check=True)
+    before = layoutcheck.snapshot(str(layout))
+    fd = os.open(layout / ".ocifs.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        result = sh("cp", src / "index.json", m.path / ".import/")
+    finally:
+        os.close(fd)
+    assert result.returncode != 0 and "Device or resource busy" in result.stderr, result.stderr
+    assert layoutcheck.snapshot(str(layout)) == before
+    status = (m.path / ".import/.status").read_text().splitlines()[-1]
+    assert " FAILED index.json: " in status and "layout lock held" in status, status
+    sh("cp", src / "index.json", m.path / ".import/", check=True)  # free again: it goes through
+    assert "v1" in layoutcheck.refs(str(layout))
+
+
+def test_lock_timeout_option_is_checked(tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for bad in ("-1", "soon", "1e9"):
+        result = ocifs("mount", str(tmp_path), str(mnt), "--lock-timeout", bad)
+        assert result.returncode == 2 and "invalid seconds" in result.stderr, result.stderr
 
 
 def test_writer_killed_mid_copy_commits_nothing(mount_image: Any, layout: Path,
