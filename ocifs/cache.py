@@ -115,6 +115,25 @@ class DiskCache:
         self._added(size)
         return path
 
+    def open_file(self, kind: str, key: str, size: int) -> int | None:
+        """A read-only fd on the raw entry (kind, key) if it has `size` bytes, else None.
+
+        A wrong size means a damaged or stale entry: it is discarded so the
+        caller rebuilds it. A hit counts as a use for eviction.
+        """
+        path = self._path(kind, key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        if os.fstat(fd).st_size != size:
+            os.close(fd)
+            log.warning("cache entry %s has the wrong size; rebuilding", path)
+            self._discard(path)
+            return None
+        self._touch(path)
+        return fd
+
     def touch(self, kind: str, key: str) -> None:
         self._touch(self._path(kind, key))
 

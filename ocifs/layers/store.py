@@ -16,7 +16,6 @@ cursor. docs/layers.md has the measurements behind this choice.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -286,18 +285,8 @@ class LayerStore:
         return ZstdCursorReader(blob, size, key), False
 
     def _open_copy(self, key: str, size: int, record: LayerRecord) -> UnpackedReader | None:
-        path = self.cache.path_for(DATA_KIND, key)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return None
-        if os.fstat(fd).st_size != size:
-            os.close(fd)
-            log.warning("unpacked copy of layer %s has the wrong size; rebuilding", key)
-            self.cache.discard(DATA_KIND, key)
-            return None
-        self.cache.touch(DATA_KIND, key)
-        return UnpackedReader(fd, size, record.crcs)
+        fd = self.cache.open_file(DATA_KIND, key, size)
+        return None if fd is None else UnpackedReader(fd, size, record.crcs)
 
     def close(self) -> None:
         """Close open data readers (file descriptors of unpacked copies)."""

@@ -86,17 +86,10 @@ class _Copies:
         except (ValueError, KeyError, TypeError):
             self.drop()
             return None
-        path = cache.path_for(COPY_KIND, key)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
+        fd = cache.open_file(COPY_KIND, key, size)
+        if fd is None:
+            cache.discard(META_KIND, key)  # missing or wrong-sized copy: build it again
             return None
-        if os.fstat(fd).st_size != size:
-            os.close(fd)
-            log.warning("%s: cached decompressed copy has the wrong size; rebuilding", self.where)
-            self.drop()
-            return None
-        cache.touch(COPY_KIND, key)
         return fd, size, crcs
 
     def build(self) -> _Opened | None:
