@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # third-party test data, copied in (README there)
 OCIFS = [sys.executable, "-m", "ocifs"]
 
 
@@ -39,8 +38,8 @@ def fuse_available() -> str | None:
 def require(missing: str | None) -> None:
     """Skip a test whose prerequisite is `missing` (a reason), but fail under CI=true.
 
-    scripts/install-deps installs every tool and the shared fixtures sit beside
-    the checkout in CI, so there a missing prerequisite is a broken setup.
+    scripts/install-deps installs every tool and the fixtures are part of the
+    checkout, so in CI a missing prerequisite is a broken setup.
     """
     if missing is None:
         return

@@ -1,4 +1,4 @@
-"""Archive sources on docker-save tars other projects ship (../shared/fixtures)."""
+"""Archive sources on docker-save tars other projects ship (tests/fixtures)."""
 
 from __future__ import annotations
 

@@ -23,10 +23,10 @@ from ocifs.importer.archive_stream import ArchiveImport
 from ocifs.importer.commit import commit_blobs
 from ocifs.importer.decoder import Decoder
 from ocifs.importer.tarstream import Member, TarStream
-from tests.conftest import FIXTURES as SHARED_FIXTURES
+from tests.conftest import FIXTURES as ALL_FIXTURES
 from tests.helpers import layoutcheck
 
-FIXTURES = SHARED_FIXTURES / "go-containerregistry/pkg/v1/tarball/testdata"
+FIXTURES = ALL_FIXTURES / "go-containerregistry/pkg/v1/tarball/testdata"
 
 
 @pytest.fixture(scope="module")

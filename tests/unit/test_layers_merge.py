@@ -1,4 +1,4 @@
-"""Whiteout merging: hand cases, shared fixtures, and Hypothesis against a dict model."""
+"""Whiteout merging: hand cases, third-party fixtures, and Hypothesis against a dict model."""
 
 from __future__ import annotations
 
