@@ -35,6 +35,9 @@ STEPS = (
     "index-fsync",  # fsync of the index.json temp file
     "index-rename",  # rename temp -> index.json
     "index-dirsync",  # fsync of the layout directory
+    "blob-unlink",  # removing an unreferenced blob (rm in blobs/, ocifs gc)
+    "blob-unlink-dirsync",  # fsync of blobs/<alg>/ after removals
+    "init-write",  # ocifs init: writing oci-layout / index.json
 )
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -106,6 +109,12 @@ def rename(src: str, dst: str, step: str = "blob-rename") -> None:
     os.rename(src, dst)
 
 
+def unlink(path: str, step: str = "blob-unlink") -> None:
+    """Remove a file (an unreferenced blob); the caller fsyncs the directory after."""
+    checkpoint(step)
+    os.unlink(path)
+
+
 def makedirs(path: str) -> None:
     """Create `path` and missing parents, fsyncing each parent that gained a name."""
     if os.path.isdir(path):
@@ -168,7 +177,7 @@ def layout_lock(lock_path: str, timeout: float) -> Iterator[None]:
         os.close(fd)  # closing the only descriptor releases the flock
 
 
-def replace_file(path: str, data: bytes, tmp_dir: str) -> None:
+def replace_file(path: str, data: bytes, tmp_dir: str, step: str = "index-write") -> None:
     """Atomically replace `path` with `data`: temp file, fsync, rename, fsync dir.
 
     The temp file lives in `tmp_dir` (same filesystem, locked while it exists)
@@ -177,7 +186,7 @@ def replace_file(path: str, data: bytes, tmp_dir: str) -> None:
     tmp = os.path.join(tmp_dir, f"index-{os.getpid()}-{os.urandom(6).hex()}.tmp")
     fd = open_locked(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
-        checkpoint("index-write")
+        checkpoint(step)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

@@ -63,6 +63,9 @@ _ERRNO: list[tuple[type[errors.OcifsError], int]] = [
     (errors.LimitExceeded, errno.EFBIG),
     (errors.NameTooLong, errno.ENAMETOOLONG),
     (errors.LockTimeout, errno.EBUSY),
+    (errors.InUse, errno.EBUSY),
+    (errors.NotEmpty, errno.ENOTEMPTY),
+    (errors.AlreadyExists, errno.EEXIST),
 ]
 
 P = ParamSpec("P")

@@ -4,7 +4,8 @@ The Python cousin of containerd's content-store ``Commit``: the caller has
 verified size and digest; here each staging file is fsynced, renamed into place
 (skipped when the blob already exists: content addressing makes a second copy a
 no-op, and existing blobs are never rewritten), and every directory that gained
-a name is fsynced once. Blocking: run from a worker thread.
+a name is fsynced once. Committed and reused blobs get mtime = now, which is
+what `ocifs gc`'s grace period measures. Blocking: run from a worker thread.
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def read_range(path: str, offset: int, size: int) -> bytes:
         os.close(fd)
 
 
+def _touch(target: str | int) -> None:
+    """Set a blob's mtime to now: `ocifs gc` spares blobs younger than its grace
+    period, and an import is about to reference this one (new or reused)."""
+    try:
+        os.utime(target)
+    except OSError:
+        pass  # a read-only or foreign-owned blob: gc's grace is then counted from its write
+
+
 def commit_blobs(layout: str, blobs: Iterable[tuple[Digest, StagedFile]]) -> list[Digest]:
     """Rename verified staging files into blobs/; returns the digests that are new.
 
@@ -52,8 +62,10 @@ def commit_blobs(layout: str, blobs: Iterable[tuple[Digest, StagedFile]]) -> lis
         final = blob_path(layout, digest)
         if blob_size(layout, digest) is not None:
             staged.discard()
+            _touch(final)
             continue
         durable.makedirs(os.path.dirname(final))
+        _touch(staged.fd)
         durable.fsync_fd(staged.fd)
         durable.rename(staged.path, final)
         staged.detach()

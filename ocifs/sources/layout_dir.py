@@ -65,6 +65,14 @@ def _read_small(path: str, what: str) -> bytes:
         os.close(fd)
 
 
+def _is_empty(path: str) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
+
+
 class LayoutDir(Source):
     """See the module docstring. Validates `oci-layout` and `index.json` on open."""
 
@@ -77,6 +85,11 @@ class LayoutDir(Source):
         if not os.path.isdir(path):
             raise NotAnImage(f"{path}: not a directory")
         self.writable = writable
+        if not os.path.exists(os.path.join(path, "oci-layout")) and _is_empty(path):
+            raise NotAnImage(
+                f"{path}: empty directory, not an OCI image layout "
+                f"(create one with `ocifs init {path}`)"
+            )
         self._layout_path = os.path.join(path, "oci-layout")
         self._index_path = os.path.join(path, "index.json")
         self._oci_layout = _read_small(self._layout_path, "oci-layout")
