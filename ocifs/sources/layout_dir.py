@@ -94,19 +94,27 @@ class LayoutDir(Source):
         self._index_path = os.path.join(path, "index.json")
         self._oci_layout = _read_small(self._layout_path, "oci-layout")
         documents.parse_oci_layout(self._oci_layout, self._layout_path)
-        self._index_stamp: tuple[int, int, int, int] | None = None
+        self._index_stamp: tuple[int, ...] | None = None
         # Validate now so a broken index.json is a mount error, not a broken mount.
         documents.parse_index(self.index_bytes(), self._index_path, lenient=True)
 
     def oci_layout_bytes(self) -> bytes:
         return self._oci_layout
 
-    def _stamp(self) -> tuple[int, int, int, int] | None:
+    def _stamp(self) -> tuple[int, ...] | None:
+        """index.json's identity, and the mtimes of blobs/<alg>/ (so a blob removed by
+        `ocifs gc` or another mount shows in the next listing of blobs/)."""
         try:
             st = os.stat(self._index_path, follow_symlinks=False)
         except OSError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        dirs = []
+        for alg in sorted(digest_mod.HEX_LENGTHS):
+            try:
+                dirs.append(os.stat(os.path.join(self.path, "blobs", alg)).st_mtime_ns)
+            except OSError:
+                dirs.append(0)
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, *dirs)
 
     def index_bytes(self) -> bytes:
         try:

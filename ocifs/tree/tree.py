@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -59,6 +60,13 @@ class Tree:
         # image directories built while their document was unreadable; retried on refresh
         self._incomplete: set[DirNode] = set()
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
+        #: inode -> refs/ path of every directory currently under refs/ (refs/ itself: ())
+        self.refs_paths: dict[int, tuple[str, ...]] = {}
+        # Directories whose entries can be removed or renamed (rmdir refs/x untags,
+        # rm blobs/<alg>/<hex> deletes) are writable by the mount's owner, so the
+        # kernel's permission check (default_permissions) lets those requests through.
+        self._edit_perm = 0o755 if source.writable else 0o555
+        self._edit_owner = (os.getuid(), os.getgid()) if source.writable else (0, 0)
         self.invalidate: Invalidator = lambda _ino, _name: None
 
         now = time.time_ns()
@@ -67,7 +75,15 @@ class Tree:
         )
         self.oci_layout = self._register(BytesFile(self.alloc_inode(), source.oci_layout_bytes()))
         self.index_file = self._register(BytesFile(self.alloc_inode(), b"", mutable=True))
-        self.refs = self._register(DirNode(self.alloc_inode(), children={}, mutable=True))
+        self.refs = self._register(
+            DirNode(
+                self.alloc_inode(),
+                children={},
+                mutable=True,
+                perm=self._edit_perm,
+                owner=self._edit_owner,
+            )
+        )
         self._refs_dirs[()] = self.refs
         self.by_digest = self._register(
             DirNode(self.alloc_inode(), self._build_by_digest, mutable=True)
@@ -76,9 +92,17 @@ class Tree:
         self._blob_algs: dict[str, DirNode] = {}
         for alg in sorted(HEX_LENGTHS):
             self._blob_algs[alg] = self._register(
-                DirNode(self.alloc_inode(), self._blob_lister(alg), mutable=True)
+                DirNode(
+                    self.alloc_inode(),
+                    self._blob_lister(alg),
+                    mutable=True,
+                    perm=self._edit_perm,
+                    owner=self._edit_owner,
+                )
             )
         self.blobs.set_children(dict(self._blob_algs))
+        #: inode of blobs/<alg>/ -> alg (where `rm` deletes blobs)
+        self.blob_alg_dirs = {node.inode: alg for alg, node in self._blob_algs.items()}
         self.root.set_children(
             {
                 "oci-layout": self.oci_layout,
@@ -197,13 +221,14 @@ class Tree:
                 below.setdefault(path[:depth], {})
                 below[path[: depth - 1]][path[depth - 1]] = path[:depth]
         old_top = set(self.refs._children or {})
-        built: dict[tuple[str, ...], DirNode] = {}
+        built: dict[tuple[str, ...], DirNode] = {(): self.refs}
         for path in sorted(below, key=len, reverse=True):
             children: Children = {name: built[sub] for name, sub in below[path].items()}
             if path:
                 built[path] = self._refs_dir(path, cat.refs.get(path), children, initial)
             else:
                 self.refs.set_children(children)
+        self.refs_paths = {node.inode: path for path, node in built.items()}
         if not initial:
             self.by_digest.reset()
             if changed:
@@ -219,7 +244,9 @@ class Tree:
         old = self._refs_dirs.get(path)
         inode = old.inode if old is not None else self.alloc_inode()
         if desc is None:
-            node = DirNode(inode, children=children, mutable=True)
+            node = DirNode(
+                inode, children=children, mutable=True, perm=self._edit_perm, owner=self._edit_owner
+            )
         else:
             image = self._image_dir(("refs", *path), desc)
 
@@ -238,7 +265,7 @@ class Tree:
                     merged[name] = child
                 return merged
 
-            node = DirNode(inode, build, mutable=True)
+            node = DirNode(inode, build, mutable=True, perm=self._edit_perm, owner=self._edit_owner)
         self._refs_dirs[path] = node
         self.nodes[inode] = node
         if old is not None and not initial:
