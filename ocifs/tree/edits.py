@@ -164,6 +164,7 @@ class TreeEdits:
             if new_name in existing and new_name not in nested:
                 raise AlreadyExists(f"refs/{'/'.join(new)}: a file of the image is there")
         shown_old, shown_new = "/".join(old), "/".join(new)
+        moved_paths = self._moved_paths(old, new)
 
         def work() -> int:
             return refs.retag(
@@ -178,12 +179,24 @@ class TreeEdits:
             moved = await trio.to_thread.run_sync(work, limiter=self._limiter)
         except (OcifsError, OSError) as exc:
             self.record("FAILED", f"refs/{shown_old}", f"retag as {shown_new}: {exc}")
-            raise
-        finally:
             self.tree.refresh()
+            raise
+        self.tree.move_refs(old, new)
+        self.tree.refresh(kernel_updated=moved_paths)
         self.record("OK", f"refs/{shown_old}", f"retagged as {shown_new} ({_entries(moved)})")
 
     # -- the index and blob edits ----------------------------------------------
+
+    def _moved_paths(
+        self, old: tuple[str, ...], new: tuple[str, ...]
+    ) -> frozenset[tuple[str, ...]]:
+        """Every refs/ path the kernel moves or replaces along with the dentry `old` ->
+        `new` (call before the edit): those under `old`, where they land, and those
+        under `new` that are replaced."""
+        paths = set(self.tree.refs_paths.values())
+        olds = {p for p in paths if p[: len(old)] == old}
+        news = {(*new, *p[len(old) :]) for p in olds} | {p for p in paths if p[: len(new)] == new}
+        return frozenset(olds | news | {new})
 
     async def _untag(self, target: tuple[str, ...], pid: int) -> None:
         shown = "/".join(target)
@@ -197,9 +210,9 @@ class TreeEdits:
         except (OcifsError, OSError) as exc:
             if not isinstance(exc, NotFound):
                 self.record("FAILED", f"refs/{shown}", f"untag: {exc}")
-            raise
-        finally:
             self.tree.refresh()
+            raise
+        self.tree.refresh(kernel_updated=frozenset({target}))
         left = [r for r in self._removals.get(pid, []) if r.root != inode]
         if left:
             self._removals[pid] = left

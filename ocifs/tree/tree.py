@@ -190,15 +190,23 @@ class Tree:
         if self.source.index_changed():
             self.refresh()
 
-    def refresh(self) -> None:
-        """Re-read index.json and the blob set; invalidate what the kernel cached."""
+    def refresh(self, kernel_updated: frozenset[tuple[str, ...]] = frozenset()) -> None:
+        """Re-read index.json and the blob set; invalidate what the kernel cached.
+
+        `kernel_updated`: refs/ paths whose dentries the kernel already changed
+        itself (the target of the rmdir or rename being answered). They are not
+        invalidated: that would wait for the directory lock the very request
+        holds, and a daemon killed meanwhile could never exit.
+        """
         try:
             cat = catalog_mod.build(self.source)
         except OcifsError as exc:
             log.error("index.json changed but cannot be used (keeping the previous view): %s", exc)
             return
+        old = self.catalog
         self.catalog = cat
         self._apply_catalog(cat, initial=False)
+        self._invalidate_changed_refs(old, cat, kernel_updated)
         self.blob_access.forget_failures()
         for node in self._incomplete:
             node.reset()
@@ -220,7 +228,6 @@ class Tree:
             for depth in range(1, len(path) + 1):
                 below.setdefault(path[:depth], {})
                 below[path[: depth - 1]][path[depth - 1]] = path[:depth]
-        old_top = set(self.refs._children or {})
         built: dict[tuple[str, ...], DirNode] = {(): self.refs}
         for path in sorted(below, key=len, reverse=True):
             children: Children = {name: built[sub] for name, sub in below[path].items()}
@@ -233,9 +240,40 @@ class Tree:
             self.by_digest.reset()
             if changed:
                 self.invalidate(index_file.inode, None)
-            for name in old_top | set(below[()]):
-                self.invalidate(self.refs.inode, name)
             self.invalidate(self.refs.inode, None)
+
+    def move_refs(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+        """The kernel moved the dentry refs/<old> to refs/<new> (a rename it asked us
+        for): keep the inodes it knows under their new paths, and drop the entries
+        it cached inside them (descriptor.json now names the new ref). Call before
+        `refresh`."""
+        for path in sorted(p for p in self._refs_dirs if p[: len(old)] == old):
+            node = self._refs_dirs.pop(path)
+            self._refs_dirs[(*new, *path[len(old) :])] = node
+            for name in node._children or {}:
+                self.invalidate(node.inode, name)
+
+    def _invalidate_changed_refs(
+        self,
+        old: catalog_mod.Catalog,
+        new: catalog_mod.Catalog,
+        skip: frozenset[tuple[str, ...]],
+    ) -> None:
+        """Invalidate the dentries of refs that appeared, vanished or point elsewhere,
+        and of the directories above them that appeared or vanished — not every
+        name under refs/ (2,000 refs: 2,000 notifications per change otherwise)."""
+        old_dirs = {p[:d] for p in old.refs for d in range(1, len(p) + 1)}
+        new_dirs = {p[:d] for p in new.refs for d in range(1, len(p) + 1)}
+        changed = {
+            p
+            for p in old.refs.keys() | new.refs.keys()
+            if (a := old.refs.get(p)) is None or (b := new.refs.get(p)) is None or a.raw != b.raw
+        }
+        targets = set(changed - skip) | ((old_dirs ^ new_dirs) - skip)
+        for path in sorted(targets):
+            parent = self._refs_dirs.get(path[:-1])
+            if parent is not None:
+                self.invalidate(parent.inode, path[-1])
 
     def _refs_dir(
         self, path: tuple[str, ...], desc: Descriptor | None, children: Children, initial: bool
@@ -268,9 +306,6 @@ class Tree:
             node = DirNode(inode, build, mutable=True, perm=self._edit_perm, owner=self._edit_owner)
         self._refs_dirs[path] = node
         self.nodes[inode] = node
-        if old is not None and not initial:
-            for name in set(old._children or {}) | set(children):
-                self.invalidate(inode, name)
         return node
 
     async def _build_by_digest(self) -> Children:
