@@ -35,6 +35,9 @@ STEPS = (
     "index-fsync",  # fsync of the index.json temp file
     "index-rename",  # rename temp -> index.json
     "index-dirsync",  # fsync of the layout directory
+)
+#: Steps of removals and `ocifs init` (the index-* steps above apply to untag/retag too).
+REMOVAL_STEPS = (
     "blob-unlink",  # removing an unreferenced blob (rm in blobs/, ocifs gc)
     "blob-unlink-dirsync",  # fsync of blobs/<alg>/ after removals
     "init-write",  # ocifs init: writing oci-layout / index.json

@@ -4,7 +4,7 @@ The Python cousin of containerd's content-store ``Commit``: the caller has
 verified size and digest; here each staging file is fsynced, renamed into place
 (skipped when the blob already exists: content addressing makes a second copy a
 no-op, and existing blobs are never rewritten), and every directory that gained
-a name is fsynced once. Committed and reused blobs get mtime = now, which is
+a name is fsynced once. A committed blob gets mtime = commit time, which is
 what `ocifs gc`'s grace period measures. Blocking: run from a worker thread.
 """
 
@@ -42,8 +42,9 @@ def read_range(path: str, offset: int, size: int) -> bytes:
 
 
 def _touch(target: str | int) -> None:
-    """Set a blob's mtime to now: `ocifs gc` spares blobs younger than its grace
-    period, and an import is about to reference this one (new or reused)."""
+    """Set a new blob's mtime to its commit time: `ocifs gc` spares blobs younger
+    than its grace period, and an import is about to reference this one. (A blob
+    already present is not touched: existing blobs are never modified.)"""
     try:
         os.utime(target)
     except OSError:
@@ -62,7 +63,6 @@ def commit_blobs(layout: str, blobs: Iterable[tuple[Digest, StagedFile]]) -> lis
         final = blob_path(layout, digest)
         if blob_size(layout, digest) is not None:
             staged.discard()
-            _touch(final)
             continue
         durable.makedirs(os.path.dirname(final))
         _touch(staged.fd)

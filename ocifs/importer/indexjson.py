@@ -117,8 +117,14 @@ def _check_present(layout: str, entries: Sequence[Entry]) -> None:
             )
 
 
-def update(layout: str, new: Sequence[Entry], lock_timeout: float) -> bool:
+def update(
+    layout: str, new: Sequence[Entry], lock_timeout: float, *, check_present: bool = False
+) -> bool:
     """Merge `new` into `<layout>/index.json`; True if the file was rewritten.
+
+    `check_present`: re-check under the lock that every blob the new entries
+    reach is still there (importers pass it: `ocifs gc` holds the same lock
+    while it deletes, so an entry can never name a blob gc just removed).
 
     Blocking (waits for the lock, fsyncs): call from a worker thread.
     """
@@ -127,7 +133,7 @@ def update(layout: str, new: Sequence[Entry], lock_timeout: float) -> bool:
 
     def edit(existing: list[Entry]) -> list[Entry] | None:
         merged = merge(existing, new)
-        if merged is not None:
+        if merged is not None and check_present:
             _check_present(layout, new)
         return merged
 

@@ -204,7 +204,7 @@ def test_import_merge_refuses_entries_whose_blobs_vanished(lay: Layout) -> None:
     layer = json.loads((lay.path / "blobs/sha256" / a["digest"][7:]).read_bytes())["layers"][0]
     (lay.path / "blobs/sha256" / layer["digest"][7:]).unlink()  # as a concurrent gc would
     with pytest.raises(BlobUnavailable, match="removed while this import ran"):
-        indexjson.update(str(lay.path), [named(a, "a")], 5)
+        indexjson.update(str(lay.path), [named(a, "a")], 5, check_present=True)
     assert lay.entries() == []
 
 
