@@ -40,10 +40,11 @@ def untag(layout: str, path: Path, lock_timeout: float) -> int:
     `NotFound` if none (another process untagged it first): index.json unchanged.
     """
     removed = 0
+    name = _show(path)  # the one name that maps to `path` (ref_path splits on '/')
 
     def edit(entries: list[Entry]) -> list[Entry] | None:
         nonlocal removed
-        kept = [e for e in entries if _path(e) != path]
+        kept = [e for e in entries if entry_name(e) != name]
         removed = len(entries) - len(kept)
         if not removed:
             raise NotFound(f"refs/{_show(path)}: no such ref in index.json")
