@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from ocifs import durable
 from ocifs.errors import InUse, NotFound
-from ocifs.importer.staging import LOCK_FILE, recover, staging_dir
+from ocifs.importer.staging import LOCK_FILE, recover
 from ocifs.layout import reach as reach_mod
 from ocifs.layout.reach import Blob
 from ocifs.model.digest import Digest
@@ -64,7 +64,6 @@ def remove_blob(layout: str, digest: Digest, lock_timeout: float) -> int:
     No grace period: the user named this blob.
     """
     path = reach_mod.blob_path(layout, digest)
-    durable.makedirs(staging_dir(layout))
     with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
         try:
             size = os.lstat(path).st_size
@@ -89,7 +88,6 @@ def collect(
 ) -> GcResult:
     """Remove every blob unreachable from index.json (see `ocifs.layout.reach`)."""
     result = GcResult()
-    durable.makedirs(staging_dir(layout))
     with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
         if not dry_run:
             result.stale_staging = recover(layout)

@@ -124,6 +124,9 @@ def test_mv_retags(mount_image: Any, layout: Path) -> None:
     assert sorted(os.listdir(m.path / "refs/w")) == ["b", "y", "z"]
     assert skopeo_ok(layout, "w/y")
     assert "cannot" in sh("mv", m.path / "refs/w/b/manifest.json", m.path / "refs/q").stderr
+    before = (layout / "index.json").read_bytes()
+    sh("mv", "-n", "-T", m.path / "refs/w/y", m.path / "refs/w/z")  # RENAME_NOREPLACE
+    assert (layout / "index.json").read_bytes() == before
     layoutcheck.check(str(layout))
 
 
@@ -360,6 +363,8 @@ def test_init_then_mount_and_import(mount_image: Any, tmp_path: Path, base: Path
     assert refused.returncode == 1
     assert refused.stderr == (f"ocifs: {busy}: directory is not empty and not an OCI image "
                               "layout (notes)\n")
+    not_layout = ocifs("gc", str(busy))
+    assert not_layout.returncode == 1 and len(not_layout.stderr.splitlines()) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
     (tmp_path / "mnt-empty").mkdir()
