@@ -239,9 +239,9 @@ class TreeEdits:
         except (OcifsError, OSError) as exc:
             if not isinstance(exc, NotFound):
                 self.record("FAILED", where, f"rm: {exc}")
-            raise
-        finally:
             self.tree.refresh()
+            raise
+        self.tree.refresh(unlinked_blob=digest)
         self.record("OK", where, f"removed ({size} bytes)")
 
 

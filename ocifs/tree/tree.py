@@ -190,13 +190,18 @@ class Tree:
         if self.source.index_changed():
             self.refresh()
 
-    def refresh(self, kernel_updated: frozenset[tuple[str, ...]] = frozenset()) -> None:
+    def refresh(
+        self,
+        kernel_updated: frozenset[tuple[str, ...]] = frozenset(),
+        unlinked_blob: Digest | None = None,
+    ) -> None:
         """Re-read index.json and the blob set; invalidate what the kernel cached.
 
-        `kernel_updated`: refs/ paths whose dentries the kernel already changed
-        itself (the target of the rmdir or rename being answered). They are not
-        invalidated: that would wait for the directory lock the very request
-        holds, and a daemon killed meanwhile could never exit.
+        `kernel_updated` (refs/ paths) and `unlinked_blob`: dentries the kernel
+        already changed itself (the target of the rmdir, rename or unlink being
+        answered). They are not invalidated: that would wait for the directory
+        lock the very request holds, and a daemon killed meanwhile could never
+        exit.
         """
         try:
             cat = catalog_mod.build(self.source)
@@ -213,8 +218,18 @@ class Tree:
             self.invalidate(node.inode, None)
         self._incomplete.clear()
         for alg_dir in self._blob_algs.values():
+            listed = alg_dir._children
             alg_dir.reset()
             self.invalidate(alg_dir.inode, None)
+            for name, blob in (listed or {}).items():
+                # blobs removed by `ocifs gc`, `rm` or another mount: drop their dentries
+                # (cached for a day, blob files being immutable)
+                if (
+                    isinstance(blob, BlobFile)
+                    and blob.digest != unlinked_blob
+                    and self.source.blob_size(blob.digest) is None
+                ):
+                    self.invalidate(alg_dir.inode, name)
 
     def _apply_catalog(self, cat: catalog_mod.Catalog, *, initial: bool) -> None:
         index_file = self.index_file
