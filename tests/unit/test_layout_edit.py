@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from ocifs.errors import AlreadyExists, BlobUnavailable, InUse, InvalidInput, NotEmpty, NotFound
 from ocifs.importer import indexjson
 from ocifs.layout import collect, init, reach, refs
+from tests.conftest import FIXTURES
 from tests.helpers import layoutcheck
 
 REF = "org.opencontainers.image.ref.name"
@@ -228,3 +230,25 @@ def test_init_creates_resumes_and_refuses(tmp_path: Path) -> None:
     (crashed / "index.json").write_bytes(init.EMPTY_INDEX)
     assert init.init_layout(str(crashed))
     layoutcheck.check(str(crashed))
+
+
+GGCR = FIXTURES / "go-containerregistry/pkg/v1/layout/testdata"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [  # go-containerregistry's own gc tests (pkg/v1/layout/gc_test.go) on its fixtures
+        ("test_gc_index",
+         ["sha256:492b89b9dd3cda4596f94916d17f6901455fb8bd7f4c5a2a90df8d39c90f48a0"]),
+        ("test_index_one_image", []),
+        ("test_index_media_type", []),
+    ],
+)
+def test_gc_agrees_with_go_containerregistry(tmp_path: Path, fixture: str,
+                                             expected: list[str]) -> None:
+    layout = tmp_path / fixture
+    shutil.copytree(GGCR / fixture, layout)
+    before = layoutcheck.blobs(str(layout))
+    result = collect.collect(str(layout), grace=0)
+    assert sorted(str(b.digest) for b in result.removed) == expected
+    assert layoutcheck.blobs(str(layout)) == before - set(expected)
