@@ -387,3 +387,20 @@ def test_init_then_mount_and_import(mount_image: Any, tmp_path: Path, base: Path
     refused = ocifs("mount", str(empty), str(tmp_path / "mnt-empty"))
     assert refused.returncode == 1 and f"ocifs init {empty}" in refused.stderr
     assert len(refused.stderr.splitlines()) == 1
+
+
+def test_rm_r_of_indexes_untags_without_walking_platforms(mount_image: Any,
+                                                          tmp_path: Path) -> None:
+    from tests.conftest import FIXTURES
+
+    layout = copy_layout(FIXTURES / "go-containerregistry/pkg/v1/layout/testdata/test_index",
+                         tmp_path / "layout")
+    m = mount_image(layout)
+    assert os.listdir(m.path / "refs/3/platforms")  # an OCI index and a Docker list
+    for ref in ("3", "4"):
+        result = sh("rm", "-r", m.path / "refs" / ref)
+        assert (result.returncode, result.stderr) == (0, "")
+    assert sorted(os.listdir(m.path / "refs")) == ["1", "2"]
+    assert set(layoutcheck.refs(str(layout))) == {"1", "2"}
+    assert "indexing layer" not in m.log_text()
+    layoutcheck.check(str(layout))
