@@ -257,8 +257,14 @@ def _untag_all(args: tuple[str, list[str]]) -> None:
         os.rmdir(Path(mnt) / "refs" / name)
 
 
-def test_untags_and_imports_from_two_mounts_never_lose_changes(mount_image: Any,
-                                                               layout: Path) -> None:
+def _retag_chain(args: tuple[str, int]) -> None:
+    mnt, rounds = args
+    for n in range(rounds):
+        os.rename(Path(mnt) / "refs" / (f"b{n}" if n else "b"), Path(mnt) / "refs" / f"b{n + 1}")
+
+
+def test_untags_retags_and_imports_from_two_mounts_never_lose_changes(mount_image: Any,
+                                                                      layout: Path) -> None:
     a = mount_image(layout)
     os.rename(a.path / "refs/a", a.path / "refs/t0")  # then 15 more names for that image
     digest = layoutcheck.refs(str(layout))["t0"]
@@ -275,13 +281,15 @@ def test_untags_and_imports_from_two_mounts_never_lose_changes(mount_image: Any,
     with ctx.Pool(6) as pool:
         untags = [pool.apply_async(_untag_all, ((str(m.path), [f"t{n}" for n in range(k, 16, 4)]),))
                   for k, m in enumerate((a, b, a, b))]
+        retags = pool.apply_async(_retag_chain, ((str(b.path), 8),))
         imported = pool.map(_concurrent_worker, [(str((a, b)[w % 2].path), w) for w in range(2)])
         for u in untags:
             u.get()
-    expected = {n for names in imported for n in names} | {"b", "x/y", "x/z"}
+        retags.get()
+    expected = {n for names in imported for n in names} | {"b8", "x/y", "x/z"}
     assert set(layoutcheck.refs(str(layout))) == expected
     layoutcheck.check(str(layout))
-    assert set(os.listdir(b.path / "refs")) == {"b", "x", *(n for names in imported
+    assert set(os.listdir(b.path / "refs")) == {"b8", "x", *(n for names in imported
                                                             for n in names)}
 
 
