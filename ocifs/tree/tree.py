@@ -91,6 +91,11 @@ class Tree:
         self.catalog = catalog_mod.build(source)
         self._apply_catalog(self.catalog, initial=True)
 
+    def attach(self, name: str, node: Node) -> None:
+        """Add a fixed top-level entry (the mount's own `.ocifs/` report directory)."""
+        self.root.set_children({**(self.root._children or {}), name: node})
+        self._register(node)
+
     # ----- inode table -------------------------------------------------------
 
     def alloc_inode(self) -> int:
