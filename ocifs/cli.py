@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OPT[,OPT...]",
-        help="mount options: allow_other, ro, nonempty, or any FUSE option",
+        help="mount options: allow_other, ro, nonempty, symlinks=stored|contained, "
+        "or any FUSE option",
     )
     m.add_argument("-d", "--debug", action="store_true", help="log every detail")
     m.add_argument("--log", metavar="FILE", help="write the log to FILE")
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from ocifs.mount import MountOptions, build_cache, check_mountpoint
+    from ocifs.mount import MountOptions, build_cache, check_mountpoint, symlink_policy
     from ocifs.sources.detect import open_source
 
     _resolve_path_options(args)
@@ -133,6 +134,7 @@ def _mount(args: argparse.Namespace) -> int:
         cache_size=args.cache_size,
         busy_poll_us=args.busy_poll,
         lock_timeout=args.lock_timeout,
+        symlinks=symlink_policy(options),
     )
     source_path = os.path.abspath(args.source)
     mountpoint = os.path.abspath(args.mountpoint)

@@ -25,6 +25,7 @@ from ocifs.cache import DiskCache
 from ocifs.errors import MountError
 from ocifs.fuse import Operations
 from ocifs.sources.base import Source
+from ocifs.tree import symlinks
 from ocifs.tree.tree import Tree
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class MountOptions:
     busy_poll_us: int | None = None
     #: seconds an import waits for the layout lock before failing with EBUSY
     lock_timeout: float = 30.0
+    #: symlink targets: "stored" (as in the layer) or "contained" (ocifs.tree.symlinks)
+    symlinks: str = "stored"
 
 
 def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
@@ -95,8 +98,28 @@ def _fuse_options(source: Source, opts: MountOptions) -> set[str]:
         options.add("ro")
     # allow_other and any other FUSE option pass through; nonempty is ocifs's own
     # check, and rw cannot override a read-only source.
-    options.update(o for o in opts.fuse_options if o not in ("nonempty", "rw"))
+    options.update(
+        o for o in opts.fuse_options if o not in ("nonempty", "rw") and not _ocifs_option(o)
+    )
     return options
+
+
+def _ocifs_option(option: str) -> bool:
+    """`-o` options ocifs handles itself rather than passing them to FUSE."""
+    return option.split("=", 1)[0] == "symlinks"
+
+
+def symlink_policy(options: list[str]) -> str:
+    """The value of `-o symlinks=stored|contained` (the last one given wins)."""
+    policy = symlinks.STORED
+    for option in options:
+        name, _, value = option.partition("=")
+        if name == "symlinks":
+            if value not in symlinks.POLICIES:
+                choices = " or ".join(f"symlinks={p}" for p in symlinks.POLICIES)
+                raise MountError(f"-o {option}: unknown value (use {choices})")
+            policy = value
+    return policy
 
 
 def _fsname(source: Source) -> str:
@@ -134,7 +157,9 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
     from ocifs.layers.store import LayerStore
 
     cache = build_cache(opts)
-    tree = Tree(source, LayerStore(source, cache))
+    tree = Tree(
+        source, LayerStore(source, cache), contain_symlinks=opts.symlinks == symlinks.CONTAINED
+    )
     area = None
     if source.writable and not opts.read_only:
         from ocifs.importer.area import ImportDir, recover
