@@ -92,6 +92,7 @@ def find(path: str) -> MountEntry | None:
     candidates = {
         absolute,
         os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute)),
+        os.path.realpath(absolute),
     }
     found = None
     for entry in read():
