@@ -380,8 +380,16 @@ class Operations(pyfuse3.Operations):
         for files that cannot be changed, even to root.
         """
         attr = await self._attr_of(inode)
-        writable = self._in_area(inode) and bool(attr.mode & 0o222)
-        return permissions.allowed(attr.mode, mode, writable=writable)
+        return permissions.allowed(attr.mode, mode, writable=self._writable(inode, attr))
+
+    def _writable(self, inode: int, attr: Attr) -> bool:
+        """Whether writes in or to this node can succeed (what `access(W_OK)` says).
+
+        Only `.import/` accepts writes. A directory where `unlink`, `rmdir` or
+        `rename` succeed must answer True here too, or file managers will not
+        offer those actions there.
+        """
+        return self._in_area(inode) and bool(attr.mode & 0o222)
 
     # ----- writes: only inside .import/ ----------------------------------
 

@@ -283,8 +283,8 @@ def test_only_import_looks_writable_to_a_file_manager(mount_image, sample_layout
     m = mount_image(layout)
     ref = m.path / "refs" / SAMPLE_REF
     (m.path / ".import/blob").write_bytes(b"some bytes")
-    for path in (ref / "rootfs/etc/os-release", ref / "rootfs/etc", ref / "layers/0/bin/hello",
-                 ref / "manifest.json", m.path / "index.json", m.path / "refs", ref):
+    for path in (ref / "rootfs/etc/os-release", ref / "rootfs/etc", ref / "rootfs",
+                 ref / "layers/0/bin/hello", ref / "manifest.json", m.path / "index.json"):
         info = _gio_info(path, "access::*")
         assert info["access::can-read"] == "TRUE", path
         for attr in ACCESS:
