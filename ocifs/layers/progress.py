@@ -64,6 +64,11 @@ class IndexProgress:
             str(desc.digest), desc.size, "cached", desc.size, seconds=0.0, entries=entries
         )
 
+    def counting(self, desc: Descriptor, reader: BlobReader) -> BlobReader:
+        """`reader`, advancing the progress of `desc`'s indexing as it is read."""
+        progress = self.layers.get(str(desc.digest))
+        return reader if progress is None else CountingReader(reader, progress)
+
     def snapshot(self) -> list[dict[str, object]]:
         return [p.as_dict() for p in list(self.layers.values())]
 

@@ -28,7 +28,7 @@ from ocifs.layers import indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex
 from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.merge import MergedTree, merge
-from ocifs.layers.progress import CountingReader, IndexProgress, LayerProgress
+from ocifs.layers.progress import IndexProgress
 from ocifs.layers.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
 from ocifs.layers.seekable import open_gzip
 from ocifs.layers.serial import LayerRecord
@@ -145,7 +145,7 @@ class LayerStore:
                 return record
             log.warning("cached index of layer %s has an old or bad format; rebuilding", key)
             self.cache.discard(INDEX_KIND, key)
-        return self._build(desc)
+        return self._build_tracked(desc)
 
     def _open_blob(self, desc: Descriptor) -> BlobReader:
         size = self.source.blob_size(desc.digest)
@@ -157,11 +157,12 @@ class LayerStore:
             )
         return self.source.open_blob(desc.digest)
 
-    def _build(self, desc: Descriptor) -> LayerRecord:
+    def _build_tracked(self, desc: Descriptor) -> LayerRecord:
+        """`_build`, its state and duration recorded for `ocifs status`."""
         progress = self.progress.start(desc)
         started = time.monotonic()
         try:
-            record = self._build_tracked(desc, progress)
+            record = self._build(desc)
         except Exception as exc:
             progress.state, progress.error = "failed", str(exc)
             progress.seconds = time.monotonic() - started
@@ -172,11 +173,11 @@ class LayerStore:
         progress.state = "indexed"
         return record
 
-    def _build_tracked(self, desc: Descriptor, progress: LayerProgress) -> LayerRecord:
+    def _build(self, desc: Descriptor) -> LayerRecord:
         key = str(desc.digest)
         started = time.monotonic()
         log.info("indexing layer %s (%d bytes)", key, desc.size)
-        reader = CountingReader(self._open_blob(desc), progress)
+        reader = self.progress.counting(desc, self._open_blob(desc))
         compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
         if compression is Compression.NONE or self.unpack_limit <= 0:
             record, _ = indexer.build(reader, desc.digest, compression, self.limits)
