@@ -82,6 +82,19 @@ class TreeEdits:
         self._open_dirs: dict[tuple[int, int], int] = {}
         self._removals: dict[int, list[_Removal]] = {}
 
+    def accepts_edits(self, inode: int) -> bool:
+        """Whether entries of this directory can be removed or renamed (what `access`
+        says to file managers): `blobs/<alg>/`, `refs/` and the directories under it
+        that hold refs — not the inside of an image (its own files are read-only)."""
+        if inode in self.tree.blob_alg_dirs:
+            return True
+        path = self.tree.refs_paths.get(inode)
+        if path is None:
+            return False
+        return path not in self.tree.catalog.refs or any(
+            p[:-1] == path for p in self.tree.refs_paths.values() if p
+        )
+
     # -- directory handles (for recursive deletes) ----------------------------
 
     def opened_dir(self, pid: int, inode: int) -> bool:
