@@ -138,7 +138,15 @@ def test_rm_r_and_file_manager_delete_untag_without_walking(mount_image: Any, la
     result = sh("rm", "-r", m.path / "refs/a")
     assert (result.returncode, result.stderr) == (0, "")
     assert sh("rm", "-r", m.path / "refs/x/y").returncode == 0
+    # what file managers are told (access(W_OK) on the parent): refs can be deleted,
+    # the files of an image cannot
+    assert os.access(m.path / "refs", os.W_OK) and os.access(m.path / "refs/x", os.W_OK)
+    assert os.access(m.path / "blobs/sha256", os.W_OK)
+    assert not os.access(m.path / "refs/b", os.W_OK)
+    assert not os.access(m.path / "refs/b/rootfs", os.W_OK)
     if shutil.which("gio"):
+        info = sh("gio", "info", "-a", "access::can-delete", m.path / "refs/b").stdout
+        assert "access::can-delete: TRUE" in info
         result = sh("gio", "remove", m.path / "refs/b")  # GIO's delete: rmdir first
         assert (result.returncode, result.stderr) == (0, "")
     else:
