@@ -64,6 +64,10 @@ class NameTooLong(OcifsError):
     """A path component is longer than the kernel accepts."""
 
 
+class TooDeep(OcifsError):
+    """Nesting beyond a documented depth (indexes inside indexes under `platforms/`)."""
+
+
 class LockTimeout(OcifsError):
     """The layout lock could not be taken in time."""
 

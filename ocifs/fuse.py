@@ -63,6 +63,7 @@ _ERRNO: list[tuple[type[errors.OcifsError], int]] = [
     (errors.LimitExceeded, errno.EFBIG),
     (errors.NameTooLong, errno.ENAMETOOLONG),
     (errors.LockTimeout, errno.EBUSY),
+    (errors.TooDeep, errno.ELOOP),
 ]
 
 P = ParamSpec("P")

@@ -44,3 +44,24 @@ class _GoneRequestFilter(logging.Filter):
             record.msg += " (the kernel no longer waits for this request)"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
+
+
+#: messages already logged by `once` (bounded: past the cap, repeats may be logged again)
+_SEEN: set[tuple[str, int, str]] = set()
+_SEEN_CAP = 100_000
+
+
+def once(logger: logging.Logger, level: int, message: str) -> None:
+    """Log `message` (one line, already formatted) the first time only.
+
+    For problems met on every request for a bad object (a FIFO blob, a manifest
+    that cannot be used, a layer that fails its diff_id): the log says it once,
+    each request still fails.
+    """
+    key = (logger.name, level, message)
+    if key in _SEEN:
+        return
+    if len(_SEEN) >= _SEEN_CAP:
+        _SEEN.clear()
+    _SEEN.add(key)
+    logger.log(level, "%s", message)

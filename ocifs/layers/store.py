@@ -183,6 +183,26 @@ class LayerStore:
         )
         return record
 
+    async def check_diff_ids(
+        self, descs: list[Descriptor], diff_ids: list[str], where: str
+    ) -> None:
+        """Raise BlobUnavailable unless each layer decompresses to its config diff_id.
+
+        The digests were computed by the indexing pass (and cached with the
+        index), so this costs nothing once the layers are indexed.
+        """
+        if len(diff_ids) != len(descs):
+            raise BlobUnavailable(
+                f"{where}: the config lists {len(diff_ids)} diff_ids for {len(descs)} layers"
+            )
+        for n, (desc, expected) in enumerate(zip(descs, diff_ids, strict=True)):
+            actual = (await self._layer(desc)).record.diff_id
+            if actual != expected:
+                raise BlobUnavailable(
+                    f"{where}: layer {n} ({desc.digest}) decompresses to {actual}, "
+                    f"the config's rootfs.diff_ids[{n}] says {expected}"
+                )
+
     # -- rootfs --------------------------------------------------------------------
 
     async def merged(self, descs: list[Descriptor]) -> MergedTree:

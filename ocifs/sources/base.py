@@ -13,11 +13,27 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Protocol
 
 from ocifs.model.digest import Digest
+
+
+def file_type(mode: int) -> str:
+    """What a non-regular file is, for messages ("a FIFO", "a directory"...)."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return "of an unknown file type"
 
 
 class BlobReader(Protocol):
@@ -65,6 +81,14 @@ class FileRegionReader:
     def pread(self, offset: int, size: int) -> bytes:
         size = clamp(offset, size, self._size)
         return os.pread(self.fd, size, self.start + offset) if size else b""
+
+    def changed(self) -> bool:
+        """Whether the file may have changed since this reader was opened.
+
+        False here (archives are checked by their identity when opened); whole
+        blob files of a layout directory compare their `fstat` identity.
+        """
+        return False
 
     def close(self) -> None:
         pass

@@ -1,8 +1,9 @@
 """An OCI image layout directory as a Source.
 
-Blobs are opened with O_NOFOLLOW and must be regular files: a symlink planted
-under `blobs/` is treated as a missing blob, never followed. Paths are built
-only from validated digests.
+Blobs are opened with O_NOFOLLOW|O_NONBLOCK and must be regular files: a
+symlink planted under `blobs/` is treated as a missing blob, never followed,
+and a FIFO, socket or device is refused right after the open (which cannot
+block) instead of being read. Paths are built only from validated digests.
 """
 
 from __future__ import annotations
@@ -17,17 +18,47 @@ from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model.digest import Digest
-from ocifs.sources.base import FileRegionReader, Source
+from ocifs.sources.base import FileRegionReader, Source, file_type
 
 log = logging.getLogger(__name__)
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, with
+#: the daemon's only request thread; on regular files it changes nothing.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+
+FileStamp = tuple[int, int, int, int, int]
+"""(size, mtime_ns, ctime_ns, inode, device): changes whenever a file's bytes may have.
+
+ctime cannot be set back by the file's owner, so an in-place rewrite that
+restores size and mtime still shows.
+"""
+
+
+def stamp_of(st: os.stat_result) -> FileStamp:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
 class OwnedFileReader(FileRegionReader):
-    """A whole blob file whose descriptor this reader owns."""
+    """A whole blob file whose descriptor this reader owns, with its identity at open."""
 
-    __slots__ = ()
+    __slots__ = ("stamp",)
+
+    def __init__(self, fd: int, size: int, stamp: FileStamp) -> None:
+        super().__init__(fd, 0, size)
+        self.stamp = stamp
+
+    def changed(self) -> bool:
+        """Whether the file was modified (or replaced, or unlinked) since it was opened.
+
+        One fstat; call it after a pread to know the bytes read are the ones
+        the stamp vouches for (the kernel updates the times before the data).
+        """
+        try:
+            return stamp_of(os.fstat(self.fd)) != self.stamp
+        except OSError:
+            return True
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -47,7 +78,7 @@ def _read_small(path: str, what: str) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InvalidInput(f"{path}: not a regular file")
+            raise InvalidInput(f"{path}: is {file_type(st.st_mode)}, not a regular file")
         if st.st_size > documents.MAX_DOCUMENT_BYTES:
             raise InvalidInput(
                 f"{path}: {st.st_size} bytes exceeds the {documents.MAX_DOCUMENT_BYTES} byte limit"
@@ -96,12 +127,13 @@ class LayoutDir(Source):
         return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def index_bytes(self) -> bytes:
+        # Stamp first: an index.json that cannot be read is then not re-read (and
+        # its error not logged again) on every request, only once it changes.
+        self._index_stamp = self._stamp()
         try:
-            data = _read_small(self._index_path, "index.json")
+            return _read_small(self._index_path, "index.json")
         except NotAnImage:
             raise InvalidInput(f"{self._index_path}: missing") from None
-        self._index_stamp = self._stamp()
-        return data
 
     def index_changed(self) -> bool:
         return self._stamp() != self._index_stamp
@@ -128,8 +160,10 @@ class LayoutDir(Source):
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise BlobUnavailable(f"blob {digest}: {path} is not a regular file")
-        return OwnedFileReader(fd, 0, st.st_size)
+            raise BlobUnavailable(
+                f"blob {digest}: {path} is {file_type(st.st_mode)}, not a regular file"
+            )
+        return OwnedFileReader(fd, st.st_size, stamp_of(st))
 
     def list_blobs(self) -> Iterator[Digest]:
         blobs = os.path.join(self.path, "blobs")

@@ -34,7 +34,7 @@ from ocifs.layers import seekable
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.sources import zstd_stream
-from ocifs.sources.base import BlobReader, FileRegionReader, ReaderFile, clamp
+from ocifs.sources.base import BlobReader, FileRegionReader, ReaderFile, clamp, file_type
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,8 @@ class ArchiveFile:
     def open(cls, path: str, cache: DiskCache) -> ArchiveFile:
         """Open, sniff and index `path` (blocking; cached per identity)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO given as SOURCE must be refused, not waited on.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise NotAnImage(f"{path}: cannot open: {exc.strerror}") from None
         try:
@@ -352,7 +353,9 @@ class ArchiveFile:
     def _open_fd(cls, path: str, fd: int, cache: DiskCache) -> ArchiveFile:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotAnImage(f"{path}: not a regular file or directory")
+            raise NotAnImage(
+                f"{path}: is {file_type(st.st_mode)}, not an image layout directory or archive"
+            )
         if st.st_size == 0:
             raise NotAnImage(f"{path}: not an image archive (an empty file)")
         identity = identity_of(path, st)

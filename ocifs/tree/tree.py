@@ -4,6 +4,14 @@ Layout (see README): `oci-layout`, `index.json`, `blobs/<alg>/<hex>`,
 `refs/<name>/`, `by-digest/<alg>:<hex>/`, and `.import/` for writable sources
 (owned by the import area). The parts that follow index.json are rebuilt by
 `refresh()`; everything below a manifest directory is immutable.
+
+Source files are read in worker threads (documents, blob listings), never on
+the trio thread. A manifest or index that cannot be used (unreadable blob,
+invalid JSON, ambiguous document, Docker schema 1) still gets its directory:
+the raw document, `descriptor.json`, and `error.txt` with the reason, logged
+once. Indexes inside indexes are followed `MAX_PLATFORM_DEPTH` levels down
+`platforms/`; a directory deeper than that fails with ELOOP (a cycle cannot
+exist: a document cannot contain its own digest).
 """
 
 from __future__ import annotations
@@ -14,9 +22,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
+import trio
+
 from ocifs import catalog as catalog_mod
+from ocifs import log as log_mod
 from ocifs.durable import test_env
-from ocifs.errors import NotFound, OcifsError
+from ocifs.errors import BlobUnavailable, NotFound, OcifsError, TooDeep, Unsupported
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import Descriptor
@@ -40,6 +51,11 @@ N = TypeVar("N", bound=Node)
 #: edge contains it). Read once; empty outside OCIFS_TEST_MODE=1.
 _TEST_CRASH_NAME = test_env("OCIFS_TEST_CRASH_LOOKUP")
 
+#: `platforms/` levels shown below a ref's index (deeper directories: ELOOP).
+MAX_PLATFORM_DEPTH = catalog_mod.MAX_INDEX_DEPTH
+#: name of the file that says why a manifest or index directory is incomplete
+ERROR_FILE = "error.txt"
+
 Invalidator = Callable[[int, str | None], None]
 """(parent inode, name) invalidates a dentry; (inode, None) an inode's attributes and data."""
 
@@ -51,6 +67,8 @@ class Tree:
         self.source = source
         self.layers = layers
         self.blob_access = BlobAccess(source)
+        #: worker threads that read source documents and list blobs
+        self.io_limiter = trio.CapacityLimiter(2)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
         self._members: dict[tuple[Digest, int], Node] = {}
@@ -247,7 +265,9 @@ class Tree:
         return node
 
     async def _build_by_digest(self) -> Children:
-        found = catalog_mod.reachable(self.source, self.catalog)
+        found = await trio.to_thread.run_sync(
+            catalog_mod.reachable, self.source, self.catalog, limiter=self.io_limiter
+        )
         return {str(d): self._image_dir(("by-digest",), desc) for d, desc in sorted(found.items())}
 
     def _image_dir(self, where: tuple[str, ...], desc: Descriptor) -> DirNode:
@@ -259,40 +279,77 @@ class Tree:
             node = self._image_dirs[key] = self._new_image_dir(desc)
         return node
 
-    def _new_image_dir(self, desc: Descriptor) -> DirNode:
-        """A directory has one parent: every place gets its own node."""
+    def _new_image_dir(self, desc: Descriptor, depth: int = 0) -> DirNode:
+        """A directory has one parent: every place gets its own node.
+
+        `depth` counts `platforms/` levels above it (0: a ref or by-digest entry).
+        """
         node = DirNode(self.alloc_inode())
-        node.set_builder(lambda: self._image_children(desc, node))
+        node.set_builder(lambda: self._image_children(desc, node, depth))
         return node
 
-    async def _image_children(self, desc: Descriptor, node: DirNode) -> Children:
+    async def _image_children(self, desc: Descriptor, node: DirNode, depth: int) -> Children:
+        if depth > MAX_PLATFORM_DEPTH:
+            raise TooDeep(
+                f"{desc.digest}: more than {MAX_PLATFORM_DEPTH} levels of indexes under "
+                "platforms/ (not shown)"
+            )
         kind = documents.kind_of(desc.media_type)
-        doc_name = {"index": "index.json", "manifest": "manifest.json"}.get(kind, "blob")
+        doc_name = {"index": "index.json", "manifest": "manifest.json", "schema1": "manifest.json"}
         children: Children = {
-            doc_name: self.blob_file(desc.digest, desc.size),
+            doc_name.get(kind, "blob"): self.blob_file(desc.digest, desc.size),
             "descriptor.json": BytesFile(self.alloc_inode(), self._descriptor_json(desc)),
         }
         try:
-            data = catalog_mod.read_document(self.source, desc)
-            if kind == "index":
-                index = documents.parse_index(data, f"index {desc.digest}", lenient=True)
-                children["platforms"] = self._platforms_dir(index)
-            elif kind == "manifest":
-                manifest = documents.parse_manifest(data, f"manifest {desc.digest}")
-                children["config.json"] = self.blob_file(
-                    manifest.config.digest, manifest.config.size
-                )
-                children["layers"] = self._layers_dir(manifest.layers)
-                if manifest.is_image:
-                    children["rootfs"] = layertree.rootfs_root(self, manifest.layers)
-            else:
-                log.info(
-                    "%s: media type %s is not a manifest or index", desc.digest, desc.media_type
-                )
+            data = await trio.to_thread.run_sync(
+                catalog_mod.read_document, self.source, desc, limiter=self.io_limiter
+            )
+            self._add_document_children(desc, data, kind, depth, children)
         except OcifsError as exc:
-            log.error("%s (only %s and descriptor.json are shown)", exc, doc_name)
-            self._incomplete.add(node)
+            # One line in the log (once) and the same line inside the mount: a user
+            # browsing the tree learns why there is no rootfs/ or platforms/ here.
+            level = logging.ERROR if isinstance(exc, BlobUnavailable) else logging.WARNING
+            shown = ", ".join(sorted(children))
+            log_mod.once(log, level, f"{exc} (only {shown} and {ERROR_FILE} are shown)")
+            children[ERROR_FILE] = BytesFile(self.alloc_inode(), f"{exc}\n".encode())
+            if isinstance(exc, BlobUnavailable):
+                self._incomplete.add(node)  # a later import may supply the blob
         return children
+
+    def _add_document_children(
+        self, desc: Descriptor, data: bytes, kind: str, depth: int, children: Children
+    ) -> None:
+        """platforms/ of an index; config.json, layers/ and rootfs/ of a manifest."""
+        where = f"{kind} {desc.digest}"
+        if kind == "index":
+            index = documents.parse_index(data, where, lenient=True)
+            self._check_media_type(desc, index.own_media_type)
+            children["platforms"] = self._platforms_dir(index, depth + 1)
+        elif kind == "manifest":
+            manifest = documents.parse_manifest(data, where)
+            self._check_media_type(desc, manifest.own_media_type)
+            children["config.json"] = self.blob_file(manifest.config.digest, manifest.config.size)
+            children["layers"] = self._layers_dir(manifest.layers)
+            if manifest.is_image:
+                children["rootfs"] = layertree.rootfs_root(self, manifest)
+        elif kind == "schema1":
+            raise Unsupported(
+                f"manifest {desc.digest}: a Docker schema 1 manifest (unsupported schema 1); "
+                "shown raw as manifest.json"
+            )
+        else:
+            log.info("%s: media type %s is not a manifest or index", desc.digest, desc.media_type)
+
+    @staticmethod
+    def _check_media_type(desc: Descriptor, own: object) -> None:
+        """Warn (once) when a document calls itself something else than its descriptor does."""
+        if own is not None and own != desc.media_type:
+            log_mod.once(
+                log,
+                logging.WARNING,
+                f"{desc.digest}: the descriptor says mediaType {desc.media_type!r} but the "
+                f"document says {own!r}; shown as the descriptor says",
+            )
 
     def _descriptor_json(self, desc: Descriptor) -> bytes:
         raw = (
@@ -311,13 +368,13 @@ class Tree:
             )
         return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
 
-    def _platforms_dir(self, index: documents.Index) -> DirNode:
+    def _platforms_dir(self, index: documents.Index, depth: int) -> DirNode:
         children: Children = {}
         for desc in index.manifests:
             name = platform_dir(desc.platform, desc.digest.hex)
             if name in children:
                 name = f"{name}-{desc.digest.hex[:12]}"
-            children[name] = self._new_image_dir(desc)
+            children[name] = self._new_image_dir(desc, depth)
         return DirNode(self.alloc_inode(), children=children)
 
     def _layers_dir(self, layers: list[Descriptor]) -> DirNode:
@@ -332,14 +389,17 @@ class Tree:
     # ----- blobs/ ------------------------------------------------------------
 
     def _blob_lister(self, alg: str) -> Callable[[], Awaitable[Children]]:
-        async def build() -> Children:
-            children: Children = {}
+        def sizes() -> list[tuple[Digest, int]]:
+            found = []
             for digest in self.source.list_blobs():
-                if digest.algorithm != alg:
-                    continue
-                size = self.source.blob_size(digest)
-                if size is not None:
-                    children[digest.hex] = self.blob_file(digest, size)
-            return children
+                if digest.algorithm == alg:
+                    size = self.source.blob_size(digest)
+                    if size is not None:
+                        found.append((digest, size))
+            return found
+
+        async def build() -> Children:
+            found = await trio.to_thread.run_sync(sizes, limiter=self.io_limiter)
+            return {digest.hex: self.blob_file(digest, size) for digest, size in found}
 
         return build
