@@ -47,18 +47,21 @@ class _GoneRequestFilter(logging.Filter):
 
 
 #: messages already logged by `once` (bounded: past the cap, repeats may be logged again)
-_SEEN: set[tuple[str, int, str]] = set()
+_SEEN: set[str] = set()
 _SEEN_CAP = 100_000
 
 
-def once(logger: logging.Logger, level: int, message: str) -> None:
+def once(logger: logging.Logger, level: int, message: str, *, cause: str | None = None) -> None:
     """Log `message` (one line, already formatted) the first time only.
 
     For problems met on every request for a bad object (a FIFO blob, a manifest
     that cannot be used, a layer that fails its diff_id): the log says it once,
-    each request still fails.
+    each request still fails. `cause` (default: the message) is what counts as
+    "the same problem": the text of the underlying error, so that a blob that
+    breaks its own file, a layer tree and a rootfs is reported once, by whichever
+    view met it first.
     """
-    key = (logger.name, level, message)
+    key = message if cause is None else cause
     if key in _SEEN:
         return
     if len(_SEEN) >= _SEEN_CAP:

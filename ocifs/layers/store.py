@@ -22,10 +22,12 @@ from typing import Generic, TypeVar
 
 import trio
 
+from ocifs import log as log_mod
 from ocifs.cache import DiskCache
-from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt
+from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
 from ocifs.layers import indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex
+from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
 from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.merge import MergedTree, merge
 from ocifs.layers.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
@@ -111,6 +113,10 @@ class LayerStore:
         self._layers: _SingleFlight[Digest, _Layer] = _SingleFlight()
         self._readers: _SingleFlight[Digest, None] = _SingleFlight()
         self._merged: _SingleFlight[tuple[Digest, ...], MergedTree] = _SingleFlight()
+        #: layers whose indexing failed: the error is repeated, not the work, until
+        #: `forget_failures` (index.json changed: an import may have fixed the blob)
+        self._broken: dict[Digest, OcifsError] = {}
+        self.in_place = InPlaceVerifier(source, cache)
 
     # -- indexes -----------------------------------------------------------------
 
@@ -123,7 +129,18 @@ class LayerStore:
             record = await trio.to_thread.run_sync(self._load_or_build, desc, limiter=self.limiter)
             return _Layer(record)
 
-        return await self._layers.get(desc.digest, compute)
+        broken = self._broken.get(desc.digest)
+        if broken is not None:
+            raise type(broken)(str(broken))
+        try:
+            return await self._layers.get(desc.digest, compute)
+        except OcifsError as exc:
+            self._broken[desc.digest] = exc
+            raise
+
+    def forget_failures(self) -> None:
+        """Try failed layers again on next use (called when index.json changes)."""
+        self._broken.clear()
 
     def cached(self, desc: Descriptor) -> bool:
         """Whether an index exists in memory or in the disk cache."""
@@ -134,7 +151,7 @@ class LayerStore:
 
     def _load_or_build(self, desc: Descriptor) -> LayerRecord:
         key = str(desc.digest)
-        payload = self.cache.get(INDEX_KIND, key)
+        payload = self.cache.get(INDEX_KIND, key, version=serial.FORMAT)
         if payload is not None:
             record = serial.loads(payload)
             if record is not None:
@@ -144,37 +161,27 @@ class LayerStore:
         return self._build(desc)
 
     def _open_blob(self, desc: Descriptor) -> BlobReader:
-        size = self.source.blob_size(desc.digest)
-        if size is None:
-            raise BlobUnavailable(f"layer {desc.digest}: blob is missing")
-        if size != desc.size:
+        """The layer blob, opened the way that cannot block (BlobUnavailable says why not)."""
+        reader = self.source.open_blob(desc.digest)
+        if reader.size != desc.size:
+            reader.close()
             raise BlobUnavailable(
-                f"layer {desc.digest}: blob has {size} bytes, its descriptor says {desc.size}"
+                f"layer {desc.digest}: blob has {reader.size} bytes, its descriptor says "
+                f"{desc.size}"
             )
-        return self.source.open_blob(desc.digest)
+        return reader
 
     def _build(self, desc: Descriptor) -> LayerRecord:
         key = str(desc.digest)
         started = time.monotonic()
         log.info("indexing layer %s (%d bytes)", key, desc.size)
         reader = self._open_blob(desc)
-        compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
-        if compression is Compression.NONE or self.unpack_limit <= 0:
-            record, _ = indexer.build(reader, desc.digest, compression, self.limits)
-        else:
-            temp, sink = self.cache.new_temp(DATA_KIND)
-            kept = False
-            try:
-                with sink:
-                    record, kept = indexer.build(
-                        reader, desc.digest, compression, self.limits, sink, self.unpack_limit
-                    )
-                if kept:
-                    self.cache.commit_file(temp, DATA_KIND, key)
-            finally:
-                if not kept:
-                    temp.unlink(missing_ok=True)
-        self.cache.put(INDEX_KIND, key, serial.dumps(record))
+        try:
+            record = self._index_blob(desc, reader)
+            self.in_place.verified(desc.digest, reader)  # the pass hashed these very bytes
+        finally:
+            reader.close()
+        self.cache.put(INDEX_KIND, key, serial.dumps(record), version=serial.FORMAT)
         log.info(
             "indexed layer %s: %d entries in %.3f s",
             key,
@@ -202,6 +209,26 @@ class LayerStore:
                     f"{where}: layer {n} ({desc.digest}) decompresses to {actual}, "
                     f"the config's rootfs.diff_ids[{n}] says {expected}"
                 )
+
+    def _index_blob(self, desc: Descriptor, reader: BlobReader) -> LayerRecord:
+        """One indexing pass; keeps the unpacked copy of a compressed layer that fits."""
+        key = str(desc.digest)
+        compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
+        if compression is Compression.NONE or self.unpack_limit <= 0:
+            return indexer.build(reader, desc.digest, compression, self.limits)[0]
+        temp, sink = self.cache.new_temp(DATA_KIND)
+        kept = False
+        try:
+            with sink:
+                record, kept = indexer.build(
+                    reader, desc.digest, compression, self.limits, sink, self.unpack_limit
+                )
+            if kept:
+                self.cache.commit_file(temp, DATA_KIND, key)
+        finally:
+            if not kept:
+                temp.unlink(missing_ok=True)
+        return record
 
     # -- rootfs --------------------------------------------------------------------
 
@@ -255,6 +282,14 @@ class LayerStore:
                 if attempt == 2:
                     raise LayerCorrupt(f"layer {desc.digest}: unpacked copy corrupt") from exc
                 continue
+            except BlobUnavailable as exc:
+                # e.g. BlobChanged, possibly wrapped by a decoder: reopen (and so
+                # verify the blob again) on the next read.
+                if isinstance(exc, BlobChanged):
+                    log_mod.once(log, logging.WARNING, str(exc))
+                self._drop_reader(desc, layer, discard=False)
+                self.in_place.forget(desc.digest)
+                raise
             except OSError as exc:
                 raise BlobUnavailable(f"layer {desc.digest}: read failed: {exc}") from exc
             if len(data) != size:
@@ -285,24 +320,31 @@ class LayerStore:
         """(reader over the decompressed stream, whether its pread may run inline)."""
         key = str(desc.digest)
         blob = self._open_blob(desc)
-        if record.compression is Compression.NONE:
-            return blob, isinstance(blob, FileRegionReader)
-        size = record.index.uncompressed_size
-        copy = self._open_copy(key, size, record)
-        if copy is None and size <= self.unpack_limit:
-            temp, sink = self.cache.new_temp(DATA_KIND)
-            try:
-                with sink:
-                    indexer.unpack(blob, desc.digest, record.compression, self.limits, sink)
-                self.cache.commit_file(temp, DATA_KIND, key)
-            finally:
-                temp.unlink(missing_ok=True)
+        try:
+            if record.compression is Compression.NONE:
+                inline = isinstance(blob, FileRegionReader)
+                return self.in_place.ensure(desc.digest, blob), inline
+            size = record.index.uncompressed_size
             copy = self._open_copy(key, size, record)
-        if copy is not None:
-            return copy, True
-        if record.compression is Compression.GZIP:
-            return open_gzip(blob, self.cache, key), False
-        return ZstdCursorReader(blob, size, key), False
+            if copy is None and size <= self.unpack_limit:
+                temp, sink = self.cache.new_temp(DATA_KIND)
+                try:
+                    with sink:  # the pass checks the blob's digest
+                        indexer.unpack(blob, desc.digest, record.compression, self.limits, sink)
+                    self.cache.commit_file(temp, DATA_KIND, key)
+                finally:
+                    temp.unlink(missing_ok=True)
+                copy = self._open_copy(key, size, record)
+            if copy is not None:
+                blob.close()
+                return copy, True
+            guarded = self.in_place.ensure(desc.digest, blob)
+            if record.compression is Compression.GZIP:
+                return open_gzip(guarded, self.cache, key), False
+            return ZstdCursorReader(guarded, size, key), False
+        except BaseException:
+            blob.close()
+            raise
 
     def _open_copy(self, key: str, size: int, record: LayerRecord) -> UnpackedReader | None:
         fd = self.cache.open_file(DATA_KIND, key, size)

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 #: DiskCache kind of member tables.
 CACHE_KIND = "archive-members"
-_FORMAT = 2
+CACHE_FORMAT = 2
 #: Link chains longer than this are treated as broken.
 MAX_LINK_HOPS = 16
 #: Archives with more members than this are refused (a docker-save has hundreds).
@@ -97,7 +97,7 @@ class MemberTable:
 
     def to_bytes(self) -> bytes:
         obj = {
-            "format": _FORMAT,
+            "format": CACHE_FORMAT,
             "stream_size": self.stream_size,
             "damage": self.damage,
             "files": [[m.name, m.offset, m.size, m.magic.hex()] for m in self.files.values()],
@@ -109,7 +109,7 @@ class MemberTable:
     def from_bytes(cls, data: bytes) -> MemberTable:
         """Inverse of `to_bytes`; raises ValueError/KeyError/TypeError on a bad entry."""
         obj = json.loads(data)
-        if obj["format"] != _FORMAT:
+        if obj["format"] != CACHE_FORMAT:
             raise ValueError(f"format {obj['format']}")
         table = cls(stream_size=int(obj["stream_size"]), damage=str(obj["damage"]))
         for name, offset, size, magic in obj["files"]:
@@ -224,7 +224,7 @@ def load_or_scan(
     reader: BlobReader, cache: DiskCache, key: str, where: str, compressed: bool = False
 ) -> MemberTable:
     """The member table from the cache, or scanned and cached (see the module docstring)."""
-    payload = cache.get(CACHE_KIND, key)
+    payload = cache.get(CACHE_KIND, key, version=CACHE_FORMAT)
     if payload is not None:
         try:
             table = MemberTable.from_bytes(payload)
@@ -234,7 +234,7 @@ def load_or_scan(
             log.warning("%s: cached member table unusable (%s); rescanning", where, exc)
         cache.discard(CACHE_KIND, key)
     table = scan(reader, where, compressed)
-    cache.put(CACHE_KIND, key, table.to_bytes())
+    cache.put(CACHE_KIND, key, table.to_bytes(), version=CACHE_FORMAT)
     return table
 
 

@@ -142,7 +142,7 @@ def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
         try:
             index = await store.index(desc)
         except OcifsError as exc:
-            log_mod.once(log, logging.ERROR, str(exc))
+            log_mod.once(log, logging.ERROR, str(exc), cause=str(exc))
             raise
         inner = layer_dir(tree, desc, index, 0)
         return await inner.children()
@@ -193,7 +193,7 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
             await store.check_diff_ids(descs, diff_ids, f"image config {manifest.config.digest}")
             merged = await store.merged(descs)
         except OcifsError as exc:
-            log_mod.once(log, logging.ERROR, f"rootfs: {exc}")
+            log_mod.once(log, logging.ERROR, f"rootfs: {exc}", cause=str(exc))
             raise
         inner = rootfs_dir(tree, descs, indexes, merged, 0)
         return await inner.children()

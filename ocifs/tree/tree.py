@@ -194,6 +194,7 @@ class Tree:
         self.catalog = cat
         self._apply_catalog(cat, initial=False)
         self.blob_access.forget_failures()
+        self.layers.forget_failures()
         for node in self._incomplete:
             node.reset()
             self.invalidate(node.inode, None)
@@ -310,7 +311,9 @@ class Tree:
             # browsing the tree learns why there is no rootfs/ or platforms/ here.
             level = logging.ERROR if isinstance(exc, BlobUnavailable) else logging.WARNING
             shown = ", ".join(sorted(children))
-            log_mod.once(log, level, f"{exc} (only {shown} and {ERROR_FILE} are shown)")
+            log_mod.once(
+                log, level, f"{exc} (only {shown} and {ERROR_FILE} are shown)", cause=str(exc)
+            )
             children[ERROR_FILE] = BytesFile(self.alloc_inode(), f"{exc}\n".encode())
             if isinstance(exc, BlobUnavailable):
                 self._incomplete.add(node)  # a later import may supply the blob
