@@ -133,7 +133,7 @@ class BlobAccess:
         if declared_size is not None and reader.size != declared_size:
             # A fault of the descriptor, not of the blob: only this view fails.
             reason = (
-                f"blob {digest}: size on disk is {reader.size}, a descriptor says {declared_size}"
+                f"blob {digest}: size on disk is {reader.size}, descriptor says {declared_size}"
             )
             log_mod.once(log, logging.ERROR, reason)
             raise BlobUnavailable(reason)
