@@ -26,8 +26,12 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from ocifs import durable
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,8 @@ _HEADER = len(_MAGIC) + _SUM + _NAMES.size
 DEFAULT_LIMIT = 10 * 1024**3
 #: recount the cache's size from disk at least this often (seconds)
 RECOUNT_S = 60.0
+#: how long a process waits for another one building the same entry (seconds)
+BUILD_WAIT_S = 600.0
 
 
 def _encode(text: str) -> bytes:
@@ -133,6 +139,25 @@ class DiskCache:
             log.warning("could not write cache entry %s: %s", path, exc)
             return
         self._added(len(data))
+
+    @contextmanager
+    def building(self, kind: str, key: str, timeout: float = BUILD_WAIT_S) -> Iterator[bool]:
+        """Cross-process "I am building (kind, key)": an flock on a lock file.
+
+        Two mounts (two daemons) that need the same missing entry: the first
+        builds it, the second waits here and then finds it with `get`. Yields
+        whether the lock is held (False after `timeout`: build anyway).
+        Blocking: call from a worker thread.
+        """
+        path = self.directory / "locks" / kind / self._path(kind, key).name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("cannot create cache lock directory %s: %s", path.parent, exc)
+            yield False
+            return
+        with durable.work_lock(str(path), timeout) as held:
+            yield held
 
     def path_for(self, kind: str, key: str) -> Path:
         """Where a raw file entry for (kind, key) lives (for library-written files).

@@ -150,15 +150,27 @@ class LayerStore:
         )
 
     def _load_or_build(self, desc: Descriptor) -> LayerRecord:
+        """The cached record, or one indexing pass; one indexer per layer across processes.
+
+        Another daemon indexing the same layer holds the entry's lock: this one
+        waits for it (in this worker thread) and then loads what it wrote.
+        """
+        record = self._load(desc)
+        if record is not None:
+            return record
+        with self.cache.building(INDEX_KIND, str(desc.digest)):
+            return self._load(desc) or self._build(desc)
+
+    def _load(self, desc: Descriptor) -> LayerRecord | None:
         key = str(desc.digest)
         payload = self.cache.get(INDEX_KIND, key, version=serial.FORMAT)
-        if payload is not None:
-            record = serial.loads(payload)
-            if record is not None:
-                return record
+        if payload is None:
+            return None
+        record = serial.loads(payload)
+        if record is None:
             log.warning("cached index of layer %s has an old or bad format; rebuilding", key)
             self.cache.discard(INDEX_KIND, key)
-        return self._build(desc)
+        return record
 
     def _open_blob(self, desc: Descriptor) -> BlobReader:
         """The layer blob, opened the way that cannot block (BlobUnavailable says why not)."""
