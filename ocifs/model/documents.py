@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocifs.errors import InvalidInput, LimitExceeded, Unsupported
+from ocifs.log import once as log_once
 from ocifs.model import descriptor as descriptor_mod
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import Descriptor
@@ -28,7 +29,8 @@ def _reject_duplicates(where: str) -> Any:
         obj: dict[str, Any] = {}
         for key, value in pairs:
             if key in obj:
-                log.warning("%s: duplicate JSON key %r (the last one is used)", where, key)
+                message = f"{where}: duplicate JSON key {key!r} (the last one is used)"
+                log_once(log, logging.WARNING, message)
             obj[key] = value
         return obj
 
@@ -126,7 +128,7 @@ def _descriptors(
         except (InvalidInput, Unsupported) as exc:
             if not lenient:
                 raise
-            log.warning("%s (entry skipped)", exc)
+            log_once(log, logging.WARNING, f"{exc} (entry skipped)")
     return result
 
 
