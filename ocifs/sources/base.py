@@ -5,8 +5,11 @@ and `index.json`, and blobs addressed by digest. Sources that lack some of these
 (a legacy `docker save` tar has no manifests) synthesize them and say so via
 `synthesized()`. Nothing here knows about FUSE.
 
-Thread-safety: `BlobReader.pread` may be called from worker threads
-concurrently; every other method is called on the trio thread.
+Thread-safety: `BlobReader.pread`, `open_blob`, `blob_size` and `list_blobs`
+may be called from worker threads concurrently (documents and blob listings
+are read off the trio thread); `index_bytes` and `index_changed` are called on
+the trio thread. No method may block on a file another program controls:
+opens are non-blocking and anything but a regular file is refused.
 """
 
 from __future__ import annotations
