@@ -17,6 +17,7 @@ def setup(*, debug: bool, log_file: str | None) -> None:
     handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    _SEEN.clear()  # "once" is per log: what the CLI met before the daemon's log began
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     # pyfuse3 and trio are chatty at DEBUG; keep them at INFO unless asked.
     for name in ("pyfuse3", "trio"):
