@@ -117,6 +117,7 @@ class LayerStore:
         #: `forget_failures` (index.json changed: an import may have fixed the blob)
         self._broken: dict[Digest, OcifsError] = {}
         self.in_place = InPlaceVerifier(source, cache)
+        self._retired: list[BlobReader] = []
 
     # -- indexes -----------------------------------------------------------------
 
@@ -295,19 +296,30 @@ class LayerStore:
                     raise LayerCorrupt(f"layer {desc.digest}: unpacked copy corrupt") from exc
                 continue
             except BlobUnavailable as exc:
-                # e.g. BlobChanged, possibly wrapped by a decoder: reopen (and so
-                # verify the blob again) on the next read.
-                if isinstance(exc, BlobChanged):
-                    log_mod.once(log, logging.WARNING, str(exc))
-                self._drop_reader(desc, layer, discard=False)
+                # The blob read in place changed (BlobChanged, possibly wrapped by a
+                # decoder) or failed: reopen it, which verifies it again, and retry
+                # once; what is served has always been checked against the digest.
+                self._retire_reader(desc, layer)
                 self.in_place.forget(desc.digest)
-                raise
+                if not isinstance(exc, BlobChanged) or attempt == 2:
+                    raise
+                log_mod.once(log, logging.WARNING, str(exc))
+                continue
             except OSError as exc:
                 raise BlobUnavailable(f"layer {desc.digest}: read failed: {exc}") from exc
             if len(data) != size:
                 raise LayerCorrupt(f"layer {desc.digest}: data ends early at {start + len(data)}")
             return data
         raise AssertionError("unreachable")
+
+    def _retire_reader(self, desc: Descriptor, layer: _Layer) -> None:
+        """Stop using a layer's reader without closing it: a worker thread may be
+        inside its pread, and a closed descriptor number can be reused by another
+        open (reads from the wrong file). Closed by `close()`."""
+        if layer.reader is not None:
+            self._retired.append(layer.reader)
+        layer.reader = None
+        self._readers.done.pop(desc.digest, None)
 
     def _drop_reader(self, desc: Descriptor, layer: _Layer, discard: bool) -> None:
         if layer.reader is not None:
@@ -369,3 +381,6 @@ class LayerStore:
                 layer.reader.close()
                 layer.reader = None
         self._readers.done.clear()
+        for reader in self._retired:
+            reader.close()
+        self._retired.clear()

@@ -161,13 +161,20 @@ def test_layer_read_in_place_that_changes_on_disk_is_eio_until_it_verifies(
 ) -> None:
     layout = Layout(tmp_path / "layout")
     text = b"original content\n"
-    layers = [layout.layer([tarbuilder.File("f", data=text), tarbuilder.File("g", data=b"g\n")])]
+    members = [tarbuilder.File(n, data=text) for n in ("f", "unchanged", "touched")]
+    layers = [layout.layer([*members, tarbuilder.File("g", data=b"g\n")])]
     layout.tag(layout.image(layers), "img")
     blob = layout.blob_path(layers[0][0])
     original = blob.read_bytes()
     m = mount_image(layout.path)
     m.expect_log(layers[0][0]["digest"].split(":")[1])
     assert (m.path / "refs/img/layers/0/g").read_bytes() == b"g\n"  # indexed and verified
+    assert read_ok(m.path / "refs/img/rootfs/unchanged") == sha(text)
+    # a change of the file's identity alone (a new link, utime): verified again, served
+    os.link(blob, tmp_path / "a-hard-link")
+    os.utime(blob)
+    assert read_ok(m.path / "refs/img/rootfs/touched") == sha(text)
+    assert not log_lines(m, "does not match its digest")
     # rewrite the blob in place: same size, other bytes, same mtime
     st = blob.stat()
     blob.write_bytes(original.replace(b"original", b"tampered"))
