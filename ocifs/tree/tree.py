@@ -246,12 +246,12 @@ class Tree:
                 merged = dict(await image.children())
                 for name, child in children.items():
                     if name in merged:
-                        log.warning(
-                            "ref %r clashes with the file %r of ref %r; it is only under "
-                            "by-digest/",
-                            "/".join((*path, name)),
-                            name,
-                            "/".join(path),
+                        full, parent = "/".join((*path, name)), "/".join(path)
+                        log_mod.once(
+                            log,
+                            logging.WARNING,
+                            f"ref {full!r} clashes with the file {name!r} of ref {parent!r}; "
+                            "it is only under by-digest/",
                         )
                         continue
                     merged[name] = child
