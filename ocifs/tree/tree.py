@@ -291,10 +291,12 @@ class Tree:
 
     async def _image_children(self, desc: Descriptor, node: DirNode, depth: int) -> Children:
         if depth > MAX_PLATFORM_DEPTH:
-            raise TooDeep(
+            reason = (
                 f"{desc.digest}: more than {MAX_PLATFORM_DEPTH} levels of indexes under "
                 "platforms/ (not shown)"
             )
+            log_mod.once(log, logging.WARNING, reason)
+            raise TooDeep(reason)
         kind = documents.kind_of(desc.media_type)
         doc_name = {"index": "index.json", "manifest": "manifest.json", "schema1": "manifest.json"}
         children: Children = {
