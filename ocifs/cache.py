@@ -19,9 +19,11 @@ directory), so adding an entry does not stat every file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -45,6 +47,22 @@ DEFAULT_LIMIT = 10 * 1024**3
 RECOUNT_S = 60.0
 #: how long a process waits for another one building the same entry (seconds)
 BUILD_WAIT_S = 600.0
+
+
+#: entries are opened so that a FIFO or symlink planted in the cache cannot block or redirect
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _read_regular(path: Path) -> bytes:
+    """A cache entry's bytes; OSError if it is not a regular file."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def _encode(text: str) -> bytes:
@@ -79,12 +97,12 @@ class DiskCache:
         """
         path = self._path(kind, key)
         try:
-            with open(path, "rb") as f:
-                blob = f.read()
+            blob = _read_regular(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             log.warning("cache entry %s unreadable (%s); rebuilding", path, exc)
+            self._discard(path)
             return None
         payload = self._check(path, blob, kind, key, version)
         if payload is None:
@@ -197,10 +215,11 @@ class DiskCache:
         """
         path = self._path(kind, key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, _OPEN_FLAGS)
         except OSError:
             return None
-        if os.fstat(fd).st_size != size:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             os.close(fd)
             log.warning("cache entry %s has the wrong size; rebuilding", path)
             self._discard(path)

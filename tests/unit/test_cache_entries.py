@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -108,3 +109,15 @@ def test_in_place_layer_blob_that_fails_its_digest_is_refused(tmp_path: Path) ->
             await second.read(desc, entry, 0, 100)
 
     trio.run(main)
+
+
+def test_a_fifo_planted_as_a_cache_entry_is_a_miss_not_a_hang(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path)
+    cache.put("layer-index", "sha256:f", b"payload")
+    path = cache.path_for("layer-index", "sha256:f")
+    path.unlink()
+    os.mkfifo(path)
+    assert cache.get("layer-index", "sha256:f") is None  # would wait for a writer if blocking
+    assert cache.open_file("layer-index", "sha256:f", 0) is None
+    cache.put("layer-index", "sha256:f", b"payload")
+    assert cache.get("layer-index", "sha256:f") == b"payload"
