@@ -5,7 +5,8 @@ served by reading its blob file directly, long after the indexing pass checked
 the blob's digest, and possibly with an index loaded from the cache that was
 built from another copy of the layer. So before a blob is read in place its
 identity is checked: `(size, mtime_ns, ctime_ns, inode, device)` for a layout
-file (see `layout_dir.stamp_of`), the archive's identity for an archive member.
+file or the plain tar archive holding it (`base.stamp_of`), else the source's
+identity.
 An identity this process or an earlier one (a `verified-blob` cache entry)
 hashed and found right is trusted; any other is hashed first, and one that does
 not match is refused (EIO) until the file changes again. While reading, each
@@ -22,7 +23,7 @@ from ocifs import log as log_mod
 from ocifs.cache import DiskCache
 from ocifs.errors import BlobUnavailable
 from ocifs.model.digest import Digest
-from ocifs.sources.base import BlobReader, FileRegionReader, Source
+from ocifs.sources.base import BlobReader, FileRegionReader, Source, StampedRegionReader
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,8 @@ class GuardedBlob:
         data = self._blob.pread(offset, size)
         if self._blob.changed():
             raise BlobChanged(
-                f"layer {self.digest}: the blob changed on disk since it was verified; "
-                "checking it again"
+                f"layer {self.digest}: the file holding it changed on disk after it was "
+                "verified; reads fail until it verifies again (a changed archive: remount)"
             )
         return data
 
@@ -114,7 +115,7 @@ class InPlaceVerifier:
             with self._lock:
                 self._good[digest] = ident
                 self._bad.pop(digest, None)
-        if isinstance(blob, FileRegionReader) and hasattr(blob, "stamp"):
+        if isinstance(blob, StampedRegionReader):
             return GuardedBlob(blob, digest)
         return blob
 

@@ -88,13 +88,46 @@ class FileRegionReader:
     def changed(self) -> bool:
         """Whether the file may have changed since this reader was opened.
 
-        False here (archives are checked by their identity when opened); whole
-        blob files of a layout directory compare their `fstat` identity.
+        False here; `StampedRegionReader` (layout blob files, members of a plain
+        tar archive) compares the file's `fstat` identity with the one at open.
         """
         return False
 
     def close(self) -> None:
         pass
+
+
+FileStamp = tuple[int, int, int, int, int]
+"""(size, mtime_ns, ctime_ns, inode, device): changes whenever a file's bytes may have.
+
+ctime cannot be set back by the file's owner, so an in-place rewrite that
+restores size and mtime still shows.
+"""
+
+
+def stamp_of(st: os.stat_result) -> FileStamp:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+class StampedRegionReader(FileRegionReader):
+    """A region of a file whose identity (`stamp`) at open is known: `changed` is real."""
+
+    __slots__ = ("stamp",)
+
+    def __init__(self, fd: int, start: int, size: int, stamp: FileStamp) -> None:
+        super().__init__(fd, start, size)
+        self.stamp = stamp
+
+    def changed(self) -> bool:
+        """Whether the file was modified (or replaced, or unlinked) since `stamp` was taken.
+
+        One fstat; call it after a pread to know the bytes read are the ones
+        the stamp vouches for (the kernel updates the times before the data).
+        """
+        try:
+            return stamp_of(os.fstat(self.fd)) != self.stamp
+        except OSError:
+            return True
 
 
 class BytesReader:

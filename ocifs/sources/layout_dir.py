@@ -18,7 +18,7 @@ from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model.digest import Digest
-from ocifs.sources.base import FileRegionReader, Source, file_type
+from ocifs.sources.base import FileStamp, Source, StampedRegionReader, file_type, stamp_of
 
 log = logging.getLogger(__name__)
 
@@ -27,38 +27,13 @@ log = logging.getLogger(__name__)
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-
-FileStamp = tuple[int, int, int, int, int]
-"""(size, mtime_ns, ctime_ns, inode, device): changes whenever a file's bytes may have.
-
-ctime cannot be set back by the file's owner, so an in-place rewrite that
-restores size and mtime still shows.
-"""
-
-
-def stamp_of(st: os.stat_result) -> FileStamp:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
-
-
-class OwnedFileReader(FileRegionReader):
+class OwnedFileReader(StampedRegionReader):
     """A whole blob file whose descriptor this reader owns, with its identity at open."""
 
-    __slots__ = ("stamp",)
+    __slots__ = ()
 
     def __init__(self, fd: int, size: int, stamp: FileStamp) -> None:
-        super().__init__(fd, 0, size)
-        self.stamp = stamp
-
-    def changed(self) -> bool:
-        """Whether the file was modified (or replaced, or unlinked) since it was opened.
-
-        One fstat; call it after a pread to know the bytes read are the ones
-        the stamp vouches for (the kernel updates the times before the data).
-        """
-        try:
-            return stamp_of(os.fstat(self.fd)) != self.stamp
-        except OSError:
-            return True
+        super().__init__(fd, 0, size, stamp)
 
     def close(self) -> None:
         if self.fd >= 0:

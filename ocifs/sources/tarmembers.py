@@ -34,7 +34,15 @@ from ocifs.layers import seekable
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.sources import zstd_stream
-from ocifs.sources.base import BlobReader, FileRegionReader, ReaderFile, clamp, file_type
+from ocifs.sources.base import (
+    BlobReader,
+    FileRegionReader,
+    ReaderFile,
+    StampedRegionReader,
+    clamp,
+    file_type,
+    stamp_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +338,7 @@ class ArchiveFile:
         self.stream = stream
         self.compression = compression
         self.table = table
+        self.stamp = stamp_of(os.fstat(fd))
 
     @property
     def compressed(self) -> bool:
@@ -389,7 +398,8 @@ class ArchiveFile:
                 f"{self.path}: member {member.name} is cut short: {self.table.damage}"
             )
         if isinstance(self.stream, FileRegionReader):
-            return FileRegionReader(self.fd, member.offset, member.size)
+            # A plain tar: read in place, so a change of the archive file must show.
+            return StampedRegionReader(self.fd, member.offset, member.size, self.stamp)
         return SliceReader(self.stream, member.offset, member.size)
 
     def document(self, name: str) -> bytes | None:

@@ -172,7 +172,10 @@ class BlobAccess:
             data = reader.pread(offset, size)  # a regular file: a page-cache copy, inline
             if reader.changed():
                 self._forget(digest)
-                reason = f"blob {digest}: the file changed on disk while mounted; checking it again"
+                reason = (
+                    f"blob {digest}: the file holding it changed on disk while mounted; "
+                    "reads fail until it verifies again (a changed archive: remount)"
+                )
                 log_mod.once(log, logging.WARNING, reason)
                 raise BlobUnavailable(reason)
         else:  # a member of a compressed archive: decompression, in a worker thread

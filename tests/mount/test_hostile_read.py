@@ -371,3 +371,25 @@ def test_two_mounts_needing_one_uncached_layer_index_it_once(mount_image, tmp_pa
         second, f"indexing layer {digest}"
     )
     assert len(indexing) == 1, indexing
+
+
+def test_plain_archive_changed_after_mounting_is_eio_not_new_bytes(mount_image, tmp_path) -> None:
+    layout = Layout(tmp_path / "layout")
+    first, second = b"first file of the layer\n", b"second file, to be overwritten\n"
+    layers = [layout.layer([tarbuilder.File("a", data=first), tarbuilder.File("b", data=second)])]
+    layout.tag(layout.image(layers), "img")
+    archive = tmp_path / "image.tar"
+    subprocess.run(["tar", "-C", str(layout.path), "-cf", str(archive), "."], check=True)
+    m = mount_image(archive)
+    m.expect_log(r"changed on disk")
+    m.expect_log(layers[0][0]["digest"].split(":")[1])
+    assert read_ok(m.path / "refs/img/rootfs/a") == sha(first)
+    data = archive.read_bytes()
+    assert data.count(second) == 1
+    with open(archive, "r+b") as f:  # in place: same size, same inode
+        f.seek(data.index(second))
+        f.write(second.upper())
+    assert probe("read", m.path / "refs/img/rootfs/b") == ["err", "EIO"]
+    blob = m.path / "blobs/sha256" / layers[0][0]["digest"].split(":")[1]
+    assert probe("read", blob) == ["err", "EIO"]
+    assert read_ok(m.path / "oci-layout")  # the rest answers
