@@ -247,14 +247,23 @@ def load_or_scan(
 
 
 class SliceReader:
-    """A member's bytes inside a (possibly decompressed) tar stream. Thread-safe."""
+    """A member's bytes inside a (possibly decompressed) tar stream. Thread-safe.
 
-    __slots__ = ("_parent", "_size", "start")
+    `archive` (if given) is the archive file the stream comes from: a read that
+    overlaps a change of that file after mounting fails instead of returning
+    bytes inflated from the new content (checked after the read, the kernel
+    updating the file's times before its data).
+    """
 
-    def __init__(self, parent: BlobReader, start: int, size: int) -> None:
+    __slots__ = ("_archive", "_parent", "_size", "start")
+
+    def __init__(
+        self, parent: BlobReader, start: int, size: int, archive: ArchiveFile | None = None
+    ) -> None:
         self._parent = parent
         self.start = start
         self._size = size
+        self._archive = archive
 
     @property
     def size(self) -> int:
@@ -262,7 +271,19 @@ class SliceReader:
 
     def pread(self, offset: int, size: int) -> bytes:
         size = clamp(offset, size, self._size)
-        return self._parent.pread(self.start + offset, size) if size else b""
+        if not size:
+            return b""
+        try:
+            data = self._parent.pread(self.start + offset, size)
+        finally:
+            self._check_archive()
+        return data
+
+    def _check_archive(self) -> None:
+        if self._archive is not None and self._archive.changed():
+            raise BlobUnavailable(
+                f"{self._archive.path}: the archive changed on disk after mounting (remount it)"
+            )
 
     def close(self) -> None:
         pass
@@ -400,7 +421,14 @@ class ArchiveFile:
         if isinstance(self.stream, FileRegionReader):
             # A plain tar: read in place, so a change of the archive file must show.
             return StampedRegionReader(self.fd, member.offset, member.size, self.stamp)
-        return SliceReader(self.stream, member.offset, member.size)
+        return SliceReader(self.stream, member.offset, member.size, self)
+
+    def changed(self) -> bool:
+        """Whether the archive file changed since it was opened (one fstat)."""
+        try:
+            return stamp_of(os.fstat(self.fd)) != self.stamp
+        except OSError:
+            return True
 
     def document(self, name: str) -> bytes | None:
         """A small JSON member's bytes, or None if there is no such member."""

@@ -179,7 +179,13 @@ class BlobAccess:
                 log_mod.once(log, logging.WARNING, reason)
                 raise BlobUnavailable(reason)
         else:  # a member of a compressed archive: decompression, in a worker thread
-            data = await trio.to_thread.run_sync(reader.pread, offset, size, limiter=self._limiter)
+            try:
+                data = await trio.to_thread.run_sync(
+                    reader.pread, offset, size, limiter=self._limiter
+                )
+            except BlobUnavailable as exc:  # damaged or changed archive
+                log_mod.once(log, logging.ERROR, f"blob {digest}: {exc}", cause=str(exc))
+                raise
         if digest in self._verified:
             return data
         verifier = self._verifiers.get(digest)

@@ -393,3 +393,25 @@ def test_plain_archive_changed_after_mounting_is_eio_not_new_bytes(mount_image, 
     blob = m.path / "blobs/sha256" / layers[0][0]["digest"].split(":")[1]
     assert probe("read", blob) == ["err", "EIO"]
     assert read_ok(m.path / "oci-layout")  # the rest answers
+
+
+def test_gzip_archive_changed_after_mounting_is_eio_not_new_bytes(mount_image, tmp_path) -> None:
+    layout = Layout(tmp_path / "layout")
+    rng = random.Random(7)
+    files = [tarbuilder.File(f"f{i}", data=rng.randbytes(300_000)) for i in range(8)]
+    layers = [layout.layer(files)]
+    layout.tag(layout.image(layers), "img")
+    archive = tmp_path / "image.tar.gz"
+    subprocess.run(["tar", "-C", str(layout.path), "-czf", str(archive), "."], check=True)
+    m = mount_image(archive)
+    m.expect_log(r"changed on disk after mounting")
+    blob = m.path / "blobs/sha256" / layers[0][0]["digest"].split(":")[1]
+    assert read_ok(m.path / "refs/img/manifest.json")
+    with open(archive, "r+b") as f:  # in place, near the end: same size, same inode
+        f.seek(archive.stat().st_size - 5000)
+        old = f.read(16)
+        f.seek(-16, os.SEEK_CUR)
+        f.write(bytes(b ^ 0xFF for b in old))
+    assert probe("read", blob) == ["err", "EIO"]
+    assert log_lines(m, f"{archive}: the archive changed on disk after mounting")
+    assert read_ok(m.path / "oci-layout")
