@@ -201,7 +201,7 @@ class Operations(pyfuse3.Operations):
             return entry_attributes(await self.area.getattr(inode))
         node = self.tree.get(inode)
         if node.mutable:
-            self.tree.maybe_refresh()
+            await self.tree.maybe_refresh()
         return entry_attributes(node.attr())
 
     @_edge

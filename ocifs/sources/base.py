@@ -6,9 +6,9 @@ and `index.json`, and blobs addressed by digest. Sources that lack some of these
 `synthesized()`. Nothing here knows about FUSE.
 
 Thread-safety: `BlobReader.pread`, `open_blob`, `blob_size` and `list_blobs`
-may be called from worker threads concurrently (documents and blob listings
-are read off the trio thread); `index_bytes` and `index_changed` are called on
-the trio thread. No method may block on a file another program controls:
+and `index_bytes` may be called from worker threads concurrently (documents,
+blob listings and a changed index.json are read off the trio thread);
+`index_changed` (one stat) is called on the trio thread. No method may block on a file another program controls:
 opens are non-blocking and anything but a regular file is refused.
 """
 

@@ -69,6 +69,7 @@ class Tree:
         self.blob_access = BlobAccess(source)
         #: worker threads that read source documents and list blobs
         self.io_limiter = trio.CapacityLimiter(2)
+        self._refreshing: trio.Event | None = None
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
         self._members: dict[tuple[Digest, int], Node] = {}
@@ -133,7 +134,7 @@ class Tree:
             raise RuntimeError(f"test-only crash on lookup of {name!r}")
         pnode = self.get(parent)
         if pnode.mutable:
-            self.maybe_refresh()
+            await self.maybe_refresh()
         children = await pnode.children()
         child = children.get(name)
         if child is None:
@@ -144,7 +145,7 @@ class Tree:
     async def listdir(self, inode: int) -> Children:
         node = self.get(inode)
         if node.mutable:
-            self.maybe_refresh()
+            await self.maybe_refresh()
         children = await node.children()
         nodes = self.nodes
         for child in children.values():
@@ -174,23 +175,50 @@ class Tree:
 
     # ----- index.json, refs/ and by-digest/ ----------------------------------
 
-    def maybe_refresh(self) -> None:
+    async def maybe_refresh(self) -> None:
         """Pick up index.json changes made outside this process (another ocifs, skopeo).
 
         Called on every access to a mutable directory: `index_changed` is one
         stat, and a throttle here let a listing miss an import that had
-        already returned (two daemons on one layout).
+        already returned (two daemons on one layout). The changed file is read
+        and parsed in a worker thread (it may be large); concurrent callers
+        wait for that one re-read.
         """
-        if self.source.index_changed():
-            self.refresh()
+        if self._refreshing is not None:
+            await self._refreshing.wait()
+            return
+        if not self.source.index_changed():
+            return
+        self._refreshing = done = trio.Event()
+        try:
+            cat = await trio.to_thread.run_sync(self._read_catalog, limiter=self.io_limiter)
+            if cat is not None:
+                self._install(cat)
+        finally:
+            self._refreshing = None
+            done.set()
 
     def refresh(self) -> None:
-        """Re-read index.json and the blob set; invalidate what the kernel cached."""
+        """Re-read index.json and the blob set; invalidate what the kernel cached.
+
+        Synchronous, for the import area right after it rewrote index.json.
+        """
+        cat = self._read_catalog()
+        if cat is not None:
+            self._install(cat)
+
+    def _read_catalog(self) -> catalog_mod.Catalog | None:
         try:
-            cat = catalog_mod.build(self.source)
+            return catalog_mod.build(self.source)
         except OcifsError as exc:
-            log.error("index.json changed but cannot be used (keeping the previous view): %s", exc)
-            return
+            log_mod.once(
+                log,
+                logging.ERROR,
+                f"index.json changed but cannot be used (keeping the previous view): {exc}",
+            )
+            return None
+
+    def _install(self, cat: catalog_mod.Catalog) -> None:
         self.catalog = cat
         self._apply_catalog(cat, initial=False)
         self.blob_access.forget_failures()
