@@ -40,6 +40,10 @@ class NotAnImage(InvalidInput):
     """SOURCE is not an OCI layout, OCI archive or docker-save archive."""
 
 
+class NotRegularFile(OcifsError):
+    """A source file that is a FIFO, socket, device, directory or symlink (never opened)."""
+
+
 class BlobUnavailable(OcifsError):
     """A blob is missing, has the wrong size, or failed verification."""
 

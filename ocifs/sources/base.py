@@ -8,8 +8,9 @@ and `index.json`, and blobs addressed by digest. Sources that lack some of these
 Thread-safety: `BlobReader.pread`, `open_blob`, `blob_size` and `list_blobs`
 and `index_bytes` may be called from worker threads concurrently (documents,
 blob listings and a changed index.json are read off the trio thread);
-`index_changed` (one stat) is called on the trio thread. No method may block on a file another program controls:
-opens are non-blocking and anything but a regular file is refused.
+`index_changed` (one stat) is called on the trio thread. No method may block
+on a file another program controls: opens are non-blocking and anything but a
+regular file is refused (`open_regular`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Protocol
 
+from ocifs.errors import NotRegularFile
 from ocifs.model.digest import Digest
 
 
@@ -37,6 +39,34 @@ def file_type(mode: int) -> str:
         if test(mode):
             return name
     return "of an unknown file type"
+
+
+#: flags of every open of a source file: O_NONBLOCK (a FIFO would otherwise wait for
+#: a writer, with the daemon's only request thread), O_NOFOLLOW (no symlink followed).
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """(fd, fstat) of a regular file, opened so that nothing can block or be triggered.
+
+    `lstat` first, so a FIFO, socket or device is never opened at all (opening
+    some devices acts on them), then an `OPEN_FLAGS` open and `fstat` (the file
+    may have been swapped in between). Raises FileNotFoundError, NotRegularFile
+    (saying what the file is instead) or another OSError.
+    """
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(f"{path}: is {file_type(st.st_mode)}, not a regular file")
+    fd = os.open(path, OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegularFile(f"{path}: is {file_type(st.st_mode)}, not a regular file")
+    return fd, st
 
 
 class BlobReader(Protocol):

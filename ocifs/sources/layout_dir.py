@@ -1,9 +1,9 @@
 """An OCI image layout directory as a Source.
 
-Blobs are opened with O_NOFOLLOW|O_NONBLOCK and must be regular files: a
-symlink planted under `blobs/` is treated as a missing blob, never followed,
-and a FIFO, socket or device is refused right after the open (which cannot
-block) instead of being read. Paths are built only from validated digests.
+Every file is opened with `base.open_regular`: a symlink planted under
+`blobs/` is never followed, a FIFO, socket or device is refused without being
+opened (a swap between the check and the open is caught by the fstat after an
+open that cannot block). Paths are built only from validated digests.
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ import os
 import stat
 from collections.abc import Iterator
 
-from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage
+from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage, NotRegularFile
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model.digest import Digest
-from ocifs.sources.base import FileStamp, Source, StampedRegionReader, file_type, stamp_of
+from ocifs.sources.base import (
+    FileStamp,
+    Source,
+    StampedRegionReader,
+    open_regular,
+    stamp_of,
+)
 
 log = logging.getLogger(__name__)
-
-#: O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, with
-#: the daemon's only request thread; on regular files it changes nothing.
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class OwnedFileReader(StampedRegionReader):
@@ -43,17 +45,18 @@ class OwnedFileReader(StampedRegionReader):
 
 def _read_small(path: str, what: str) -> bytes:
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd, st = open_regular(path)
     except FileNotFoundError:
         raise NotAnImage(f"{path}: missing (not an OCI image layout)") from None
+    except NotRegularFile as exc:
+        if "a symlink" in str(exc):
+            raise InvalidInput(f"{path}: is a symlink; {what} must be a regular file") from None
+        raise InvalidInput(str(exc)) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InvalidInput(f"{path}: is a symlink; {what} must be a regular file") from None
         raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InvalidInput(f"{path}: is {file_type(st.st_mode)}, not a regular file")
         if st.st_size > documents.MAX_DOCUMENT_BYTES:
             raise InvalidInput(
                 f"{path}: {st.st_size} bytes exceeds the {documents.MAX_DOCUMENT_BYTES} byte limit"
@@ -126,18 +129,14 @@ class LayoutDir(Source):
     def open_blob(self, digest: Digest) -> OwnedFileReader:
         path = self.blob_path(digest)
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd, st = open_regular(path)
         except FileNotFoundError:
             raise BlobUnavailable(f"blob {digest}: missing ({path})") from None
+        except NotRegularFile as exc:
+            raise BlobUnavailable(f"blob {digest}: {exc}") from None
         except OSError as exc:
             reason = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
             raise BlobUnavailable(f"blob {digest}: cannot open {path}: {reason}") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise BlobUnavailable(
-                f"blob {digest}: {path} is {file_type(st.st_mode)}, not a regular file"
-            )
         return OwnedFileReader(fd, st.st_size, stamp_of(st))
 
     def list_blobs(self) -> Iterator[Digest]:

@@ -79,3 +79,27 @@ def test_a_blob_reader_notices_its_file_changing(tmp_path: Path) -> None:
         f.write(b"x")
     assert reader.changed()
     reader.close()
+
+
+def test_sockets_directories_and_symlinks_as_blobs_are_never_opened(tmp_path: Path) -> None:
+    import socket
+
+    layout = Layout(tmp_path / "layout")
+    kinds = {}
+    for kind in ("a socket", "a directory", "a symlink"):
+        desc = layout.blob(kind.encode(), "application/octet-stream")
+        path = layout.blob_path(desc)
+        path.unlink()
+        if kind == "a socket":
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(str(path))
+        elif kind == "a directory":
+            path.mkdir()
+        else:
+            path.symlink_to("/dev/zero")
+        kinds[kind] = tb.digest_of(kind.encode())
+    source = LayoutDir(str(layout.path))
+    for kind, digest in kinds.items():
+        with pytest.raises(BlobUnavailable, match=f"is {kind}, not a regular file"):
+            source.open_blob(digest)
+    sock.close()
