@@ -415,3 +415,24 @@ def test_gzip_archive_changed_after_mounting_is_eio_not_new_bytes(mount_image, t
     assert probe("read", blob) == ["err", "EIO"]
     assert log_lines(m, f"{archive}: the archive changed on disk after mounting")
     assert read_ok(m.path / "oci-layout")
+
+
+def test_unpacked_copy_of_another_layer_is_rebuilt_not_served(
+    mount_image, tmp_path, cache_dir
+) -> None:
+    layout = Layout(tmp_path / "layout")
+    # same names and sizes, other bytes: the two unpacked copies have the same size
+    layer_a = layout.layer([tarbuilder.File("x", data=b"a" * 300_000)], "gz")
+    layer_b = layout.layer([tarbuilder.File("x", data=b"b" * 300_000)], "gz")
+    layout.tag(layout.image([layer_a]), "a")
+    layout.tag(layout.image([layer_b]), "b")
+    m1 = mount_image(layout.path)
+    assert sorted(os.listdir(m1.path / "refs/a/rootfs")) == ["x"]
+    assert sorted(os.listdir(m1.path / "refs/b/rootfs")) == ["x"]
+    copies = sorted(p for p in (cache_dir / "layer-data").rglob("*") if p.is_file())
+    assert len(copies) == 2 and copies[0].stat().st_size == copies[1].stat().st_size
+    copies[1].write_bytes(copies[0].read_bytes())
+    m2 = mount_image(layout.path)
+    assert read_ok(m2.path / "refs/a/rootfs/x") == sha(b"a" * 300_000)
+    assert read_ok(m2.path / "refs/b/rootfs/x") == sha(b"b" * 300_000)
+    assert len(log_lines(m2, "unpacked copy of layer")) == 1
