@@ -30,6 +30,7 @@ from ocifs.layers.entry import Entry, Kind, LayerIndex
 from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
 from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.merge import MergedTree, merge
+from ocifs.layers.progress import IndexProgress
 from ocifs.layers.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
 from ocifs.layers.seekable import open_gzip
 from ocifs.layers.serial import LayerRecord
@@ -118,6 +119,8 @@ class LayerStore:
         self._broken: dict[Digest, OcifsError] = {}
         self.in_place = InPlaceVerifier(source, cache)
         self._retired: list[BlobReader] = []
+        #: what each layer's indexing is doing (ocifs status)
+        self.progress = IndexProgress()
 
     # -- indexes -----------------------------------------------------------------
 
@@ -160,7 +163,7 @@ class LayerStore:
         if record is not None:
             return record
         with self.cache.building(INDEX_KIND, str(desc.digest)):
-            return self._load(desc) or self._build(desc)
+            return self._load(desc) or self._build_tracked(desc)
 
     def _load(self, desc: Descriptor) -> LayerRecord | None:
         key = str(desc.digest)
@@ -171,6 +174,8 @@ class LayerStore:
         if record is None:
             log.warning("cached index of layer %s has an old or bad format; rebuilding", key)
             self.cache.discard(INDEX_KIND, key)
+            return None
+        self.progress.loaded(desc, len(record.index.entries))
         return record
 
     def _open_blob(self, desc: Descriptor) -> BlobReader:
@@ -184,16 +189,32 @@ class LayerStore:
             )
         return reader
 
+    def _build_tracked(self, desc: Descriptor) -> LayerRecord:
+        """`_build`, its state and duration recorded for `ocifs status`."""
+        progress = self.progress.start(desc)
+        started = time.monotonic()
+        try:
+            record = self._build(desc)
+        except Exception as exc:
+            progress.state, progress.error = "failed", str(exc)
+            progress.seconds = time.monotonic() - started
+            log.info("indexing layer %s failed after %.3f s", desc.digest, progress.seconds)
+            raise
+        progress.seconds = time.monotonic() - started
+        progress.entries = len(record.index.entries)
+        progress.state = "indexed"
+        return record
+
     def _build(self, desc: Descriptor) -> LayerRecord:
         key = str(desc.digest)
         started = time.monotonic()
         log.info("indexing layer %s (%d bytes)", key, desc.size)
-        reader = self._open_blob(desc)
+        blob = self._open_blob(desc)
         try:
-            record = self._index_blob(desc, reader)
-            self.in_place.verified(desc.digest, reader)  # the pass hashed these very bytes
+            record = self._index_blob(desc, self.progress.counting(desc, blob))
+            self.in_place.verified(desc.digest, blob)  # the pass hashed these very bytes
         finally:
-            reader.close()
+            blob.close()
         self.cache.put(INDEX_KIND, key, serial.dumps(record), version=serial.FORMAT)
         log.info(
             "indexed layer %s: %d entries in %.3f s",
