@@ -11,6 +11,7 @@ and random offsets; a corrupt blob must make the read fail with EIO.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -78,8 +79,9 @@ def export_layout(tmp_path_factory: pytest.TempPathFactory, sample_layout: Path)
     multi = _put_blob(layout, json.dumps(
         {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode())
     _tag(layout, {"mediaType": OCI_INDEX, **multi}, "multi:1")
-    nested = _put_blob(layout, json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                           "manifests": [{"mediaType": OCI_INDEX, **multi}]}).encode())
+    nested_index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                    "manifests": [{"mediaType": OCI_INDEX, **multi}]}
+    nested = _put_blob(layout, json.dumps(nested_index).encode())
     _tag(layout, {"mediaType": OCI_INDEX, **nested}, "nested:1")
     empty = _put_blob(layout, b"{}")
     sbom = _put_blob(layout, b'{"sbom": "nothing to declare"}\n')
@@ -321,7 +323,8 @@ def test_export_is_loaded_by_every_tool(
         run("skopeo", "copy", "-q", f"docker-archive:{tar}:@{n}", f"oci:{dest}:x")
         (copied,) = json.loads((dest / "index.json").read_text())["manifests"]
         copied_manifest = json.loads(_blob(dest, copied["digest"]))
-        assert diff_ids(lambda d: _blob(dest, d), copied_manifest) == diff_ids(read_blob, manifest)
+        copied_ids = diff_ids(functools.partial(_blob, dest), copied_manifest)
+        assert copied_ids == diff_ids(read_blob, manifest)
     if not exp.images:
         result = run("skopeo", "copy", "-q", f"docker-archive:{tar}", f"oci:{tmp_path}/no:x",
                      check=False)
@@ -442,10 +445,9 @@ def test_corrupt_blob_makes_the_export_read_fail_with_eio(
     export = m.path / "refs/big/image.tar"
     size = export.stat().st_size
     assert size > len(data)
-    with pytest.raises(OSError) as err:
-        with open(export, "rb") as f:
-            while f.read(1 << 20):
-                pass
+    with pytest.raises(OSError) as err, open(export, "rb") as f:
+        while f.read(1 << 20):
+            pass
     assert err.value.errno == errno.EIO
     result = subprocess.run(["cp", str(export), str(tmp_path / "out.tar")], capture_output=True)
     assert result.returncode != 0 and b"Input/output error" in result.stderr
