@@ -5,11 +5,18 @@ spans: header bytes come from memory, member bodies from the blobs through the
 same `BlobAccess` that serves `blobs/`, so they are size-checked at open and
 verified as read exactly like the raw blob files (a blob that fails makes the
 read that reaches its end fail with EIO, never a wrong archive).
+
+Reads of one archive are served one at a time, in arrival order. A read that
+spans a small blob's end awaits its verification; had another read (the
+kernel's read-ahead) run meanwhile, a large blob would have seen its bytes out
+of order, and sequential verification would silently not happen.
 """
 
 from __future__ import annotations
 
 import stat
+
+import trio
 
 from ocifs.errors import BlobUnavailable
 from ocifs.export import ExportLayout
@@ -21,7 +28,7 @@ from ocifs.tree.nodes import MOUNT_TIME_NS, Node
 class ExportFile(Node):
     """The archive of one image or index; `broken` says why it cannot be read at all."""
 
-    __slots__ = ("access", "broken", "layout")
+    __slots__ = ("_lock", "access", "broken", "layout")
 
     def __init__(
         self,
@@ -34,6 +41,7 @@ class ExportFile(Node):
         self.access = access
         self.layout = layout
         self.broken = broken
+        self._lock = trio.Lock()  # FIFO: see the module docstring
 
     def attr(self) -> Attr:
         size = self.layout.size if self.layout is not None else 0
@@ -47,6 +55,10 @@ class ExportFile(Node):
         layout = self.layout
         if layout is None:
             raise BlobUnavailable(self.broken or "image.tar: unavailable")
+        async with self._lock:
+            return await self._read(layout, offset, size)
+
+    async def _read(self, layout: ExportLayout, offset: int, size: int) -> bytes:
         end = min(layout.size, offset + size)
         if offset >= end:
             return b""

@@ -445,12 +445,16 @@ def test_corrupt_blob_makes_the_export_read_fail_with_eio(
     export = m.path / "refs/big/image.tar"
     size = export.stat().st_size
     assert size > len(data)
+    # `cat` reads ahead: the kernel's read-ahead requests overlap the reads that
+    # complete (and verify) the small blobs before the big one
+    result = subprocess.run(["cat", str(export)], capture_output=True)
+    assert result.returncode != 0 and b"Input/output error" in result.stderr
+    result = subprocess.run(["cp", str(export), str(tmp_path / "out.tar")], capture_output=True)
+    assert result.returncode != 0 and b"Input/output error" in result.stderr
     with pytest.raises(OSError) as err, open(export, "rb") as f:
         while f.read(1 << 20):
             pass
     assert err.value.errno == errno.EIO
-    result = subprocess.run(["cp", str(export), str(tmp_path / "out.tar")], capture_output=True)
-    assert result.returncode != 0 and b"Input/output error" in result.stderr
     # the rest of the mount keeps answering, and other exports are whole
     good = m.path / "refs/sample:1.0/image.tar"
     assert len(good.read_bytes()) == good.stat().st_size
@@ -486,3 +490,35 @@ def test_missing_blob_of_an_index_is_left_out_and_a_short_blob_fails(
     with pytest.raises(OSError) as err:
         export.read_bytes()
     assert err.value.errno == errno.EIO
+
+
+def test_big_blob_after_a_small_one_is_verified_under_read_ahead(
+    mount_image, sample_layout: Path, tmp_path: Path
+) -> None:
+    """The read that completes a small blob waits for its hash; the kernel's read-ahead
+    into the big blob that follows must not make that big blob's check silently lapse."""
+    layout = copy_layout(sample_layout, tmp_path / "layout")
+    rng = random.Random(4)
+    layer = rng.randbytes(8 << 20)
+    n = 0
+    while True:  # a config whose digest sorts before the layer's: it precedes it in the tar
+        config = json.dumps({"architecture": "amd64", "os": "linux", "n": n,
+                             "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]}}).encode()
+        if _sha(config) < _sha(layer):
+            break
+        n += 1
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   **_put_blob(layout, config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    **_put_blob(layout, layer)}],
+    }).encode()
+    _tag(layout, {"mediaType": OCI_MANIFEST, **_put_blob(layout, manifest)}, "ahead")
+    bad = bytearray(layer)
+    bad[len(bad) - 100] ^= 0x01
+    (layout / "blobs" / _sha(layer).replace(":", "/")).write_bytes(bytes(bad))
+    m = mount_image(layout)
+    m.expect_log(rf"blob {_sha(layer)}: content does not match its digest")
+    result = subprocess.run(["cat", str(m.path / "refs/ahead/image.tar")], capture_output=True)
+    assert result.returncode != 0 and b"Input/output error" in result.stderr
