@@ -403,6 +403,9 @@ def test_random_offset_reads_equal_slices_of_a_full_read(
     copied = tmp_path / "copy.tar"
     shutil.copyfile(export2, copied)
     assert copied.read_bytes() == full
+    require_tools("rsync")
+    run("rsync", export, tmp_path / "rsynced.tar")
+    assert (tmp_path / "rsynced.tar").read_bytes() == full
 
 
 def test_platform_export_holds_one_image_and_by_digest_is_unnamed(
