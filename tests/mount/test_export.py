@@ -525,3 +525,25 @@ def test_big_blob_after_a_small_one_is_verified_under_read_ahead(
     m.expect_log(rf"blob {_sha(layer)}: content does not match its digest")
     result = subprocess.run(["cat", str(m.path / "refs/ahead/image.tar")], capture_output=True)
     assert result.returncode != 0 and b"Input/output error" in result.stderr
+
+
+def test_export_imports_into_an_empty_layout(mount_image, export_layout: Path,
+                                             tmp_path: Path) -> None:
+    """`cp refs/<x>/image.tar other/.import/` round-trips; umoci reads the result."""
+    require_tools("umoci")
+    target = tmp_path / "target"
+    run("umoci", "init", "--layout", target)
+    src = mount_image(export_layout)
+    dst = mount_image(target)
+    for ref in ("sample:1.0", "multi:1"):
+        shutil.copyfile(src.path / "refs" / ref / "image.tar", dst.path / ".import" / "x.tar")
+    unmount(dst.path)
+    index = json.loads((target / "index.json").read_text())
+    got = {d["annotations"][REF_NAME]: d["digest"] for d in index["manifests"]}
+    assert got == {ref: _ref_desc(export_layout, ref)["digest"]
+                   for ref in ("sample:1.0", "multi:1")}
+    listed = run("umoci", "ls", "--layout", target).stdout.split()
+    assert sorted(listed) == ["multi:1", "sample:1.0"]
+    for blob in (export_layout / "blobs/sha256").iterdir():
+        copied = target / "blobs/sha256" / blob.name
+        assert not copied.exists() or copied.read_bytes() == blob.read_bytes()
