@@ -547,3 +547,25 @@ def test_export_imports_into_an_empty_layout(mount_image, export_layout: Path,
     for blob in (export_layout / "blobs/sha256").iterdir():
         copied = target / "blobs/sha256" / blob.name
         assert not copied.exists() or copied.read_bytes() == blob.read_bytes()
+
+
+def test_unreadable_child_manifest_makes_the_index_export_fail_at_open(
+    mount_image, export_layout: Path, tmp_path: Path
+) -> None:
+    layout = copy_layout(export_layout, tmp_path / "layout")
+    child = _ref_desc(layout, "sample:1.0-zstd")["digest"]
+    path = layout / "blobs" / child.replace(":", "/")
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x20  # same size, wrong digest
+    path.write_bytes(bytes(data))
+    m = mount_image(layout)
+    m.expect_log(rf"image.tar of sha256:[0-9a-f]{{64}}: blob {child}: content does not match")
+    export = m.path / "refs/multi:1/image.tar"
+    assert export.stat().st_size == 0
+    with pytest.raises(OSError) as err:
+        export.read_bytes()
+    assert err.value.errno == errno.EIO
+    assert "image.tar of" in m.log_text()
+    # the single-platform export next to it is whole
+    good = m.path / "refs/sample:1.0/image.tar"
+    assert len(good.read_bytes()) == good.stat().st_size
