@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from ocifs import catalog as catalog_mod
+from ocifs import export
 from ocifs import log as log_mod
 from ocifs.durable import test_env
 from ocifs.errors import BlobUnavailable, NotFound, OcifsError, TooDeep, Unsupported
@@ -38,6 +39,7 @@ from ocifs.sources.base import Source
 from ocifs.tree import layertree, symlinks
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE
 from ocifs.tree.blobs import BlobAccess
+from ocifs.tree.exportfile import ExportFile
 from ocifs.tree.nodes import BlobFile, BytesFile, Children, DirNode, Node
 
 if TYPE_CHECKING:
@@ -75,6 +77,8 @@ class Tree:
         #: worker threads that read source documents and list blobs
         self.io_limiter = trio.CapacityLimiter(2)
         self._refreshing: trio.Event | None = None
+        #: worker threads that read the documents of an image.tar's closure
+        self.export_limiter = trio.CapacityLimiter(2)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
         self._members: dict[tuple[Digest, int], Node] = {}
@@ -317,19 +321,24 @@ class Tree:
         key = ("/".join(where), desc.digest)
         node = self._image_dirs.get(key)
         if node is None:
-            node = self._image_dirs[key] = self._new_image_dir(desc)
+            # image.tar under refs/ carries the ref's name; by-digest/ exports are unnamed
+            names = export.names_of(desc.annotations) if where[0] == "refs" else {}
+            node = self._image_dirs[key] = self._new_image_dir(desc, names)
         return node
 
-    def _new_image_dir(self, desc: Descriptor, depth: int = 0) -> DirNode:
+    def _new_image_dir(self, desc: Descriptor, names: dict[str, str], depth: int = 0) -> DirNode:
         """A directory has one parent: every place gets its own node.
 
-        `depth` counts `platforms/` levels above it (0: a ref or by-digest entry).
+        `names` are the ref names its image.tar carries; `depth` counts
+        `platforms/` levels above it (0: a ref or by-digest entry).
         """
         node = DirNode(self.alloc_inode())
-        node.set_builder(lambda: self._image_children(desc, node, depth))
+        node.set_builder(lambda: self._image_children(desc, node, names, depth))
         return node
 
-    async def _image_children(self, desc: Descriptor, node: DirNode, depth: int) -> Children:
+    async def _image_children(
+        self, desc: Descriptor, node: DirNode, names: dict[str, str], depth: int
+    ) -> Children:
         if depth > MAX_PLATFORM_DEPTH:
             reason = (
                 f"{desc.digest}: more than {MAX_PLATFORM_DEPTH} levels of indexes under "
@@ -347,7 +356,7 @@ class Tree:
             data = await trio.to_thread.run_sync(
                 catalog_mod.read_document, self.source, desc, limiter=self.io_limiter
             )
-            self._add_document_children(desc, data, kind, depth, children)
+            self._add_document_children(desc, data, kind, names, depth, children)
         except OcifsError as exc:
             # One line in the log (once) and the same line inside the mount: a user
             # browsing the tree learns why there is no rootfs/ or platforms/ here.
@@ -359,17 +368,41 @@ class Tree:
             children[ERROR_FILE] = BytesFile(self.alloc_inode(), f"{exc}\n".encode())
             if isinstance(exc, BlobUnavailable):
                 self._incomplete.add(node)  # a later import may supply the blob
+            return children
+        if kind in ("index", "manifest"):
+            children["image.tar"] = await self._export_file(desc, node, names)
         return children
 
+    async def _export_file(
+        self, desc: Descriptor, node: DirNode, names: dict[str, str]
+    ) -> ExportFile:
+        """`image.tar` of an image or index directory (`ocifs.export`)."""
+        try:
+            layout = await trio.to_thread.run_sync(
+                export.plan, self.source, desc, names, limiter=self.export_limiter
+            )
+        except OcifsError as exc:
+            reason = f"image.tar of {desc.digest}: {exc}"
+            log_mod.once(log, logging.ERROR, f"{reason} (reading it fails with EIO)")
+            self._incomplete.add(node)
+            return ExportFile(self.alloc_inode(), self.blob_access, None, reason)
+        return ExportFile(self.alloc_inode(), self.blob_access, layout)
+
     def _add_document_children(
-        self, desc: Descriptor, data: bytes, kind: str, depth: int, children: Children
+        self,
+        desc: Descriptor,
+        data: bytes,
+        kind: str,
+        names: dict[str, str],
+        depth: int,
+        children: Children,
     ) -> None:
         """platforms/ of an index; config.json, layers/ and rootfs/ of a manifest."""
         where = f"{kind} {desc.digest}"
         if kind == "index":
             index = documents.parse_index(data, where, lenient=True)
             self._check_media_type(desc, index.own_media_type)
-            children["platforms"] = self._platforms_dir(index, depth + 1)
+            children["platforms"] = self._platforms_dir(index, names, depth + 1)
         elif kind == "manifest":
             manifest = documents.parse_manifest(data, where)
             self._check_media_type(desc, manifest.own_media_type)
@@ -413,13 +446,13 @@ class Tree:
             )
         return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
 
-    def _platforms_dir(self, index: documents.Index, depth: int) -> DirNode:
+    def _platforms_dir(self, index: documents.Index, names: dict[str, str], depth: int) -> DirNode:
         children: Children = {}
         for desc in index.manifests:
             name = platform_dir(desc.platform, desc.digest.hex)
             if name in children:
                 name = f"{name}-{desc.digest.hex[:12]}"
-            children[name] = self._new_image_dir(desc, depth)
+            children[name] = self._new_image_dir(desc, names, depth)
         return DirNode(self.alloc_inode(), children=children)
 
     def _layers_dir(self, layers: list[Descriptor]) -> DirNode:
