@@ -70,6 +70,7 @@ _ERRNO: list[tuple[type[errors.OcifsError], int]] = [
     (errors.InUse, errno.EBUSY),
     (errors.NotEmpty, errno.ENOTEMPTY),
     (errors.AlreadyExists, errno.EEXIST),
+    (errors.TooDeep, errno.ELOOP),
 ]
 
 P = ParamSpec("P")
@@ -217,7 +218,7 @@ class Operations(pyfuse3.Operations):
             return entry_attributes(await self.area.getattr(inode))
         node = self.tree.get(inode)
         if node.mutable:
-            self.tree.maybe_refresh()
+            await self.tree.maybe_refresh()
         return entry_attributes(node.attr())
 
     @_edge
