@@ -134,7 +134,7 @@ def test_rm_r_and_file_manager_delete_untag_without_walking(mount_image: Any, la
                                                              cache_dir: Path) -> None:
     m = mount_image(layout)
     assert sorted(os.listdir(m.path / "refs/a")) == [
-        "config.json", "descriptor.json", "layers", "manifest.json", "rootfs"]
+        "config.json", "descriptor.json", "image.tar", "layers", "manifest.json", "rootfs"]
     result = sh("rm", "-r", m.path / "refs/a")
     assert (result.returncode, result.stderr) == (0, "")
     assert sh("rm", "-r", m.path / "refs/x/y").returncode == 0
