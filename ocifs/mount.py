@@ -150,6 +150,7 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
 async def _main(ops: Operations, mountpoint: str, ready_fd: int | None, spin_us: int) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ops.run_invalidations)
+        nursery.start_soon(ops.watch_outside_changes)
         nursery.start_soon(_on_signals)
         nursery.start_soon(_announce_ready, mountpoint, ready_fd)
         fastloop.install(spin_us)

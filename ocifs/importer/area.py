@@ -18,7 +18,9 @@ Operations inside `.import/`:
   ``mv .tmp index.json`` merges it, ``mv m.json refs/app`` tags it) — this is
   how `rsync`'s temp-file-then-rename works;
 * ``ln``, ``ln -s``: not offered by the area (the adapter refuses them);
-* ``.status`` and ``.errors``: read-only reports (see `ocifs.importer.status`).
+* ``.status``, ``.errors`` and ``.pending``: read-only reports (see
+  `ocifs.importer.status`); they change as imports finish, following the rule
+  of `ocifs.tree.kernelcache` so readers always see them whole and current.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from ocifs.importer.classify import Kind
 from ocifs.importer.ingest import Ingest
 from ocifs.importer.session import Session
 from ocifs.tree.attr import IMPORT_INODE_BASE, Attr
+from ocifs.tree.kernelcache import ChangingFile, KernelCache, OpenVersion
 
-STATUS_FILES = (".status", ".errors")
+STATUS_FILES = (".status", ".errors", ".pending")
 
 
 @dataclass(eq=False)
@@ -71,13 +74,14 @@ class _File(_Node):
 @dataclass(eq=False)
 class _Report(_Node):
     render: Callable[[], bytes] = bytes
+    content: ChangingFile | None = None
 
 
 @dataclass
 class _Handle:
     node: _Node
     write: bool
-    snapshot: bytes = b""
+    version: OpenVersion | None = None
 
 
 def recover(layout_path: str) -> list[str]:
@@ -104,10 +108,14 @@ class ImportDir:
         self._handles: dict[int, _Handle] = {}
         self._fhs = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
+        self.kernel = KernelCache()
         status = self.session.status
-        for name, render in zip(STATUS_FILES, (status.status_text, status.errors_text),
-                                strict=True):
-            self._add(self._root, _Report(next(self._inodes), name, self._root, render=render))
+        renders = (status.status_text, status.errors_text, status.pending_text)
+        for name, render in zip(STATUS_FILES, renders, strict=True):
+            inode = next(self._inodes)
+            content = ChangingFile(inode, render(), lambda: next(self._inodes))
+            self._add(self._root, _Report(inode, name, self._root, render=render, content=content))
+        status.on_change = self._reports_changed
 
     # -- helpers --------------------------------------------------------------
 
@@ -119,6 +127,19 @@ class ImportDir:
         parent.mtime_ns = time.time_ns()
         self._nodes[node.inode] = node
         return node
+
+    def _reports_changed(self) -> None:
+        """A status line was added or a pending entry changed: update the reports now
+        (appends reach `tail -f` at once; other changes get a new inode)."""
+        for name in STATUS_FILES:
+            node = self._root.children[name]
+            assert isinstance(node, _Report) and node.content is not None
+            before = node.content.data
+            if node.content.update(node.render(), self.kernel, self.root_inode, name):
+                node.inode = node.content.inode
+                self._nodes[node.inode] = node  # the retired number keeps answering
+            if node.content.data is not before:
+                node.mtime_ns = time.time_ns()
 
     def _drop(self, node: _Node) -> None:
         if node.parent is not None:
@@ -143,8 +164,9 @@ class ImportDir:
             return Attr(node.inode, stat.S_IFDIR | 0o755, 0, 2, self._uid, self._gid,
                         node.mtime_ns, mutable=True)
         if isinstance(node, _Report):
-            return Attr(node.inode, stat.S_IFREG | 0o444, len(node.render()), 1, self._uid,
-                        self._gid, time.time_ns(), mutable=True)
+            assert node.content is not None
+            return Attr(node.inode, stat.S_IFREG | 0o444, len(node.content.data), 1, self._uid,
+                        self._gid, node.mtime_ns, mutable=True)
         assert isinstance(node, _File)
         size = node.ingest.size if node.ingest else 0
         return Attr(node.inode, stat.S_IFREG | 0o644, size, 1, self._uid, self._gid,
@@ -163,8 +185,8 @@ class ImportDir:
 
     def _open_handle(self, node: _Node, write: bool) -> int:
         fh = next(self._fhs)
-        snapshot = node.render() if isinstance(node, _Report) else b""
-        self._handles[fh] = _Handle(node, write, snapshot)
+        version = OpenVersion(node.content) if isinstance(node, _Report) and node.content else None
+        self._handles[fh] = _Handle(node, write, version)
         if write and isinstance(node, _File):
             node.writers += 1
             assert node.ingest is not None
@@ -228,8 +250,8 @@ class ImportDir:
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handle(fh)
         node = handle.node
-        if isinstance(node, _Report):
-            return handle.snapshot[offset : offset + size]
+        if handle.version is not None:
+            return handle.version.read(offset, size)
         if isinstance(node, _File) and node.ingest is not None:
             return await node.ingest.read(offset, size)
         return b""

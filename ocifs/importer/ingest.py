@@ -38,7 +38,7 @@ from ocifs.importer.archive_stream import ArchiveImport
 from ocifs.importer.classify import Kind, Role
 from ocifs.importer.commit import blob_path, read_range
 from ocifs.importer.indexjson import entry_name
-from ocifs.importer.pending import PendingEntry
+from ocifs.importer.pending import Batch, PendingEntry
 from ocifs.importer.pipeline import Pipeline
 from ocifs.importer.session import Session
 from ocifs.importer.staging import StagedFile
@@ -393,14 +393,17 @@ class Ingest:
         checked = await trio.to_thread.run_sync(parse_and_check, limiter=self.s.io)
         source = "/".join(self.path)
         ready = [e for e, _, m in checked if not m]
-        waiting = [PendingEntry(source, e, d, m) for e, d, m in checked if m]
+        batch = Batch(source, merged=len(ready))
+        batch.waited = any(m for _, _, m in checked)
+        waiting = [PendingEntry(source, e, d, m, batch) for e, d, m in checked if m]
         await self.s.commit([], ready)
-        self.s.pending.replace_source(source, waiting)
-        self.s.status.record(
-            "OK" if not waiting else "PENDING", self.name,
-            f"{len(ready)} entr{'y' if len(ready) == 1 else 'ies'} merged, "
-            f"{len(waiting)} waiting for blobs",
-        )
+        for dropped in self.s.pending.replace_source(source, waiting):
+            self.s.status.record("ABORTED", dropped.source,
+                                 "replaced by a newer index.json before its blobs arrived")
+        if waiting:
+            self.s.status.on_change()  # listed in .pending; .status gets its line at the end
+        else:
+            self.s.finish_batch(batch)
         return data
 
     async def _complete_ref(self, staged: StagedFile) -> None:

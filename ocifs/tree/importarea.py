@@ -18,11 +18,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from ocifs.tree.attr import Attr
+from ocifs.tree.kernelcache import KernelCache
 
 
 class ImportArea(Protocol):
     #: inode of `.import/` itself (>= IMPORT_INODE_BASE)
     root_inode: int
+    #: set by the FUSE adapter: where changes of the report files are announced
+    kernel: KernelCache
 
     def owns(self, inode: int) -> bool: ...
 

@@ -26,7 +26,8 @@ from ocifs.sources.base import Source
 from ocifs.tree import layertree
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE
 from ocifs.tree.blobs import BlobAccess
-from ocifs.tree.nodes import BlobFile, BytesFile, Children, DirNode, Node
+from ocifs.tree.kernelcache import ChangingFile, KernelCache
+from ocifs.tree.nodes import BlobFile, BytesFile, ChangingBytesFile, Children, DirNode, Node
 
 if TYPE_CHECKING:
     from ocifs.layers.entry import LayerIndex
@@ -39,9 +40,6 @@ N = TypeVar("N", bound=Node)
 #: Test-only: looking up this name raises an unexpected exception (proves the FUSE
 #: edge contains it). Read once; empty outside OCIFS_TEST_MODE=1.
 _TEST_CRASH_NAME = test_env("OCIFS_TEST_CRASH_LOOKUP")
-
-Invalidator = Callable[[int, str | None], None]
-"""(parent inode, name) invalidates a dentry; (inode, None) an inode's attributes and data."""
 
 
 class Tree:
@@ -59,14 +57,17 @@ class Tree:
         # image directories built while their document was unreadable; retried on refresh
         self._incomplete: set[DirNode] = set()
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
-        self.invalidate: Invalidator = lambda _ino, _name: None
+        #: set by the FUSE adapter; queues kernel cache notifications
+        self.kernel = KernelCache()
 
         now = time.time_ns()
         self.root = self._register(
             DirNode(self.alloc_inode(), children={}, mutable=True, mtime_ns=now, perm=0o755)
         )
         self.oci_layout = self._register(BytesFile(self.alloc_inode(), source.oci_layout_bytes()))
-        self.index_file = self._register(BytesFile(self.alloc_inode(), b"", mutable=True))
+        self.index_file = self._register(
+            ChangingBytesFile(ChangingFile(self.alloc_inode(), b"", self.alloc_inode))
+        )
         self.refs = self._register(DirNode(self.alloc_inode(), children={}, mutable=True))
         self._refs_dirs[()] = self.refs
         self.by_digest = self._register(
@@ -154,6 +155,13 @@ class Tree:
             )
         return node
 
+    def invalidate(self, inode: int, name: str | None) -> None:
+        """(parent inode, name) drops a dentry; (inode, None) an inode's attributes and data."""
+        if name is None:
+            self.kernel.inode(inode)
+        else:
+            self.kernel.entry(inode, name)
+
     # ----- index.json, refs/ and by-digest/ ----------------------------------
 
     def maybe_refresh(self) -> None:
@@ -167,7 +175,13 @@ class Tree:
             self.refresh()
 
     def refresh(self) -> None:
-        """Re-read index.json and the blob set; invalidate what the kernel cached."""
+        """Re-read index.json and the blob set; invalidate what the kernel cached.
+
+        The one path for every change of index.json, made by ocifs (imports, and
+        anything else that rewrites it must call this afterwards) or noticed from
+        outside (`maybe_refresh`): readers then see the new file whole, with its
+        new size (`ocifs.tree.kernelcache`), and the new refs/.
+        """
         try:
             cat = catalog_mod.build(self.source)
         except OcifsError as exc:
@@ -186,9 +200,12 @@ class Tree:
 
     def _apply_catalog(self, cat: catalog_mod.Catalog, *, initial: bool) -> None:
         index_file = self.index_file
-        changed = index_file.data != cat.index_bytes
-        index_file.data = cat.index_bytes
-        index_file.mtime_ns = time.time_ns()
+        if index_file.data != cat.index_bytes:
+            index_file.mtime_ns = time.time_ns()
+            index_file.content.update(cat.index_bytes, self.kernel, ROOT_INODE, "index.json")
+            # the retired number keeps answering (open descriptors, fstat)
+            index_file.inode = index_file.content.inode
+            self._register(index_file)
         # refs/: one directory per ref-name prefix; a prefix that is itself a ref
         # is also that image's directory. Deepest first, so children exist.
         below: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {(): {}}
@@ -206,8 +223,6 @@ class Tree:
                 self.refs.set_children(children)
         if not initial:
             self.by_digest.reset()
-            if changed:
-                self.invalidate(index_file.inode, None)
             for name in old_top | set(below[()]):
                 self.invalidate(self.refs.inode, name)
             self.invalidate(self.refs.inode, None)

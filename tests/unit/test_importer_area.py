@@ -229,7 +229,7 @@ async def test_missing_layer_is_never_merged(layout: str, source: dict[str, Path
         if p.name != missing.split(":")[1]:
             await a.cp(str(p.relative_to(src)), p.read_bytes())
     assert layoutcheck.refs(layout) == {}
-    assert f"waits for {missing}" in (await a.read(".status")).decode()
+    assert f"waits for {missing}" in (await a.read(".pending")).decode()
     layoutcheck.check(layout)
 
 
