@@ -39,6 +39,8 @@ MUTABLE_TIMEOUT = 1.0
 #: every path lookup asks, and a changed file is found under its new inode number
 #: (see ocifs.tree.kernelcache: the writeback cache pins a regular file's size).
 CHANGING_FILE_TIMEOUT = 0.0
+#: Longest a close() in .import/ waits for its notifications to be sent.
+BARRIER_TIMEOUT = 5.0
 #: Reported block size of files: `cp` and `cat` size their buffers from it.
 BLKSIZE = 1 << 20
 #: Reported block size of directories. glibc's opendir() sizes its getdents
@@ -113,7 +115,7 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     e.generation = 0
     if not attr.mutable:
         timeout = IMMUTABLE_TIMEOUT
-    elif stat.S_ISREG(attr.mode):
+    elif attr.changing:
         timeout = CHANGING_FILE_TIMEOUT
     else:
         timeout = MUTABLE_TIMEOUT
@@ -134,7 +136,7 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
 
 
 Notification = tuple[str, int, bytes | None, int]
-"""(kind, inode, name or stored data, offset): kind is "entry", "inode" or "store"."""
+"""(kind, inode, name or stored data, offset): "entry", "inode", "attrs" or "store"."""
 
 
 class QueuedKernelCache(KernelCache):
@@ -142,14 +144,33 @@ class QueuedKernelCache(KernelCache):
 
     def __init__(self) -> None:
         self.channel: trio.MemorySendChannel[Notification] | None = None
+        self.queued = 0
+        self.sent = 0
+        self._progress = trio.Event()
 
     def _queue(self, item: Notification) -> None:
         if self.channel is None:
             return
         try:
             self.channel.send_nowait(item)
+            self.queued += 1
         except trio.WouldBlock:
             log.debug("invalidation queue full; relying on short timeouts")
+
+    def mark_sent(self) -> None:
+        self.sent += 1
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def barrier(self) -> None:
+        """Wait until what was queued so far has been sent, so the reply of the
+        current request (close() of an import) comes after the kernel knows
+        what changed. Only from handlers that hold no kernel lock the
+        notifications need (flush, release), and never for long."""
+        target = self.queued
+        with trio.move_on_after(BARRIER_TIMEOUT):
+            while self.sent < target and self.channel is not None:
+                await self._progress.wait()
 
     def entry(self, parent: int, name: str) -> None:
         self._queue(("entry", parent, os.fsencode(name), 0))
@@ -157,14 +178,17 @@ class QueuedKernelCache(KernelCache):
     def inode(self, inode: int) -> None:
         self._queue(("inode", inode, None, 0))
 
+    def attrs(self, inode: int) -> None:
+        self._queue(("attrs", inode, None, 0))
+
     def store(self, inode: int, offset: int, data: bytes) -> None:
         self._queue(("store", inode, data, offset))
 
 
 def _notify(kind: str, inode: int, payload: bytes | None, offset: int) -> None:
     """Send one notification (worker thread: the kernel may block the sender)."""
-    if kind == "inode":
-        pyfuse3.invalidate_inode(inode, False)
+    if kind in ("inode", "attrs"):
+        pyfuse3.invalidate_inode(inode, kind == "attrs")
     elif kind == "store":
         assert payload is not None
         pyfuse3.notify_store(inode, offset, payload)
@@ -223,6 +247,8 @@ class Operations(pyfuse3.Operations):
                 except OSError as exc:
                     if exc.errno not in (errno.ENOENT, errno.ENOTCONN):
                         log.debug("kernel %s notification for %s failed: %s", kind, inode, exc)
+                finally:
+                    self.kernel.mark_sent()
 
     async def watch_outside_changes(self, interval: float = 1.0) -> None:
         """Notice index.json rewritten by another process (skopeo, a second mount)
@@ -298,7 +324,7 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if self._in_area(inode):
             assert self.area is not None
-            area_fh = await self.area.open(inode, flags)
+            area_fh = await self.area.open(inode, flags, ctx.pid)
             fh = self._fh()
             self._area_fhs[fh] = area_fh
             # Status files change size as imports finish: direct_io makes the kernel
@@ -344,7 +370,10 @@ class Operations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         if fh in self._area_fhs:
             assert self.area is not None
-            await self.area.flush(self._area_fhs[fh])
+            try:
+                await self.area.flush(self._area_fhs[fh])
+            finally:
+                await self.kernel.barrier()
 
     @_edge
     async def release(self, fh: int) -> None:
@@ -409,7 +438,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         area = self._area_for(parent_inode)
-        area_fh, attr = await area.create(parent_inode, os.fsdecode(name), mode, flags)
+        area_fh, attr = await area.create(parent_inode, os.fsdecode(name), mode, flags, ctx.pid)
         fh = self._fh()
         self._area_fhs[fh] = area_fh
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), entry_attributes(attr)

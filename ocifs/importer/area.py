@@ -82,6 +82,7 @@ class _Handle:
     node: _Node
     write: bool
     version: OpenVersion | None = None
+    pid: int = 0  # the process that opened it (0: unknown)
 
 
 def recover(layout_path: str) -> list[str]:
@@ -166,7 +167,7 @@ class ImportDir:
         if isinstance(node, _Report):
             assert node.content is not None
             return Attr(node.inode, stat.S_IFREG | 0o444, len(node.content.data), 1, self._uid,
-                        self._gid, node.mtime_ns, mutable=True)
+                        self._gid, node.mtime_ns, mutable=True, changing=True)
         assert isinstance(node, _File)
         size = node.ingest.size if node.ingest else 0
         return Attr(node.inode, stat.S_IFREG | 0o644, size, 1, self._uid, self._gid,
@@ -183,10 +184,10 @@ class ImportDir:
         node.ingest = Ingest(self.session, path, classify.role_of(path))
         return node.ingest
 
-    def _open_handle(self, node: _Node, write: bool) -> int:
+    def _open_handle(self, node: _Node, write: bool, pid: int = 0) -> int:
         fh = next(self._fhs)
         version = OpenVersion(node.content) if isinstance(node, _Report) and node.content else None
-        self._handles[fh] = _Handle(node, write, version)
+        self._handles[fh] = _Handle(node, write, version, pid)
         if write and isinstance(node, _File):
             node.writers += 1
             assert node.ingest is not None
@@ -202,7 +203,12 @@ class ImportDir:
         return self._attr(node)
 
     async def getattr(self, inode: int) -> Attr:
-        return self._attr(self._node(inode))
+        node = self._node(inode)
+        if isinstance(node, _File) and node.writers and node.ingest and node.ingest.failure:
+            # The kernel asks getattr before each write() (writeback cache): this
+            # is how a writer learns, at its next write(), why its import failed.
+            raise node.ingest.failure
+        return self._attr(node)
 
     async def readdir(self, inode: int) -> list[tuple[str, Attr]]:
         d = self._dir(inode)
@@ -216,14 +222,16 @@ class ImportDir:
         classify.check_mkdir(node.path())
         return self._attr(self._add(d, node))
 
-    async def create(self, parent: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
+    async def create(
+        self, parent: int, name: str, mode: int, flags: int, pid: int = 0
+    ) -> tuple[int, Attr]:
         d = self._dir(parent)
         old = d.children.get(name)
         if isinstance(old, (_Dir, _Report)):
             raise FileExistsError(errno.EEXIST, f".import/{name}: exists")
         if isinstance(old, _File) and old.writers:
             # Another writer raced us to create it: share the file, as a disk would.
-            return self._open_handle(old, True), self._attr(old)
+            return self._open_handle(old, True, pid), self._attr(old)
         node = _File(next(self._inodes), name, d)
         path = node.path()
         role = classify.role_of(path)  # a bad digest name fails here, before any data
@@ -231,9 +239,9 @@ class ImportDir:
             await self._remove_file(old)
         self._add(d, node)
         node.ingest = Ingest(self.session, path, role)
-        return self._open_handle(node, True), self._attr(node)
+        return self._open_handle(node, True, pid), self._attr(node)
 
-    async def open(self, inode: int, flags: int) -> int:
+    async def open(self, inode: int, flags: int, pid: int = 0) -> int:
         node = self._node(inode)
         if isinstance(node, _Dir):
             raise IsADirectory(f".import/{'/'.join(node.path())}: is a directory")
@@ -244,8 +252,12 @@ class ImportDir:
             return self._open_handle(node, False)
         assert isinstance(node, _File)
         if write and (node.ingest is None or node.writers == 0):
-            self._new_ingest(node)  # reopening a finished file starts a new import
-        return self._open_handle(node, write)
+            if node.ingest is not None and node.ingest.state == "done" and not (
+                flags & os.O_TRUNC
+            ):
+                raise _finished(node)
+            self._new_ingest(node)  # rewriting a finished file (O_TRUNC) is a new import
+        return self._open_handle(node, write, pid)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handle(fh)
@@ -260,7 +272,11 @@ class ImportDir:
         node = self._handle(fh).node
         if not isinstance(node, _File) or node.ingest is None:
             raise PermissionError(errno.EBADF, "not open for writing")
-        await node.ingest.write(offset, data)
+        ingest = node.ingest
+        failed = ingest.failure is not None
+        await ingest.write(offset, data)
+        if not failed and ingest.failure is not None:
+            self.kernel.attrs(node.inode)  # so the writer's next write() asks getattr
         node.mtime_ns = time.time_ns()
         return len(data)
 
@@ -269,6 +285,8 @@ class ImportDir:
         node = handle.node
         if handle.write and isinstance(node, _File) and node.ingest is not None:
             # a reader's close must not commit what a writer has sent so far
+            if handle.pid and process_exiting(handle.pid):
+                node.ingest.writer_exited = True
             await node.ingest.flush(shared=node.writers > 1)
 
     async def release(self, fh: int) -> None:
@@ -287,6 +305,8 @@ class ImportDir:
             if not isinstance(node, _File):
                 raise PermissionError(errno.EPERM, f".import/{node.name}: cannot truncate")
             ingest = node.ingest
+            if ingest is not None and node.writers == 0 and ingest.state == "done":
+                raise _finished(node)
             if ingest is None or (node.writers == 0 and ingest.state != "open"):
                 ingest = self._new_ingest(node)
             await ingest.truncate(size)
@@ -366,6 +386,32 @@ class ImportDir:
                 node.ingest.discard()
         self._handles.clear()
         self.session.abandon_pending()
+
+
+def _finished(node: _File) -> PermissionError:
+    return PermissionError(
+        errno.EPERM,
+        f".import/{'/'.join(node.path())}: a finished import cannot be changed "
+        "(write it again from the start, as cp does, to import new content)",
+    )
+
+
+#: PF_EXITING in /proc/<pid>/stat's flags: the task is in do_exit().
+_PF_EXITING = 0x4
+
+
+def process_exiting(pid: int) -> bool:
+    """Whether process `pid` is exiting (or gone): its descriptors are being closed
+    by the kernel (killed, or exited without closing), not by the writer itself."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return True
+    try:
+        return bool(int(fields[6]) & _PF_EXITING) or fields[0] in (b"Z", b"X")
+    except (IndexError, ValueError):
+        return False
 
 
 def _is_within(node: _Node, ancestor: _Dir) -> bool:

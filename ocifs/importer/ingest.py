@@ -72,6 +72,12 @@ class Ingest:
         self.committed: Digest | None = None
         self.doc: bytes | None = None  # index.json / oci-layout content once processed
         self.error = ""
+        #: the first error met while writing or verifying; every later write is
+        #: dropped and every flush raises it again (see `write`)
+        self.failure: OcifsError | OSError | None = None
+        #: the process that opened the file for writing was exiting when it was
+        #: flushed (killed, or exited without closing it)
+        self.writer_exited = False
         # archive mode: stream position, writes ahead of a gap, recent chunks
         self.fed = 0
         self.ahead: dict[int, bytes] = {}
@@ -87,8 +93,38 @@ class Ingest:
     # -- writing --------------------------------------------------------------
 
     async def write(self, offset: int, data: bytes) -> None:
+        """Stage `data`; the first error is kept (see `failure`), never raised here.
+
+        With the writeback cache this runs after the writer's write() returned:
+        failing it would only make the kernel report a generic EIO at close().
+        The kept error reaches the writer instead through its next write()
+        (the area fails `getattr`, which the kernel asks first) and close().
+        """
         async with self._lock:
-            await self._write(offset, data)
+            if self.failure is not None:
+                return  # the import has failed: what still arrives is dropped
+            try:
+                await self._write(offset, data)
+            except (OcifsError, OSError) as exc:
+                if self.state == "aborted":
+                    raise
+                await self._fail(exc)
+
+    async def _fail(self, exc: OcifsError | OSError) -> None:
+        """Keep the first error, report it once, and free what was staged."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        self.error = (
+            str(exc) if isinstance(exc, OcifsError) else f"{self.name}: {_os_message(exc)}"
+        )
+        self.s.status.record("FAILED", self.name, self.error)
+        if self.pipeline is not None:
+            try:
+                await self.pipeline.drain()
+            except Exception:
+                pass
+        self.discard()
 
     async def _write(self, offset: int, data: bytes) -> None:
         if self.state == "aborted":
@@ -194,7 +230,13 @@ class Ingest:
 
     async def truncate(self, size: int) -> None:
         async with self._lock:
-            await self._truncate(size)
+            if self.failure is not None:
+                raise self.failure
+            try:
+                await self._truncate(size)
+            except (OcifsError, OSError) as exc:
+                await self._fail(exc)
+                raise
 
     async def _truncate(self, size: int) -> None:
         if self.state == "done":
@@ -290,7 +332,14 @@ class Ingest:
         """
         if self.state == "aborted":
             return
+        if self.failure is not None:
+            raise self.failure
         if not self.dirty and not self._verifies_as_is():
+            problem = self._empty_problem()
+            if problem is not None:
+                # Not recorded: dd and shell redirection flush a duplicate descriptor
+                # before writing; the import's line comes at the end (release).
+                raise problem
             return
         self.dirty = False
         try:
@@ -299,13 +348,24 @@ class Ingest:
             if shared and isinstance(exc, OcifsError):
                 self.dirty = True
                 return
-            self.error = (
-                str(exc) if isinstance(exc, OcifsError) else f"{self.name}: {_os_message(exc)}"
-            )
-            self.s.status.record("FAILED", self.name, self.error)
+            await self._fail(exc)
             raise
         self.state = "done"
         self.error = ""
+
+    def _empty_problem(self) -> OcifsError | None:
+        """Why a file nothing was ever written to cannot be imported (None: it can,
+        or data may still come)."""
+        if self.state != "open" or self.size or self.dirty or self.role.kind is Kind.AUTO:
+            return None
+        if self.role.kind is Kind.BLOB:
+            if self.role.digest is None or self.role.digest.matches(b""):
+                return None
+            return DigestMismatch(
+                f"{self.name}: nothing was written (empty content), its name says "
+                f"{self.role.digest}"
+            )
+        return InvalidInput(f"{self.name}: empty file, not a valid {self.role.kind.value}")
 
     def _verifies_as_is(self) -> bool:
         """A never-written file named by the empty blob's digest is complete."""
@@ -332,8 +392,17 @@ class Ingest:
                     f"{self.name}: content is {digest} ({staged.size} bytes), "
                     f"its name says {self.role.digest}"
                 )
+            size = staged.size
             await self._commit_blob(digest, staged)
-            self.s.status.record("OK", self.name, f"committed {digest} ({staged.size} bytes)")
+            if self.writer_exited and kind is Kind.AUTO:
+                self.s.status.record(
+                    "UNVERIFIED", self.name,
+                    f"committed {digest} ({size} bytes), but its writer exited without "
+                    "closing it (killed?): an unnamed file cannot be checked for "
+                    "completeness; name it by its digest to have it verified",
+                )
+            else:
+                self.s.status.record("OK", self.name, f"committed {digest} ({size} bytes)")
         elif kind is Kind.LAYOUT_MARKER:
             data = await self._read_doc(staged)
             documents.parse_oci_layout(data, self.name)
@@ -446,8 +515,13 @@ class Ingest:
                 await self.pipeline.drain()
             except Exception:
                 pass
-        if self.state == "open" and self.size and not self.error:
-            self.s.status.record("FAILED", self.name, "closed before it could be verified")
+        if self.state == "open" and not self.error:
+            if self.size:
+                self.s.status.record("FAILED", self.name, "closed before it could be verified")
+            elif (problem := self._empty_problem()) is not None:
+                self.s.status.record("FAILED", self.name, str(problem))
+            elif self.role.kind is Kind.AUTO:
+                self.s.status.record("OK", self.name, "empty file; nothing to import")
         self.discard()
         self.s.poke()
 

@@ -37,11 +37,13 @@ class ImportArea(Protocol):
 
     async def mkdir(self, parent: int, name: str, mode: int) -> Attr: ...
 
-    async def create(self, parent: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
-        """Start an ingest; returns (file handle, attributes)."""
+    async def create(
+        self, parent: int, name: str, mode: int, flags: int, pid: int = 0
+    ) -> tuple[int, Attr]:
+        """Start an ingest; returns (file handle, attributes). `pid`: the caller."""
         ...
 
-    async def open(self, inode: int, flags: int) -> int:
+    async def open(self, inode: int, flags: int, pid: int = 0) -> int:
         """Open an existing node (status files for reading, an ingest for writing)."""
         ...
 

@@ -37,6 +37,9 @@ class KernelCache:
     def inode(self, inode: int) -> None:
         """Forget an inode's cached attributes and pages."""
 
+    def attrs(self, inode: int) -> None:
+        """Forget an inode's cached attributes only (the next write() asks getattr)."""
+
     def store(self, inode: int, offset: int, data: bytes) -> None:
         """Put `data` at `offset` into the inode's page cache (grows its size)."""
 

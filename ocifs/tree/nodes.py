@@ -188,6 +188,7 @@ class ChangingBytesFile(Node):
             size=len(self.content.data),
             mtime_ns=self.mtime_ns,
             mutable=True,
+            changing=True,
         )
 
     def open_version(self) -> OpenVersion:

@@ -1,0 +1,173 @@
+"""Issue 16: `.import/` and the mount's changing files under faults the tests make themselves.
+
+After each case the layout is checked by `tests.helpers.layoutcheck`, which shares
+no code with ocifs: index.json valid, every blob hashes to its name, every
+reference present, no staging left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import layoutcheck
+from tests.mount.test_import import empty_layout, sh
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A umoci layout with two tags, and skopeo-made archives of it."""
+    base = tmp_path_factory.mktemp("images")
+    src = str(base / "src")
+    layoutcheck.make_layout(src, "v1", {"a.txt": b"a\n", "big.bin": os.urandom(3_000_000)})
+    layoutcheck.make_layout(src, "v2", {"b.txt": b"b\n"})
+    return {
+        "layout": Path(src),
+        "oci": Path(layoutcheck.to_archive(src, "v1", str(base / "oci.tar"), "oci-archive")),
+        "docker": Path(layoutcheck.to_archive(
+            src, "v2", str(base / "docker.tar"), "docker-archive", "busybox:1")),
+    }
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Path:
+    return empty_layout(tmp_path / "layout")
+
+
+def invariants(layout: Path) -> None:
+    layoutcheck.check(str(layout))
+    assert layoutcheck.staging_leftovers(str(layout)) == []
+
+
+def read_via_tools(path: Path) -> tuple[bytes, int, int]:
+    """What `cat`, `stat -c %s` and `wc -c` say about a file in the mount."""
+    cat = subprocess.run(["cat", str(path)], capture_output=True, check=True, timeout=60).stdout
+    size = int(sh("stat", "-c", "%s", path, check=True).stdout)
+    wc = int(sh("wc", "-c", path, check=True).stdout.split()[0])
+    return cat, size, wc
+
+
+def assert_current(mounted: Path, on_disk: Path) -> None:
+    cat, size, wc = read_via_tools(mounted)
+    assert cat == on_disk.read_bytes()
+    assert size == wc == len(cat)
+
+
+def jq_ok(path: Path) -> None:
+    cat = subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE)
+    jq = subprocess.run(["jq", "-e", ".manifests"], stdin=cat.stdout, capture_output=True,
+                        timeout=60)
+    cat.wait()
+    assert jq.returncode == 0, jq.stderr
+
+
+# -- readers see the file as it is now ---------------------------------------------
+
+
+def test_index_json_is_current_after_imports_and_outside_rewrites(
+    mount_image: Any, layout: Path, images: dict[str, Path], tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    index = m.path / "index.json"
+    held = open(index, "rb")  # noqa: SIM115 (a reader keeping its descriptor across changes)
+    first = held.read()
+    assert_current(index, layout / "index.json")
+    assert sh("cp", images["oci"], m.path / ".import/").returncode == 0
+    jq_ok(index)
+    assert_current(index, layout / "index.json")
+    assert b"v1" in index.read_bytes()
+    # an outside tool rewrites index.json while mounted (and makes it longer)
+    result = sh("skopeo", "copy", f"oci:{images['layout']}:v2", f"oci:{layout}:v2")
+    assert result.returncode == 0, result.stderr
+    jq_ok(index)
+    assert_current(index, layout / "index.json")
+    assert sorted(os.listdir(m.path / "refs")) == ["v1", "v2"]
+    # ... and shorter: a smaller index written in place by hand
+    small = {"schemaVersion": 2, "manifests": json.loads(
+        (layout / "index.json").read_bytes())["manifests"][:1]}
+    tmp = layout / "index.json.new"
+    tmp.write_text(json.dumps(small))
+    tmp.rename(layout / "index.json")
+    jq_ok(index)
+    assert_current(index, layout / "index.json")
+    # the held descriptor still reads the version it opened, whole
+    held.seek(0)
+    assert held.read() == first
+    held.close()
+    invariants(layout)
+
+
+def test_status_is_current_and_followable(
+    mount_image: Any, layout: Path, tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    status = m.path / ".import/.status"
+    assert_current_report(status)
+    follower = subprocess.Popen(["tail", "-s", "0.1", "-n", "+1", "-f", str(status)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        for n in range(3):
+            blob = tmp_path / f"blob{n}"
+            blob.write_bytes(os.urandom(1000 + n))
+            assert sh("cp", blob, m.path / ".import/").returncode == 0
+            digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+            last = sh("tail", "-n", "1", status).stdout
+            assert f"OK blob{n}: committed sha256:{digest}" in last
+            assert_current_report(status)
+            assert follower.stdout is not None
+            assert f"OK blob{n}:" in follower.stdout.readline()
+    finally:
+        follower.kill()
+        follower.wait()
+    invariants(layout)
+
+
+def assert_current_report(path: Path) -> None:
+    cat, size, wc = read_via_tools(path)
+    assert size == wc == len(cat)
+    assert cat == path.read_bytes()
+
+
+# -- one final status line per import -------------------------------------------------
+
+
+def status_lines(m: Any) -> list[str]:
+    return (m.path / ".import/.status").read_text().splitlines()
+
+
+def test_zero_byte_write_to_a_digest_name_gets_a_line(
+    mount_image: Any, layout: Path, tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    wrong = "sha256:" + hashlib.sha256(b"x").hexdigest()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    result = sh("cp", empty, m.path / ".import" / wrong)
+    assert result.returncode != 0
+    lines = status_lines(m)
+    assert len(lines) == 1 and f"FAILED {wrong}:" in lines[0]
+    invariants(layout)
+
+
+def test_index_waiting_for_blobs_ends_with_one_line(
+    mount_image: Any, layout: Path, images: dict[str, Path]
+) -> None:
+    m = mount_image(layout)
+    src = images["layout"]
+    imp = m.path / ".import"
+    assert sh("cp", src / "index.json", imp / "index.json").returncode == 0
+    pending = (imp / ".pending").read_text()
+    assert "waits for" in pending
+    assert status_lines(m) == []
+    assert sh("cp", "-r", f"{src}/blobs", f"{imp}/").returncode == 0
+    assert (imp / ".pending").read_text() == ""
+    lines = [line for line in status_lines(m) if " index.json:" in line]
+    assert len(lines) == 1 and " OK index.json: 2 entries merged" in lines[0]
+    assert not any("PENDING" in line for line in status_lines(m))
+    invariants(layout)
