@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ocifs.errors import LockTimeout
+from ocifs.errors import LockTimeout, NotDurable
 
 #: Named steps where a crash or a fault can be injected, in commit order.
 STEPS = (
@@ -191,4 +191,11 @@ def replace_file(path: str, data: bytes, tmp_dir: str) -> None:
         raise
     finally:
         os.close(fd)
-    fsync_dir(os.path.dirname(path) or ".", "index-dirsync")
+    try:
+        fsync_dir(os.path.dirname(path) or ".", "index-dirsync")
+    except OSError as exc:
+        raise NotDurable(
+            f"{path} was replaced, but the fsync of its directory failed "
+            f"({os.strerror(exc.errno) if exc.errno else exc}): the change is visible "
+            "and may not survive a crash"
+        ) from None

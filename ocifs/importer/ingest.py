@@ -29,6 +29,7 @@ from ocifs.errors import (
     DigestMismatch,
     InvalidInput,
     LimitExceeded,
+    NotDurable,
     NotFound,
     OcifsError,
     Unsupported,
@@ -118,7 +119,11 @@ class Ingest:
         self.error = (
             str(exc) if isinstance(exc, OcifsError) else f"{self.name}: {_os_message(exc)}"
         )
-        self.s.status.record("FAILED", self.name, self.error)
+        if isinstance(exc, NotDurable):
+            # what is true: the import is in index.json, only its durability is unknown
+            self.s.status.record("UNSYNCED", self.name, f"committed, but {self.error}")
+        else:
+            self.s.status.record("FAILED", self.name, self.error)
         if self.pipeline is not None:
             try:
                 await self.pipeline.drain()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ocifs.errors import OcifsError
+from ocifs.errors import NotDurable, OcifsError
 from ocifs.importer import closure, indexjson
 from ocifs.importer.commit import commit_blobs
 from ocifs.importer.pending import Batch, Pending, PendingEntry
@@ -68,6 +68,10 @@ class Session:
 
         try:
             new, rewritten = await trio.to_thread.run_sync(work, limiter=self.io)
+        except NotDurable:
+            self.on_change()  # index.json did change: show it
+            self.poke()
+            raise
         except BaseException:
             self.poke()
             raise

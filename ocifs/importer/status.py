@@ -13,7 +13,9 @@ Kinds: OK (committed; the detail names the digest or the refs), FAILED (the
 writer's close() failed, or the file was released before it could be verified),
 ABORTED (removed with rm before it completed), UNVERIFIED (an unnamed file
 whose writer went away without a final close: what it had written was
-committed under its own digest, but whether that was all of it cannot be told).
+committed under its own digest, but whether that was all of it cannot be told),
+UNSYNCED (committed and visible in index.json, but an fsync after it failed, so
+it may not survive a crash; its close() failed with EIO).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger("ocifs.import")
 
 MAX_LINES = 1000
+#: Kinds listed in `.errors` (and logged as warnings).
+ERROR_KINDS = ("FAILED", "UNSYNCED")
 #: Lines dropped at once when the list is full: rarely rewriting the start keeps
 #: the file append-only for `tail -f` between trims.
 TRIM_LINES = 200
@@ -51,7 +55,7 @@ class StatusLog:
             for _ in range(TRIM_LINES):
                 self._lines.popleft()
         self._lines.append((kind, line))
-        if kind in ("FAILED", "ABORTED"):
+        if kind in (*ERROR_KINDS, "ABORTED", "UNVERIFIED"):
             log.warning("import %s: %s: %s", kind.lower(), path, detail)
         else:
             log.info("import %s: %s: %s", kind.lower(), path, detail)
@@ -61,7 +65,7 @@ class StatusLog:
         return _text(line for _, line in self._lines)
 
     def errors_text(self) -> bytes:
-        return _text(line for kind, line in self._lines if kind == "FAILED")
+        return _text(line for kind, line in self._lines if kind in ERROR_KINDS)
 
     def pending_text(self) -> bytes:
         return _text(self._pending_lines())

@@ -10,7 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import sys
+import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +153,10 @@ def test_zero_byte_write_to_a_digest_name_gets_a_line(
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     result = sh("cp", empty, m.path / ".import" / wrong)
-    assert result.returncode != 0
-    lines = status_lines(m)
-    assert len(lines) == 1 and f"FAILED {wrong}:" in lines[0]
+    assert result.returncode != 0 and "Bad message" in result.stderr
+    line = wait_for_line(m, f" {wrong}:")
+    assert f"FAILED {wrong}: nothing was written" in line
+    assert len(status_lines(m)) == 1
     invariants(layout)
 
 
@@ -170,4 +175,154 @@ def test_index_waiting_for_blobs_ends_with_one_line(
     lines = [line for line in status_lines(m) if " index.json:" in line]
     assert len(lines) == 1 and " OK index.json: 2 entries merged" in lines[0]
     assert not any("PENDING" in line for line in status_lines(m))
+    invariants(layout)
+
+
+# -- users are told the real reason ---------------------------------------------------
+
+
+def tar_member(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def cp_error(src: Path, dst: Path) -> str:
+    result = sh("cp", src, dst)
+    assert result.returncode != 0, "the import should have failed"
+    return result.stderr
+
+
+def one_failure(m: Any, name: str, reason: str) -> None:
+    """Exactly one line for the import, in .status and .errors, naming the reason."""
+    lines = [line for line in status_lines(m) if f" {name}:" in line]
+    assert len(lines) == 1 and f"FAILED {name}: " in lines[0] and reason in lines[0], lines
+    errors = (m.path / ".import/.errors").read_text()
+    assert reason in errors
+    assert "closed before it could be verified" not in errors
+    assert reason in m.log_text()
+
+
+def test_json_member_over_the_limit_is_efbig(
+    mount_image: Any, layout: Path, tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    src = tmp_path / "big-index.tar"
+    with open(src, "wb") as f:
+        f.write(tar_member("index.json", (64 << 20) + 1))
+        f.write(bytes(24 << 20))  # the writer keeps writing after the header
+    err = cp_error(src, m.path / ".import/")
+    assert "File too large" in err
+    assert "Input/output error" not in err
+    one_failure(m, "big-index.tar", "over the limit")
+    invariants(layout)
+
+
+def test_digest_mismatch_early_in_a_long_archive_is_ebadmsg(
+    mount_image: Any, layout: Path, tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    src = tmp_path / "lying.tar"
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    data = os.urandom(1 << 20)
+    with open(src, "wb") as f:
+        f.write(tar_member(f"blobs/sha256/{wrong}", len(data)))
+        f.write(data)
+        tail = bytes(32 << 20)
+        f.write(tar_member("blobs/sha256/" + hashlib.sha256(tail).hexdigest(), len(tail)))
+        f.write(tail)
+    err = cp_error(src, m.path / ".import/")
+    assert "Bad message" in err
+    assert "Input/output error" not in err
+    one_failure(m, "lying.tar", f"its name says sha256:{wrong}")
+    invariants(layout)
+    assert not (layout / "blobs/sha256" / hashlib.sha256(data).hexdigest()).exists()
+
+
+def test_disk_full_while_staging_is_enospc(
+    mount_image: Any, layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_FAIL_AT", "staging-write:ENOSPC")
+    m = mount_image(layout)
+    src = tmp_path / "blob"
+    src.write_bytes(os.urandom(8 << 20))
+    err = cp_error(src, m.path / ".import/")
+    assert "No space left on device" in err
+    one_failure(m, "blob", "No space left on device")
+    invariants(layout)
+    assert layoutcheck.refs(str(layout)) == {}
+
+
+def test_eio_at_the_final_directory_fsync_reports_what_is_true(
+    mount_image: Any, layout: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_FAIL_AT", "index-dirsync:EIO")
+    m = mount_image(layout)
+    result = sh("cp", images["oci"], m.path / ".import/")
+    assert result.returncode != 0 and "Input/output error" in result.stderr
+    lines = [line for line in status_lines(m) if " oci.tar:" in line]
+    assert len(lines) == 1 and "UNSYNCED oci.tar: committed, but" in lines[0], lines
+    assert "may not survive a crash" in lines[0]
+    assert "v1" in layoutcheck.refs(str(layout))  # it is in index.json ...
+    assert (m.path / "refs/v1/manifest.json").exists()  # ... and the mount shows it
+    assert_current(m.path / "index.json", layout / "index.json")
+    invariants(layout)
+
+
+def test_unnamed_file_whose_writer_was_killed_is_reported_unverified(
+    mount_image: Any, layout: Path
+) -> None:
+    m = mount_image(layout)
+    target = m.path / ".import/partial.bin"
+    writer = subprocess.run(
+        [sys.executable, "-c",
+         "import os, signal, sys\n"
+         "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\n"
+         "os.write(fd, b'x' * 100000)\n"
+         "os.kill(os.getpid(), signal.SIGKILL)\n",
+         str(target)],
+        capture_output=True, timeout=60)
+    assert writer.returncode == -signal.SIGKILL
+    digest = hashlib.sha256(b"x" * 100000).hexdigest()
+    line = wait_for_line(m, " partial.bin:")
+    assert f"UNVERIFIED partial.bin: committed sha256:{digest}" in line
+    assert "cannot be checked for completeness" in line
+    invariants(layout)
+
+
+def wait_for_line(m: Any, needle: str) -> str:
+    """The .status line containing `needle` (RELEASE reaches the daemon after close())."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = [line for line in status_lines(m) if needle in line]
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no .status line with {needle!r}: {status_lines(m)}")
+
+
+def test_finished_import_cannot_be_changed(
+    mount_image: Any, layout: Path, tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    src = tmp_path / "data"
+    src.write_bytes(b"finished content\n")
+    dst = m.path / ".import/data"
+    assert sh("cp", src, dst).returncode == 0
+    result = sh("truncate", "-s", "5", dst)
+    assert result.returncode != 0 and "Operation not permitted" in result.stderr
+    with pytest.raises(PermissionError):
+        os.truncate(dst, 5)
+    with pytest.raises(PermissionError), open(dst, "ab") as f:
+        f.write(b"more")
+    assert dst.read_bytes() == b"finished content\n"
+    assert dst.stat().st_size == len(b"finished content\n")
+    # writing it again from the start (cp, O_TRUNC) is a new import
+    src.write_bytes(b"new content\n")
+    assert sh("cp", src, dst).returncode == 0
+    assert dst.read_bytes() == b"new content\n"
+    assert (layout / "blobs/sha256" / hashlib.sha256(b"new content\n").hexdigest()).exists()
     invariants(layout)
