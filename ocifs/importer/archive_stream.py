@@ -170,8 +170,13 @@ class ArchiveImport:
 
     def finish(self) -> ArchiveResult:
         """Interpret the complete archive; raises if anything is missing or invalid."""
-        if not self.complete:
+        if not self.tar.done:
             raise InvalidInput(f"{self.where}: archive is truncated (no end-of-archive marker)")
+        if not self.decoder.complete:
+            raise InvalidInput(
+                f"{self.where}: {self.decoder.format} stream is truncated (it does not end "
+                "where its last frame or member does)"
+            )
         if "oci-layout" in self.docs:
             documents.parse_oci_layout(self.docs["oci-layout"], f"{self.where}: oci-layout")
         entries = self._oci_entries()

@@ -58,14 +58,34 @@ _ARCHIVE_FIRST = re.compile(
 )
 
 
+#: Algorithm names a user may mean in `<alg>:<hex>` (registered or not, any case).
+_DIGEST_ALGORITHMS = frozenset({"sha256", "sha512", "sha384", "sha1", "md5", "blake3"})
+
+
 def _digest_name(name: str) -> Digest | None:
-    """`sha256:<hex>` names are digests; `image:latest` is just a name."""
+    """`sha256:<hex>` names are digests; `image:latest` is just a name.
+
+    A name that looks like a digest but is not a valid one (`SHA256:<hex>`,
+    `sha256:`, a stray space, a short or non-hex encoding) is refused: storing it
+    as an unnamed blob would silently skip the verification the user asked for.
+    """
+    if ":" not in name:
+        return None
+    algorithm, _, encoded = name.partition(":")
+    looks = (
+        algorithm.strip().lower() in _DIGEST_ALGORITHMS
+        or _HEXISH.match(encoded.strip()) is not None
+    )
     m = _DIGEST_LIKE.match(name)
-    if m is None:
+    if not looks and (m is None or m.group(1) not in digest_mod.HEX_LENGTHS):
         return None
-    if m.group(1) not in digest_mod.HEX_LENGTHS and not _HEXISH.match(m.group(2)):
-        return None
-    return digest_mod.parse(name)
+    try:
+        return digest_mod.parse(name)
+    except InvalidInput:
+        raise InvalidInput(
+            f"{name!r}: looks like a digest but is not a valid one (lower-case "
+            "<algorithm>:<hex>, nothing around it)"
+        ) from None
 
 
 def role_of(path: tuple[str, ...]) -> Role:

@@ -7,6 +7,7 @@ reference present, no staging left.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -325,4 +326,50 @@ def test_finished_import_cannot_be_changed(
     assert sh("cp", src, dst).returncode == 0
     assert dst.read_bytes() == b"new content\n"
     assert (layout / "blobs/sha256" / hashlib.sha256(b"new content\n").hexdigest()).exists()
+    invariants(layout)
+
+
+# -- inputs are taken for what they are ------------------------------------------------
+
+
+@pytest.mark.parametrize("tool", ["gzip", "zstd"])
+@pytest.mark.parametrize("cut", [1, 5])
+def test_truncated_compressed_archive_fails(
+    mount_image: Any, layout: Path, images: dict[str, Path], tmp_path: Path, tool: str,
+    cut: int
+) -> None:
+    m = mount_image(layout)
+    packed = subprocess.run([tool, "-c", str(images["oci"])], capture_output=True,
+                            check=True, timeout=120).stdout
+    src = tmp_path / f"image.tar.{tool}"
+    src.write_bytes(packed[:-cut])
+    err = cp_error(src, m.path / ".import/")
+    assert "Invalid argument" in err
+    one_failure(m, src.name, "truncated")
+    assert layoutcheck.refs(str(layout)) == {}
+    invariants(layout)
+    # the whole stream imports
+    src.write_bytes(packed)
+    assert sh("cp", src, m.path / ".import/").returncode == 0
+    assert "v1" in layoutcheck.refs(str(layout))
+    invariants(layout)
+
+
+@pytest.mark.parametrize("name", [
+    "SHA256:{hex}", "sha256:", "sha256:{hex} ", " sha256:{hex}", "sha256:{HEX}",
+    "sha256:{hex}0", "sha512:{hex}", "Sha256:{hex}",
+])
+def test_digest_looking_invalid_names_are_refused_at_create(
+    mount_image: Any, layout: Path, name: str
+) -> None:
+    m = mount_image(layout)
+    hex_ = hashlib.sha256(b"data").hexdigest()
+    bad = name.format(hex=hex_, HEX=hex_.upper())
+    with pytest.raises(OSError) as caught:
+        (m.path / ".import" / bad).write_bytes(b"data")
+    assert caught.value.errno == errno.EINVAL
+    assert not (layout / "blobs").exists() or not any((layout / "blobs").rglob("*"))
+    # ordinary names with a colon are still names
+    (m.path / ".import/image:latest").write_bytes(b"data")
+    assert (layout / "blobs/sha256" / hex_).exists()
     invariants(layout)
