@@ -66,7 +66,8 @@ class Ingest:
         self.staged: StagedFile | None = None
         self.archive: ArchiveImport | None = None
         self.pipeline: Pipeline | None = None
-        self.head = bytearray()  # AUTO: leading bytes until sniffed
+        self.head = bytearray()  # AUTO: leading bytes until sniffed (holes: zeros)
+        self.head_ranges: list[tuple[int, int]] = []  # ...and which were written
         self.size = 0
         self.dirty = False
         self.state = "open"  # open -> done (verified/committed) | aborted; writes reopen
@@ -139,31 +140,73 @@ class Ingest:
         self.dirty = True
         self.size = max(self.size, offset + len(data))
         if self.mode is None:
-            if offset == len(self.head) and len(self.head) < classify.SNIFF_LIMIT:
-                self.head += data
-                decided = classify.sniff_archive(bytes(self.head), final=False)
-                if decided is not None:
-                    await self._decide(decided)
+            # Not decided yet: keep the bytes that fall in the sniffing window where
+            # they go (holes read as zeros); judge the part written contiguously
+            # from the start, or everything once a write goes past the window.
+            cut = max(0, min(len(data), classify.SNIFF_LIMIT - offset))
+            if cut:
+                end = offset + cut
+                if len(self.head) < end:
+                    self.head.extend(bytes(end - len(self.head)))
+                self.head[offset:end] = data[:cut]
+                self.head_ranges.append((offset, end))
+            prefix = bytes(self.head[: self._head_prefix()])
+            decided = classify.sniff_archive(prefix, final=False)
+            if decided is None and cut < len(data):
+                decided = self._sniff_final()
+            if decided is None:
                 return
-            await self._decide(False)
+            await self._decide(decided)
+            if cut == len(data):
+                return
+            data, offset = data[cut:], offset + cut
         if self.mode == "archive":
             await self._archive_write(offset, data)
         else:
             await self._blob_write(offset, data)
 
+    def _head_prefix(self) -> int:
+        """Length of the undecided head written contiguously from offset 0."""
+        end = 0
+        for start, stop in sorted(self.head_ranges):
+            if start > end:
+                break
+            end = max(end, stop)
+        return end
+
+    def _sniff_final(self) -> bool:
+        """Decide with what there is: holes (never written, or made by a
+        truncate that extended the file) are zeros, as they read."""
+        head = bytes(self.head) + bytes(max(0, min(self.size, classify.SNIFF_LIMIT)
+                                            - len(self.head)))
+        return bool(classify.sniff_archive(head, final=True))
+
     async def _decide(self, archive: bool) -> None:
-        """Fix the mode of an AUTO file and replay the sniffed bytes."""
+        """Fix the mode of an AUTO file and replay the bytes written so far.
+
+        The mode follows the content, never the order or shape of the writes:
+        a sparse `cp`, or a writer that first extends the file with ftruncate,
+        gets the same answer as a plain sequential copy.
+        """
         head, self.head = bytes(self.head), bytearray()
+        prefix = self._head_prefix()
+        ranges, self.head_ranges = sorted(self.head_ranges), []
         if archive:
             self.mode = "archive"
             self.archive = ArchiveImport(self.s.layout, self.name)
             self.pipeline = Pipeline(self._parse, self.s.cpu)
-            if head:
-                await self._archive_write(0, head)
+            if prefix:
+                await self._archive_write(0, head[:prefix])
+            for start, stop in ranges:
+                if stop > prefix:
+                    start = max(start, prefix)
+                    await self._archive_write(start, head[start:stop])
         else:
             self.mode = "blob"
-            if head:
-                await self._blob_write(0, head)
+            for start, stop in ranges:
+                await self._blob_write(start, head[start:stop])
+            if self.size > max((stop for _, stop in ranges), default=0):
+                (await self._staged_idle()).truncate(self.size)
 
     def _ensure_staged(self) -> StagedFile:
         if self.staged is None or self.staged.fd < 0:
@@ -205,7 +248,10 @@ class Ingest:
         if offset > self.fed:
             self.ahead[offset] = data
             if sum(len(d) for d in self.ahead.values()) > MAX_AHEAD:
-                raise Unsupported(f"{self.name}: archive written out of order")
+                # A gap this far behind is a hole (sparse cp seeks over zeros):
+                # it reads as zeros, so it is zeros. Bytes arriving for it later
+                # must be zeros too (checked as re-sent pages are).
+                await self._fill_holes(self.fed)
             return
         await self._feed(data)
         while self.fed in self.ahead:
@@ -249,30 +295,35 @@ class Ingest:
         if self.mode is None:
             if size == 0 and not self.head:
                 return
-            await self._decide(False)
+            # Still undecided: a size change says nothing about the content.
+            self.dirty = True
+            self.size = size
+            if size < len(self.head):
+                del self.head[size:]
+                self.head_ranges = [(a, min(b, size)) for a, b in self.head_ranges if a < size]
+            return
         self.dirty = True
         if self.mode == "archive":
             if size < self.fed:
                 raise Unsupported(f"{self.name}: an archive cannot be truncated once written")
-            self._fill_gap(size)
-            await self._drain_ahead()
+            # an extension is a hole until written: filled with zeros at the end
         else:
             (await self._staged_idle()).truncate(size)
         self.size = size
 
-    def _fill_gap(self, upto: int) -> None:
-        """Holes in an archive (sparse source) read as zeros."""
-        pos = self.fed
-        for start in sorted(self.ahead):
-            if start > pos:
-                self.ahead[pos] = bytes(start - pos)
-            pos = max(pos, start + len(self.ahead[start]))
-        if upto > pos:
-            self.ahead[pos] = bytes(upto - pos)
+    async def _fill_holes(self, upto: int) -> None:
+        """Feed everything held ahead, and zeros for the holes between (and up to
+        `upto`): holes in an archive (sparse source, ftruncate) read as zeros."""
+        while self.ahead:
+            start = min(self.ahead)
+            if start > self.fed:
+                await self._feed_zeros(start)
+            await self._archive_write(start, self.ahead.pop(start))
+        await self._feed_zeros(upto)
 
-    async def _drain_ahead(self) -> None:
-        while self.fed in self.ahead:
-            await self._feed(self.ahead.pop(self.fed))
+    async def _feed_zeros(self, upto: int) -> None:
+        while self.fed < upto:
+            await self._feed(bytes(min(upto - self.fed, 1 << 20)))
 
     async def _reopen(self) -> None:
         """Writes after a successful flush (a duplicated descriptor): continue the file.
@@ -309,7 +360,8 @@ class Ingest:
 
     async def _read(self, offset: int, size: int) -> bytes:
         if self.mode is None:
-            return bytes(self.head[offset : offset + size])
+            data = bytes(self.head[offset : offset + size])
+            return data + bytes(max(0, min(size, self.size - offset) - len(data)))
         if self.mode == "blob" and self.staged is not None and self.staged.fd >= 0:
             return (await self._staged_idle()).pread(offset, size)
         if self.mode == "archive":
@@ -384,7 +436,7 @@ class Ingest:
 
     async def _complete(self) -> None:
         if self.mode is None:
-            await self._decide(bool(classify.sniff_archive(bytes(self.head), final=True)))
+            await self._decide(self._sniff_final())
         if self.mode == "archive":
             await self._complete_archive()
             return
@@ -445,16 +497,16 @@ class Ingest:
     async def _complete_archive(self) -> None:
         archive, pipeline = self.archive, self.pipeline
         assert archive is not None and pipeline is not None
-        self._fill_gap(self.size)
-        await self._drain_ahead()
+        await self._fill_holes(self.size)
         await pipeline.drain()
         result = await trio.to_thread.run_sync(archive.finish, limiter=self.s.cpu)
         new = await self.s.commit(list(result.staged.items()), result.entries)
         archive.staged.clear()
         names = sorted({n for e in result.entries if (n := entry_name(e))})
+        ignored = f", {archive.ignored} unknown member(s) ignored" if archive.ignored else ""
         self.s.status.record(
             "OK", self.name,
-            f"{result.kind}: {len(new)} new blob(s), refs {', '.join(names) or '-'}",
+            f"{result.kind}: {len(new)} new blob(s), refs {', '.join(names) or '-'}{ignored}",
         )
 
     async def _complete_index(self, staged: StagedFile) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import signal
@@ -372,4 +373,111 @@ def test_digest_looking_invalid_names_are_refused_at_create(
     # ordinary names with a colon are still names
     (m.path / ".import/image:latest").write_bytes(b"data")
     assert (layout / "blobs/sha256" / hex_).exists()
+    invariants(layout)
+
+
+def oci_archive(path: Path, extra_first: list[tuple[str, bytes]] | None = None,
+                zeros: int = 24 << 20) -> str:
+    """An OCI archive built with tarfile alone; its layer holds `zeros` zero bytes,
+    so the archive has long zero runs (holes once copied sparsely)."""
+    def blob(data: bytes) -> tuple[str, dict[str, Any]]:
+        hex_ = hashlib.sha256(data).hexdigest()
+        return hex_, {"digest": f"sha256:{hex_}", "size": len(data)}
+
+    layer_buf = io.BytesIO()
+    with tarfile.open(fileobj=layer_buf, mode="w") as t:
+        info = tarfile.TarInfo("zeros")
+        info.size = zeros
+        t.addfile(info, io.BytesIO(bytes(zeros)))
+    layer = layer_buf.getvalue()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [
+                             "sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+    lhex, ldesc = blob(layer)
+    chex, cdesc = blob(config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **cdesc},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **ldesc}],
+    }).encode()
+    mhex, mdesc = blob(manifest)
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", **mdesc,
+        "annotations": {"org.opencontainers.image.ref.name": "sparse"}}]}).encode()
+    members = [*(extra_first or []), ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+               (f"blobs/sha256/{lhex}", layer), (f"blobs/sha256/{chex}", config),
+               (f"blobs/sha256/{mhex}", manifest), ("index.json", index)]
+    with tarfile.open(path, "w") as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return "sparse"
+
+
+def make_sparse(path: Path) -> None:
+    """Punch holes where the file has zeros (as `cp --sparse=always` would)."""
+    sparse = path.with_suffix(".sparse")
+    assert sh("cp", "--sparse=always", path, sparse).returncode == 0
+    sparse.rename(path)
+    assert path.stat().st_blocks * 512 < path.stat().st_size  # really has holes
+
+
+def test_sparse_archive_copied_with_plain_cp_is_an_archive(
+    mount_image: Any, layout: Path, tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    src = tmp_path / "image.tar"
+    ref = oci_archive(src)
+    make_sparse(src)
+    result = sh("cp", src, m.path / ".import/")
+    assert result.returncode == 0, result.stderr
+    assert ref in layoutcheck.refs(str(layout))
+    assert f"OK {src.name}: oci-archive" in wait_for_line(m, f" {src.name}:")
+    invariants(layout)
+
+
+WRITER = """
+import os, sys
+src, dst = sys.argv[1], sys.argv[2]
+data = open(src, "rb").read()
+fd = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
+os.ftruncate(fd, len(data))          # extend first, as some writers do
+block = 1 << 16
+for off in range(0, len(data), block):
+    chunk = data[off:off + block]
+    if chunk.count(0) != len(chunk):  # leave zero blocks as holes
+        os.pwrite(fd, chunk, off)
+os.close(fd)
+"""
+
+
+def test_writer_that_extends_with_ftruncate_first_gets_an_archive(
+    mount_image: Any, layout: Path, tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    src = tmp_path / "image.tar"
+    ref = oci_archive(src)
+    result = subprocess.run([sys.executable, "-c", WRITER, str(src),
+                             str(m.path / ".import/image.tar")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert ref in layoutcheck.refs(str(layout))
+    invariants(layout)
+
+
+def test_unknown_members_are_ignored_in_classification_and_import(
+    mount_image: Any, layout: Path, tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    src = tmp_path / "odd.tar"
+    ref = oci_archive(src, [("README", b"not part of an image\n"),
+                            ("blobs/sha256/not-hex", b"junk")], zeros=1000)
+    result = sh("cp", src, m.path / ".import/")
+    assert result.returncode == 0, result.stderr
+    assert ref in layoutcheck.refs(str(layout))
+    assert "2 unknown member(s) ignored" in wait_for_line(m, " odd.tar:")
+    log = m.log_text()
+    assert "member 'README' is not part of an image archive; ignored" in log
+    assert "member 'blobs/sha256/not-hex' is not part of an image archive; ignored" in log
     invariants(layout)
