@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ocifs.errors import DigestMismatch, InvalidInput, LimitExceeded
-from ocifs.importer import classify, closure, docker
+from ocifs.importer import classify, closure, docker, indexjson
 from ocifs.importer.commit import blob_path, blob_size, read_range
 from ocifs.importer.decoder import Decoder
 from ocifs.importer.staging import StagedFile
@@ -189,6 +189,7 @@ class ArchiveImport:
         if not entries:
             raise InvalidInput(f"{self.where}: no images in the archive (empty index.json and "
                                "no manifest.json)")
+        indexjson.check_names(entries, self.where)
         view = closure.BlobView(self.layout, self.staged)
         needed: set[Digest] = set()
         for entry in entries:

@@ -34,6 +34,7 @@ from ocifs.errors import InvalidInput, Unsupported
 from ocifs.importer.decoder import Decoder
 from ocifs.importer.tarstream import Member, TarStream
 from ocifs.model import digest as digest_mod
+from ocifs.model import reference
 from ocifs.model.digest import Digest
 from ocifs.model.naming import ref_path
 
@@ -127,6 +128,10 @@ def role_of(path: tuple[str, ...]) -> Role:
         ref = "/".join(path[1:])
         if ref_path(ref) is None:
             raise InvalidInput(f"refs/{ref}: not a valid ref name")
+        try:
+            reference.check_ref_name(ref)
+        except InvalidInput as exc:
+            raise InvalidInput(f"refs/{ref}: {exc}") from None
         return Role(Kind.REF, ref=ref)
     if name == "index.json":
         return Role(Kind.INDEX)

@@ -34,7 +34,7 @@ from ocifs.errors import (
     OcifsError,
     Unsupported,
 )
-from ocifs.importer import classify, closure
+from ocifs.importer import classify, closure, indexjson
 from ocifs.importer.archive_stream import ArchiveImport
 from ocifs.importer.classify import Kind, Role
 from ocifs.importer.commit import blob_path, read_range
@@ -513,8 +513,10 @@ class Ingest:
         data = await self._read_doc(staged)
 
         def parse_and_check() -> list[tuple[dict[str, Any], Descriptor, set[Digest]]]:
+            entries = _index_entries(data, self.name)
+            indexjson.check_names([e for e, _ in entries], self.name)
             view = closure.BlobView(self.s.layout)
-            return [(e, d, closure.missing(view, d)) for e, d in _index_entries(data, self.name)]
+            return [(e, d, closure.missing(view, d)) for e, d in entries]
 
         checked = await trio.to_thread.run_sync(parse_and_check, limiter=self.s.io)
         source = "/".join(self.path)

@@ -481,3 +481,59 @@ def test_unknown_members_are_ignored_in_classification_and_import(
     assert "member 'README' is not part of an image archive; ignored" in log
     assert "member 'blobs/sha256/not-hex' is not part of an image archive; ignored" in log
     invariants(layout)
+
+
+def with_repo_tags(src: Path, dst: Path, tags: list[str]) -> None:
+    """A copy of a docker-save tar whose manifest.json names `tags`."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for member in tin.getmembers():
+            data = tin.extractfile(member).read() if member.isfile() else None  # type: ignore[union-attr]
+            if member.name.lstrip("./") == "manifest.json":
+                items = json.loads(data or b"")
+                items[0]["RepoTags"] = tags
+                data = json.dumps(items).encode()
+                member.size = len(data)
+            tout.addfile(member, io.BytesIO(data) if data is not None else None)
+
+
+@pytest.mark.parametrize("bad", ["", "BusyBox:1", "../../etc:passwd", "with space:1",
+                                 "busybox:", "x@sha256:" + "a" * 64])
+def test_invalid_repo_tags_refuse_the_whole_import(
+    mount_image: Any, layout: Path, images: dict[str, Path], tmp_path: Path, bad: str
+) -> None:
+    m = mount_image(layout)
+    src = tmp_path / "tags.tar"
+    with_repo_tags(images["docker"], src, ["busybox:1", bad])
+    before = layoutcheck.snapshot(str(layout))
+    err = cp_error(src, m.path / ".import/")
+    assert "Invalid argument" in err
+    line = wait_for_line(m, " tags.tar:")
+    assert "FAILED tags.tar:" in line and f"RepoTags {bad!r}" in line
+    assert layoutcheck.snapshot(str(layout)) == before  # nothing partly tagged
+    assert os.listdir(m.path / "refs") == []
+    invariants(layout)
+    with_repo_tags(images["docker"], src, ["busybox:1", "quay.io/x/y:2"])
+    assert sh("cp", src, m.path / ".import/").returncode == 0
+    assert {"docker.io/library/busybox:1", "quay.io/x/y:2"} <= set(
+        layoutcheck.refs(str(layout)))
+
+
+def test_invalid_ref_names_in_an_index_are_refused(
+    mount_image: Any, layout: Path, images: dict[str, Path], tmp_path: Path
+) -> None:
+    m = mount_image(layout)
+    src = images["layout"]
+    index = json.loads((src / "index.json").read_text())
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] = "../x y"
+    bad = tmp_path / "index.json"
+    bad.write_text(json.dumps(index))
+    assert sh("cp", "-r", f"{src}/blobs", f"{m.path}/.import/").returncode == 0
+    err = cp_error(bad, m.path / ".import/index.json")
+    assert "Invalid argument" in err
+    assert "'../x y'" in wait_for_line(m, " index.json:")
+    assert layoutcheck.refs(str(layout)) == {}
+    (m.path / ".import/refs").mkdir(exist_ok=True)
+    with pytest.raises(OSError) as caught:
+        (m.path / ".import/refs/bad name").write_bytes(b"{}")
+    assert caught.value.errno == errno.EINVAL
+    invariants(layout)
