@@ -180,6 +180,8 @@ class ImportDir:
         return handle
 
     def _new_ingest(self, node: _File) -> Ingest:
+        if node.ingest is not None and node.ingest.state == "held":
+            node.ingest.discard()  # a temporary rewritten before it was renamed
         path = node.path()
         node.ingest = Ingest(self.session, path, classify.role_of(path))
         return node.ingest
@@ -252,11 +254,11 @@ class ImportDir:
             return self._open_handle(node, False)
         assert isinstance(node, _File)
         if write and (node.ingest is None or node.writers == 0):
-            if node.ingest is not None and node.ingest.state == "done" and not (
-                flags & os.O_TRUNC
-            ):
-                raise _finished(node)
-            self._new_ingest(node)  # rewriting a finished file (O_TRUNC) is a new import
+            finished = node.ingest is not None and node.ingest.state in ("done", "held")
+            if not finished or flags & os.O_TRUNC:
+                self._new_ingest(node)  # rewriting from the start (cp) is a new import
+            # else: opened to change a finished file in place: nothing happens unless
+            # it writes or truncates, which imports the changed content anew
         return self._open_handle(node, write, pid)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
@@ -305,8 +307,8 @@ class ImportDir:
             if not isinstance(node, _File):
                 raise PermissionError(errno.EPERM, f".import/{node.name}: cannot truncate")
             ingest = node.ingest
-            if ingest is not None and node.writers == 0 and ingest.state == "done":
-                raise _finished(node)
+            if ingest is not None and node.writers == 0 and ingest.state in ("done", "held"):
+                raise _finished(node)  # without a descriptor no close() would commit it
             if ingest is None or (node.writers == 0 and ingest.state != "open"):
                 ingest = self._new_ingest(node)
             await ingest.truncate(size)
@@ -352,14 +354,34 @@ class ImportDir:
             raise OSError(errno.ENOTEMPTY if isinstance(target, _Dir) else errno.EPERM,
                           f".import/{new_name}: cannot be replaced")
         new_path = (*dst_dir.path(), new_name)
-        if isinstance(node, _File) and node.ingest is not None and node.ingest.state == "done":
-            await self._reinterpret(node, new_path)
+        if isinstance(node, _File) and node.ingest is not None:
+            if node.ingest.state == "held":
+                await self._import_temporary(node, new_path)
+            elif node.ingest.state == "done":
+                await self._reinterpret(node, new_path)
         if target is not None and target is not node:
             await self._remove_file(target)
         src_dir.children.pop(name, None)
         node.name, node.parent = new_name, dst_dir
         dst_dir.children[new_name] = node
         src_dir.mtime_ns = dst_dir.mtime_ns = time.time_ns()
+
+    async def _import_temporary(self, node: _File, new_path: tuple[str, ...]) -> None:
+        """A temporary renamed to its real name (GIO, rsync, editors): import it now,
+        under that name. If that fails, the rename fails and nothing is committed."""
+        held = node.ingest
+        assert held is not None
+        fresh = Ingest(self.session, new_path, classify.role_of(new_path))
+        if fresh.temporary:
+            held.path = new_path  # still a temporary name: keep holding
+            return
+        try:
+            await held.replay_into(fresh)
+            await fresh.flush()
+        finally:
+            await fresh.release()
+        held.discard()
+        node.ingest = fresh
 
     async def _reinterpret(self, node: _File, new_path: tuple[str, ...]) -> None:
         """A finished file moved to a name with a meaning gets that meaning now."""
@@ -391,8 +413,8 @@ class ImportDir:
 def _finished(node: _File) -> PermissionError:
     return PermissionError(
         errno.EPERM,
-        f".import/{'/'.join(node.path())}: a finished import cannot be changed "
-        "(write it again from the start, as cp does, to import new content)",
+        f".import/{'/'.join(node.path())}: a finished import cannot be truncated by "
+        "name; open it (truncate -s, or write it again as cp does) to import new content",
     )
 
 

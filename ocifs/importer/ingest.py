@@ -62,7 +62,14 @@ class Ingest:
         self.s = session
         self.path = path
         self.role = role
-        self.mode: str | None = None if role.kind is Kind.AUTO else "blob"
+        #: a hidden unnamed file (`.goutputstream-*`, rsync's `.name.XXXXXX`): the
+        #: temporary of a write-then-rename writer. Its content is kept staged at
+        #: close ("held"), and imported only when it is renamed to a real name, so
+        #: a rename that fails leaves nothing committed.
+        self.temporary = role.kind is Kind.AUTO and path[-1].startswith(".")
+        self.mode: str | None = (
+            None if role.kind is Kind.AUTO and not self.temporary else "blob"
+        )
         self.staged: StagedFile | None = None
         self.archive: ArchiveImport | None = None
         self.pipeline: Pipeline | None = None
@@ -70,7 +77,9 @@ class Ingest:
         self.head_ranges: list[tuple[int, int]] = []  # ...and which were written
         self.size = 0
         self.dirty = False
-        self.state = "open"  # open -> done (verified/committed) | aborted; writes reopen
+        # open -> done (verified/committed) | held (temporary, see above) | aborted;
+        # writes reopen
+        self.state = "open"
         self.committed: Digest | None = None
         self.doc: bytes | None = None  # index.json / oci-layout content once processed
         self.error = ""
@@ -135,7 +144,7 @@ class Ingest:
     async def _write(self, offset: int, data: bytes) -> None:
         if self.state == "aborted":
             raise NotFound(f"{self.name}: import was aborted (file removed)")
-        if self.state == "done":
+        if self.state in ("done", "held"):
             await self._reopen()
         self.dirty = True
         self.size = max(self.size, offset + len(data))
@@ -290,7 +299,7 @@ class Ingest:
                 raise
 
     async def _truncate(self, size: int) -> None:
-        if self.state == "done":
+        if self.state in ("done", "held"):
             await self._reopen()
         if self.mode is None:
             if size == 0 and not self.head:
@@ -407,7 +416,7 @@ class Ingest:
                 return
             await self._fail(exc)
             raise
-        self.state = "done"
+        self.state = "held" if self.temporary else "done"
         self.error = ""
 
     def _empty_problem(self) -> OcifsError | None:
@@ -442,6 +451,8 @@ class Ingest:
             return
         staged = await self._staged_idle()
         kind = self.role.kind
+        if self.temporary:
+            return  # held: imported when renamed (see `temporary`)
         if kind in (Kind.BLOB, Kind.AUTO):
             digest = await self._digest(staged)
             if self.role.digest is not None and digest != self.role.digest:
@@ -579,9 +590,10 @@ class Ingest:
                 self.s.status.record("FAILED", self.name, "closed before it could be verified")
             elif (problem := self._empty_problem()) is not None:
                 self.s.status.record("FAILED", self.name, str(problem))
-            elif self.role.kind is Kind.AUTO:
+            elif self.role.kind is Kind.AUTO and not self.temporary:
                 self.s.status.record("OK", self.name, "empty file; nothing to import")
-        self.discard()
+        if self.state != "held":
+            self.discard()
         self.s.poke()
 
     async def abort(self) -> None:
@@ -599,6 +611,22 @@ class Ingest:
             except Exception:
                 pass
         self.discard()
+
+    async def replay_into(self, fresh: Ingest) -> None:
+        """Write this held temporary's content into `fresh` (its new name's import)."""
+        staged = self.staged
+        assert self.state == "held" and staged is not None
+        offset = 0
+        while offset < self.size:
+            chunk = await trio.to_thread.run_sync(
+                staged.pread, offset, min(1 << 20, self.size - offset), limiter=self.s.io
+            )
+            if not chunk:
+                break
+            await fresh.write(offset, chunk)
+            offset += len(chunk)
+        if self.size > offset:
+            await fresh.truncate(self.size)
 
     def discard(self) -> None:
         if self.staged is not None:

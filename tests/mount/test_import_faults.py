@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require_tools
 from tests.helpers import layoutcheck
 from tests.mount.test_import import empty_layout, sh
 
@@ -306,27 +307,35 @@ def wait_for_line(m: Any, needle: str) -> str:
     raise AssertionError(f"no .status line with {needle!r}: {status_lines(m)}")
 
 
-def test_finished_import_cannot_be_changed(
+def test_changing_a_finished_import_imports_the_changed_content(
     mount_image: Any, layout: Path, tmp_path: Path
 ) -> None:
+    """Not five zero bytes: `truncate -s 5` imports the first five bytes, `>>` appends."""
     m = mount_image(layout)
     src = tmp_path / "data"
     src.write_bytes(b"finished content\n")
     dst = m.path / ".import/data"
     assert sh("cp", src, dst).returncode == 0
-    result = sh("truncate", "-s", "5", dst)
-    assert result.returncode != 0 and "Operation not permitted" in result.stderr
+    assert sh("truncate", "-s", "5", dst).returncode == 0
+    assert dst.read_bytes() == b"finis"
+    assert (layout / "blobs/sha256" / hashlib.sha256(b"finis").hexdigest()).read_bytes() \
+        == b"finis"
+    with open(dst, "ab") as f:
+        f.write(b"hed")
+    assert dst.read_bytes() == b"finished"
+    assert dst.stat().st_size == len(b"finished")
+    assert (layout / "blobs/sha256" / hashlib.sha256(b"finished").hexdigest()).exists()
+    assert [line.split(" ", 1)[1] for line in status_lines(m)] == [
+        f"OK data: committed sha256:{hashlib.sha256(c).hexdigest()} ({len(c)} bytes)"
+        for c in (b"finished content\n", b"finis", b"finished")]
+    # by name there is no close() to commit at: refused
     with pytest.raises(PermissionError):
-        os.truncate(dst, 5)
-    with pytest.raises(PermissionError), open(dst, "ab") as f:
-        f.write(b"more")
-    assert dst.read_bytes() == b"finished content\n"
-    assert dst.stat().st_size == len(b"finished content\n")
-    # writing it again from the start (cp, O_TRUNC) is a new import
-    src.write_bytes(b"new content\n")
-    assert sh("cp", src, dst).returncode == 0
-    assert dst.read_bytes() == b"new content\n"
-    assert (layout / "blobs/sha256" / hashlib.sha256(b"new content\n").hexdigest()).exists()
+        os.truncate(dst, 3)
+    # a digest name keeps its promise: changed content no longer matches it
+    name = "sha256:" + hashlib.sha256(b"finished content\n").hexdigest()
+    assert sh("cp", src, m.path / ".import" / name).returncode == 0
+    result = sh("truncate", "-s", "5", m.path / ".import" / name)
+    assert result.returncode != 0 and "Bad message" in result.stderr
     invariants(layout)
 
 
@@ -536,4 +545,52 @@ def test_invalid_ref_names_in_an_index_are_refused(
     with pytest.raises(OSError) as caught:
         (m.path / ".import/refs/bad name").write_bytes(b"{}")
     assert caught.value.errno == errno.EINVAL
+    invariants(layout)
+
+
+# -- write-to-temp-then-rename writers: a failed import commits nothing ----------------
+
+
+def blobs_on_disk(layout: Path) -> set[str]:
+    return {p.name for p in (layout / "blobs").rglob("*") if p.is_file()} \
+        if (layout / "blobs").exists() else set()
+
+
+@pytest.mark.parametrize("tool", ["gio", "rsync"])
+def test_temp_then_rename_writer_that_fails_commits_nothing(
+    mount_image: Any, layout: Path, tmp_path: Path, tool: str
+) -> None:
+    require_tools(tool)
+    m = mount_image(layout)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_bytes(b"good content\n")
+    bad.write_bytes(b"other content\n")
+    name = "sha256:" + hashlib.sha256(good.read_bytes()).hexdigest()
+    dst = m.path / ".import" / name
+    assert sh("cp", good, dst).returncode == 0  # the name exists, imported
+    before = blobs_on_disk(layout)
+    copy = ["gio", "copy"] if tool == "gio" else ["rsync"]
+    result = sh(*copy, bad, dst)
+    assert result.returncode != 0
+    assert blobs_on_disk(layout) == before  # the temporary was not committed
+    assert hashlib.sha256(bad.read_bytes()).hexdigest() not in blobs_on_disk(layout)
+    lines = [line for line in status_lines(m) if f" {name}:" in line]
+    assert len(lines) == 2 and f"FAILED {name}: content is" in lines[1], lines
+    assert not any(".goutputstream" in line or "/." in line for line in status_lines(m))
+    invariants(layout)
+    # ... and the same writer with the right content imports, with one line
+    assert sh(*copy, good, m.path / ".import/copied").returncode == 0
+    line = wait_for_line(m, " copied:")
+    assert "OK copied: committed" in line
+    invariants(layout)
+
+
+def test_rsync_of_an_archive_imports_it_under_its_real_name(
+    mount_image: Any, layout: Path, images: dict[str, Path]
+) -> None:
+    m = mount_image(layout)
+    result = sh("rsync", images["oci"], f"{m.path}/.import/")
+    assert result.returncode == 0, result.stderr
+    assert "v1" in layoutcheck.refs(str(layout))
+    assert "OK oci.tar: oci-archive" in wait_for_line(m, " oci.tar:")
     invariants(layout)
