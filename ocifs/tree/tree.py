@@ -59,6 +59,7 @@ class Tree:
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
         #: set by the FUSE adapter; queues kernel cache notifications
         self.kernel = KernelCache()
+        self._refresh_error = ""
 
         now = time.time_ns()
         self.root = self._register(
@@ -185,8 +186,13 @@ class Tree:
         try:
             cat = catalog_mod.build(self.source)
         except OcifsError as exc:
-            log.error("index.json changed but cannot be used (keeping the previous view): %s", exc)
+            if str(exc) != self._refresh_error:  # once, not on every check
+                log.error(
+                    "index.json changed but cannot be used (keeping the previous view): %s", exc
+                )
+                self._refresh_error = str(exc)
             return
+        self._refresh_error = ""
         self.catalog = cat
         self._apply_catalog(cat, initial=False)
         self.blob_access.forget_failures()
