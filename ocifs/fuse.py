@@ -382,7 +382,10 @@ class Operations(pyfuse3.Operations):
         area_fh = self._area_fhs.pop(fh, None)
         if area_fh is not None:
             assert self.area is not None
-            await self.area.release(area_fh)
+            try:
+                await self.area.release(area_fh)
+            finally:
+                await self.kernel.barrier()
 
     @_edge
     async def fsync(self, fh: int, datasync: bool) -> None:
