@@ -96,11 +96,14 @@ class LayoutDir(Source):
         return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def index_bytes(self) -> bytes:
+        # Stamp before reading: a writer that rewrites index.json in place (skopeo)
+        # while it is read changes the stamp afterwards, so the next check re-reads.
+        stamp = self._stamp()
         try:
             data = _read_small(self._index_path, "index.json")
         except NotAnImage:
             raise InvalidInput(f"{self._index_path}: missing") from None
-        self._index_stamp = self._stamp()
+        self._index_stamp = stamp
         return data
 
     def index_changed(self) -> bool:

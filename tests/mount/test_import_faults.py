@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -81,6 +82,9 @@ def test_index_json_is_current_after_imports_and_outside_rewrites(
     mount_image: Any, layout: Path, images: dict[str, Path], tmp_path: Path
 ) -> None:
     m = mount_image(layout)
+    # skopeo rewrites index.json in place: a check that reads it half-written says so
+    # (and reads it again once it is whole)
+    m.expect_log("index.json changed but cannot be used")
     index = m.path / "index.json"
     held = open(index, "rb")  # noqa: SIM115 (a reader keeping its descriptor across changes)
     first = held.read()
@@ -117,7 +121,7 @@ def test_status_is_current_and_followable(
     status = m.path / ".import/.status"
     assert_current_report(status)
     follower = subprocess.Popen(["tail", "-s", "0.1", "-n", "+1", "-f", str(status)],
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE)
     try:
         for n in range(3):
             blob = tmp_path / f"blob{n}"
@@ -127,12 +131,28 @@ def test_status_is_current_and_followable(
             last = sh("tail", "-n", "1", status).stdout
             assert f"OK blob{n}: committed sha256:{digest}" in last
             assert_current_report(status)
-            assert follower.stdout is not None
-            assert f"OK blob{n}:" in follower.stdout.readline()
+            assert f"OK blob{n}:" in read_line(follower)
     finally:
         follower.kill()
         follower.wait()
     invariants(layout)
+
+
+def read_line(proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
+    """The next line `proc` prints (fails instead of hanging if none comes)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    line = b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"no line from {proc.args} (got {line!r})")
+        chunk = os.read(fd, 1)
+        if not chunk:
+            raise AssertionError(f"{proc.args} ended (got {line!r})")
+        line += chunk
+    return line.decode()
 
 
 def assert_current_report(path: Path) -> None:
