@@ -131,7 +131,7 @@ class Ingest:
         )
         if isinstance(exc, NotDurable):
             # what is true: the import is in index.json, only its durability is unknown
-            self.s.status.record("UNSYNCED", self.name, f"committed, but {self.error}")
+            self.s.status.record("UNSYNCED", self.name, self.error)
         else:
             self.s.status.record("FAILED", self.name, self.error)
         if self.pipeline is not None:

@@ -286,11 +286,28 @@ def test_eio_at_the_final_directory_fsync_reports_what_is_true(
     result = sh("cp", images["oci"], m.path / ".import/")
     assert result.returncode != 0 and "Input/output error" in result.stderr
     lines = [line for line in status_lines(m) if " oci.tar:" in line]
-    assert len(lines) == 1 and "UNSYNCED oci.tar: committed, but" in lines[0], lines
+    assert len(lines) == 1 and "UNSYNCED oci.tar: committed: " in lines[0], lines
     assert "may not survive a crash" in lines[0]
     assert "v1" in layoutcheck.refs(str(layout))  # it is in index.json ...
     assert (m.path / "refs/v1/manifest.json").exists()  # ... and the mount shows it
     assert_current(m.path / "index.json", layout / "index.json")
+    invariants(layout)
+
+
+def test_eio_at_the_blob_directory_fsync_says_the_blob_is_there(
+    mount_image: Any, layout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_FAIL_AT", "blob-dirsync:EIO")
+    m = mount_image(layout)
+    src = tmp_path / "blob"
+    src.write_bytes(os.urandom(10000))
+    err = cp_error(src, m.path / ".import/")
+    assert "Input/output error" in err
+    line = wait_for_line(m, " blob:")
+    assert "UNSYNCED blob: 1 new blob(s) are in" in line and "may not survive" in line
+    hex_ = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert (m.path / "blobs/sha256" / hex_).read_bytes() == src.read_bytes()
     invariants(layout)
 
 
