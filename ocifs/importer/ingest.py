@@ -4,12 +4,17 @@ Lifecycle (containerd's begin/write/commit/abort, adapted to FUSE):
 
 * writes are staged — plain files into one staging file, hashed in order by a
   `Pipeline`; image archives parsed as they stream (`ArchiveImport`);
+* the first error (while writing or verifying) is kept in `failure`: later
+  writes are dropped, every flush raises it, so the writer's `close()` gets its
+  errno and the status one FAILED line with its reason;
 * `flush` verifies and commits what was written since the last flush; its
   error is what `close()` reports. A flush with no new writes does nothing —
-  unless the content as it stands verifies (the empty blob): `dd`, shell
-  redirection and `touch` flush before writing, and must not fail;
+  unless the content as it stands verifies (the empty blob), or nothing was
+  ever written to a name that needs content (it fails, unrecorded: `dd` and
+  shell redirection flush a duplicate before writing and ignore that);
 * `release` (errors are discarded by the kernel) records anything that never
-  verified in the status and removes staging.
+  verified in the status and removes staging — except for a hidden temporary
+  (`temporary`), whose content is held until it is renamed.
 
 The state lives per file, not per descriptor: with the writeback cache the
 kernel may send one descriptor's pages through another. Everything runs on

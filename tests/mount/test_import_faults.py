@@ -107,6 +107,8 @@ def test_index_json_is_current_after_imports_and_outside_rewrites(
     tmp.rename(layout / "index.json")
     jq_ok(index)
     assert_current(index, layout / "index.json")
+    kept = small["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+    assert os.listdir(m.path / "refs") == [kept]
     # the held descriptor still reads the version it opened, whole
     held.seek(0)
     assert held.read() == first
