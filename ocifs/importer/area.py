@@ -188,6 +188,8 @@ class ImportDir:
 
     def _open_handle(self, node: _Node, write: bool, pid: int = 0) -> int:
         fh = next(self._fhs)
+        if write and pid:
+            pid = thread_group(pid)  # FUSE gives the thread; its process is what exits
         version = OpenVersion(node.content) if isinstance(node, _Report) and node.content else None
         self._handles[fh] = _Handle(node, write, version, pid)
         if write and isinstance(node, _File):
@@ -420,6 +422,18 @@ def _finished(node: _File) -> PermissionError:
 
 #: PF_EXITING in /proc/<pid>/stat's flags: the task is in do_exit().
 _PF_EXITING = 0x4
+
+
+def thread_group(tid: int) -> int:
+    """The process (thread group id) of thread `tid`, or `tid` if unknown."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return tid
 
 
 def process_exiting(pid: int) -> bool:

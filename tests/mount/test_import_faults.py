@@ -334,6 +334,30 @@ def test_unnamed_file_whose_writer_was_killed_is_reported_unverified(
     invariants(layout)
 
 
+def test_writer_closing_from_another_thread_is_verified_as_usual(
+    mount_image: Any, layout: Path
+) -> None:
+    """Only the process going away makes an import UNVERIFIED, not the thread that
+    opened the file ending before the file is closed."""
+    m = mount_image(layout)
+    target = m.path / ".import/threads.bin"
+    writer = subprocess.run(
+        [sys.executable, "-c",
+         "import os, sys, threading\n"
+         "fds = []\n"
+         "t = threading.Thread(target=lambda: fds.append(os.open(sys.argv[1], "
+         "os.O_WRONLY | os.O_CREAT)))\n"
+         "t.start(); t.join()\n"
+         "os.write(fds[0], b'y' * 5000)\n"
+         "os.close(fds[0])\n",
+         str(target)],
+        capture_output=True, text=True, timeout=60)
+    assert writer.returncode == 0, writer.stderr
+    line = wait_for_line(m, " threads.bin:")
+    assert "OK threads.bin: committed sha256:" in line
+    invariants(layout)
+
+
 def wait_for_line(m: Any, needle: str) -> str:
     """The .status line containing `needle` (RELEASE reaches the daemon after close())."""
     deadline = time.monotonic() + 30
