@@ -361,12 +361,28 @@ class ImportDir:
                 await self._import_temporary(node, new_path)
             elif node.ingest.state == "done":
                 await self._reinterpret(node, new_path)
+            elif node.ingest.temporary and node.ingest.state == "open":
+                self._rename_open_temporary(node.ingest, new_path)
         if target is not None and target is not node:
             await self._remove_file(target)
         src_dir.children.pop(name, None)
         node.name, node.parent = new_name, dst_dir
         dst_dir.children[new_name] = node
         src_dir.mtime_ns = dst_dir.mtime_ns = time.time_ns()
+
+    @staticmethod
+    def _rename_open_temporary(ingest: Ingest, new_path: tuple[str, ...]) -> None:
+        """A temporary renamed while still open: an unnamed real name just makes it
+        an ordinary import (of a plain blob: its head was not sniffed); a name
+        with a meaning has to wait until it is closed."""
+        role = classify.role_of(new_path)
+        if role.kind is Kind.AUTO and new_path[-1].startswith("."):
+            ingest.path = new_path
+        elif role.kind is Kind.AUTO:
+            ingest.path, ingest.temporary = new_path, False
+        else:
+            raise OSError(errno.EBUSY, f".import/{'/'.join(new_path)}: the file is still "
+                          "being written; rename it once it is closed")
 
     async def _import_temporary(self, node: _File, new_path: tuple[str, ...]) -> None:
         """A temporary renamed to its real name (GIO, rsync, editors): import it now,

@@ -400,3 +400,40 @@ async def test_a_readers_close_commits_nothing(layout: str) -> None:
     await a.area.flush(fh)
     await a.area.release(fh)
     assert blob_bytes(layout, str(of_bytes(b"partial+rest"))) == b"partial+rest"
+
+
+@trio_test
+async def test_hidden_temporaries_are_imported_only_under_their_real_name(layout: str) -> None:
+    a = Area(layout)
+    root = a.area.root_inode
+    data = os.urandom(10000)
+    digest = of_bytes(data)
+    await a.cp(".goutputstream-ABC", data)
+    assert str(digest.hex) not in committed(layout)  # held, not committed
+    assert await a.read(".goutputstream-ABC") == data
+    assert (await a.read(".status")) == b""
+    # renamed onto a digest name it does not match: refused, nothing committed
+    wrong = "sha256:" + of_bytes(b"other").hex
+    with pytest.raises(DigestMismatch):
+        await a.area.rename(root, ".goutputstream-ABC", root, wrong)
+    assert committed(layout) == []
+    await a.area.unlink(root, ".goutputstream-ABC")
+    assert committed(layout) == []
+    # the same with the right name: imported as that name, one line
+    await a.cp(".x.tmp", data)
+    await a.area.rename(root, ".x.tmp", root, str(digest))
+    assert committed(layout) == [digest.hex]
+    status = (await a.read(".status")).decode().splitlines()
+    assert len(status) == 2 and f"OK {digest}: committed {digest}" in status[1]
+    # renamed while still open: to a plain name it becomes an ordinary import,
+    # to a name with a meaning it must wait for close()
+    fh, _ = await a.area.create(root, ".open.tmp", 0o644, os.O_WRONLY)
+    await a.area.write(fh, 0, b"open data")
+    with pytest.raises(OSError) as caught:
+        await a.area.rename(root, ".open.tmp", root, str(of_bytes(b"open data")))
+    assert caught.value.errno == errno.EBUSY
+    await a.area.rename(root, ".open.tmp", root, "plain")
+    await a.area.flush(fh)
+    await a.area.release(fh)
+    assert of_bytes(b"open data").hex in committed(layout)
+    layoutcheck.check(layout)
