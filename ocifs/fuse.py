@@ -3,8 +3,11 @@
 Nothing else in ocifs imports pyfuse3 (except `mount.py`, which starts the
 loop). Immutable nodes get long kernel cache timeouts and `keep_cache`, so a
 second `stat` or `cat` of image content never reaches Python; mutable nodes
-(index.json, refs/, by-digest/, blobs/ listings, .import/) get a short timeout
-and explicit invalidation when they change. No exception escapes a handler: an
+(refs/, by-digest/, blobs/ listings, .import/) get a short timeout and explicit
+invalidation when they change; files whose content changes (index.json,
+.import/.status...) follow `ocifs.tree.kernelcache` (timeout 0, direct_io, a
+new inode per rewrite, appends pushed). Notifications go out from one task
+(`run_invalidations`), never from a request handler. No exception escapes a handler: an
 unexpected one is logged with its traceback and becomes EIO, because pyfuse3
 would otherwise end the whole mount.
 """
