@@ -58,6 +58,8 @@ from ocifs.model.digest import Digest
 #: Archive bytes written ahead of a gap (sparse `cp`) kept until the gap fills.
 MAX_AHEAD = 16 << 20
 _RECENT = 4  # archive chunks kept to check (and serve) re-sent pages
+#: Roles whose content is one JSON document, held to MAX_DOCUMENT_BYTES.
+_DOCUMENT_KINDS = (Kind.INDEX, Kind.LAYOUT_MARKER, Kind.REF)
 
 
 class Ingest:
@@ -153,6 +155,10 @@ class Ingest:
             await self._reopen()
         self.dirty = True
         self.size = max(self.size, offset + len(data))
+        if self.role.kind in _DOCUMENT_KINDS and self.size > documents.MAX_DOCUMENT_BYTES:
+            raise LimitExceeded(  # said now, not after the rest was copied
+                f"{self.name}: over the {documents.MAX_DOCUMENT_BYTES} byte document limit"
+            )
         if self.mode is None:
             # Not decided yet: keep the bytes that fall in the sniffing window where
             # they go (holes read as zeros); judge the part written contiguously
@@ -304,6 +310,10 @@ class Ingest:
                 raise
 
     async def _truncate(self, size: int) -> None:
+        if self.role.kind in _DOCUMENT_KINDS and size > documents.MAX_DOCUMENT_BYTES:
+            raise LimitExceeded(
+                f"{self.name}: over the {documents.MAX_DOCUMENT_BYTES} byte document limit"
+            )
         if self.state in ("done", "held"):
             await self._reopen()
         if self.mode is None:

@@ -243,6 +243,21 @@ def test_json_member_over_the_limit_is_efbig(
     invariants(layout)
 
 
+@pytest.mark.parametrize("name", ["index.json", "refs/app"])
+def test_document_over_the_limit_fails_while_writing(
+    mount_image: Any, layout: Path, tmp_path: Path, name: str
+) -> None:
+    m = mount_image(layout)
+    src = tmp_path / "huge.json"
+    with open(src, "wb") as f:
+        f.truncate((64 << 20) + 4096)
+    (m.path / ".import/refs").mkdir(exist_ok=True)
+    err = cp_error(src, m.path / ".import" / name)
+    assert "File too large" in err
+    one_failure(m, name, "document limit")
+    invariants(layout)
+
+
 def test_digest_mismatch_early_in_a_long_archive_is_ebadmsg(
     mount_image: Any, layout: Path, tmp_path: Path
 ) -> None:
