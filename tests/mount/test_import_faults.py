@@ -195,8 +195,10 @@ def test_index_waiting_for_blobs_ends_with_one_line(
     pending = (imp / ".pending").read_text()
     assert "waits for" in pending
     assert status_lines(m) == []
+    assert_current_report(imp / ".pending")
     assert sh("cp", "-r", f"{src}/blobs", f"{imp}/").returncode == 0
     assert (imp / ".pending").read_text() == ""
+    assert_current_report(imp / ".pending")  # shrunk: a new inode, size 0
     lines = [line for line in status_lines(m) if " index.json:" in line]
     assert len(lines) == 1 and " OK index.json: 2 entries merged" in lines[0]
     assert not any("PENDING" in line for line in status_lines(m))
