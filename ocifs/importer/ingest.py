@@ -82,6 +82,7 @@ class Ingest:
         self.pipeline: Pipeline | None = None
         self.head = bytearray()  # AUTO: leading bytes until sniffed (holes: zeros)
         self.head_ranges: list[tuple[int, int]] = []  # ...and which were written
+        self.extended = 0  # size last set by a truncate while undecided
         self.size = 0
         self.dirty = False
         # open -> done (verified/committed) | held (temporary, see above) | aborted;
@@ -225,8 +226,10 @@ class Ingest:
             self.mode = "blob"
             for start, stop in ranges:
                 await self._blob_write(start, head[start:stop])
-            if self.size > max((stop for _, stop in ranges), default=0):
-                (await self._staged_idle()).truncate(self.size)
+            if self.extended > max((stop for _, stop in ranges), default=0):
+                # a truncate made the file longer than what was written: a hole
+                # (only then: it makes the hash be computed from the file at flush)
+                (await self._staged_idle()).truncate(self.extended)
 
     def _ensure_staged(self) -> StagedFile:
         if self.staged is None or self.staged.fd < 0:
@@ -321,7 +324,7 @@ class Ingest:
                 return
             # Still undecided: a size change says nothing about the content.
             self.dirty = True
-            self.size = size
+            self.size = self.extended = size
             if size < len(self.head):
                 del self.head[size:]
                 self.head_ranges = [(a, min(b, size)) for a, b in self.head_ranges if a < size]
