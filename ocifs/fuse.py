@@ -44,7 +44,7 @@ MUTABLE_TIMEOUT = 1.0
 #: (see ocifs.tree.kernelcache: the writeback cache pins a regular file's size).
 CHANGING_FILE_TIMEOUT = 0.0
 #: Longest a close() in .import/ waits for its notifications to be sent.
-BARRIER_TIMEOUT = 5.0
+BARRIER_TIMEOUT = 2.0
 #: Reported block size of files: `cp` and `cat` size their buffers from it.
 BLKSIZE = 1 << 20
 #: Reported block size of directories. glibc's opendir() sizes its getdents
@@ -252,7 +252,11 @@ class Operations(pyfuse3.Operations):
                         assert payload is not None
                         pyfuse3.invalidate_entry_async(inode, payload, ignore_enoent=True)
                     else:
-                        await trio.to_thread.run_sync(_notify, kind, inode, payload, offset)
+                        # abandoned at unmount: a notification the kernel holds up
+                        # must not keep the daemon from exiting
+                        await trio.to_thread.run_sync(
+                            _notify, kind, inode, payload, offset, abandon_on_cancel=True
+                        )
                 except OSError as exc:
                     if exc.errno not in (errno.ENOENT, errno.ENOTCONN):
                         log.debug("kernel %s notification for %s failed: %s", kind, inode, exc)

@@ -70,7 +70,9 @@ class ChangingFile:
         retired = self.inode
         self.inode = self._alloc()
         kernel.entry(parent, name)
-        kernel.inode(retired)
+        # Its pages stay: they hold the old version, which is what descriptors
+        # opened on the retired inode read. Only its attributes are dropped.
+        kernel.attrs(retired)
         return retired
 
 
