@@ -419,7 +419,7 @@ class Ingest:
         if self.failure is not None:
             raise self.failure
         if not self.dirty and not self._verifies_as_is():
-            problem = self._empty_problem()
+            problem = None if shared else self._empty_problem()
             if problem is not None:
                 # Not recorded: dd and shell redirection flush a duplicate descriptor
                 # before writing; the import's line comes at the end (release).
@@ -440,8 +440,9 @@ class Ingest:
     def _empty_problem(self) -> OcifsError | None:
         """Why a file nothing was ever written to cannot be imported (None: it can,
         or data may still come)."""
-        if self.state != "open" or self.size or self.dirty or self.role.kind is Kind.AUTO:
-            return None
+        if (self.state != "open" or self.size or self.dirty or self.role.kind is Kind.AUTO
+                or self.staged is not None or self.committed is not None):
+            return None  # written to (or truncated) at some point: not an empty file
         if self.role.kind is Kind.BLOB:
             if self.role.digest is None or self.role.digest.matches(b""):
                 return None
