@@ -198,6 +198,11 @@ class Tree:
         try:
             cat = catalog_mod.build(self.source)
         except OcifsError as exc:
+            if self.source.index_changed():
+                # rewritten while it was read (skopeo writes it in place): read it
+                # again at the next check rather than report a half-written file
+                log.debug("index.json changed while it was read: %s", exc)
+                return
             if str(exc) != self._refresh_error:  # once, not on every check
                 log.error(
                     "index.json changed but cannot be used (keeping the previous view): %s", exc
