@@ -76,6 +76,7 @@ _ERRNO: list[tuple[type[errors.OcifsError], int]] = [
     (errors.LimitExceeded, errno.EFBIG),
     (errors.NameTooLong, errno.ENAMETOOLONG),
     (errors.LockTimeout, errno.EBUSY),
+    (errors.TooDeep, errno.ELOOP),
 ]
 
 P = ParamSpec("P")
@@ -269,7 +270,7 @@ class Operations(pyfuse3.Operations):
         while True:
             await trio.sleep(interval)
             try:
-                self.tree.maybe_refresh()
+                await self.tree.maybe_refresh()
             except Exception:
                 log.exception("checking index.json for outside changes failed")
 
@@ -299,7 +300,7 @@ class Operations(pyfuse3.Operations):
             return entry_attributes(await self.area.getattr(inode))
         node = self.tree.get(inode)
         if node.mutable:
-            self.tree.maybe_refresh()
+            await self.tree.maybe_refresh()
         return entry_attributes(node.attr())
 
     @_edge
@@ -379,7 +380,7 @@ class Operations(pyfuse3.Operations):
         if isinstance(node, ChangingBytesFile):
             # The kernel's size of this inode may be older than its content (see
             # ocifs.tree.kernelcache): direct_io reads are not cut at that size.
-            self.tree.maybe_refresh()
+            await self.tree.maybe_refresh()
             self._versions[fh] = node.open_version()
             return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=True)
         if isinstance(node, GeneratedFile):

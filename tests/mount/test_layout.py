@@ -117,7 +117,7 @@ def test_sample_layout_matches_skopeo_and_umoci(mount_image, sample_layout: Path
         non_empty = [h for h in stat_out["history"] if not h.get("empty_layer")]
         assert len(non_empty) == len(layers)
         assert sorted(os.listdir(ref_dir)) == sorted(
-            ["manifest.json", "descriptor.json", "config.json", "layers", "rootfs"]
+            ["manifest.json", "descriptor.json", "config.json", "layers", "rootfs", "image.tar"]
         )
     # every blob is listed and byte-identical
     blobs = sorted(os.listdir(sample_layout / "blobs/sha256"))
@@ -365,7 +365,7 @@ def _mount_fails(source: Path, mnt: Path, *, mounts_before: int = 0) -> str:
         ),
         (
             lambda L: (L / "index.json").write_text('{"schemaVersion": 1, "manifests": []}'),
-            r"index.json: Docker schema 1 manifests are not supported",
+            r"index.json: a Docker schema 1 manifest \(unsupported schema 1\)",
         ),
         (
             lambda L: (L / "index.json").write_text(
