@@ -90,3 +90,7 @@ class NotEmpty(OcifsError):
 
 class AlreadyExists(OcifsError):
     """A name is taken and the operation must not replace it."""
+
+
+class NotDurable(OcifsError):
+    """A change was made and is visible, but its fsync failed: it may not survive a crash."""

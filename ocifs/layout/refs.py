@@ -109,6 +109,7 @@ def retag(layout: str, old: Path, new: Path, *, replace: bool, lock_timeout: flo
         for e, p in zip(entries, paths, strict=True):
             if p is not None and _under(p, old):
                 out.append(renamed(e, _show((*new, *p[len(old):]))))
+                indexjson.check_names(out[-1:], f"refs/{_show(new)}")  # as imports check
                 moved += 1
             elif p not in targets:
                 out.append(e)  # entries at a target name are replaced by the moved ones

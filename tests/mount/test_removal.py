@@ -127,6 +127,10 @@ def test_mv_retags(mount_image: Any, layout: Path) -> None:
     before = (layout / "index.json").read_bytes()
     sh("mv", "-n", "-T", m.path / "refs/w/y", m.path / "refs/w/z")  # RENAME_NOREPLACE
     assert (layout / "index.json").read_bytes() == before
+    with pytest.raises(OSError) as err:  # not a valid OCI ref name: refused, as imports do
+        os.rename(m.path / "refs/w/y", m.path / "refs/w/Bad Name!")
+    assert err.value.errno == errno.EINVAL
+    assert (layout / "index.json").read_bytes() == before
     layoutcheck.check(str(layout))
 
 
