@@ -3,7 +3,9 @@
 Glues `decode.LayerPass` (hash, decompress, tee) to `tarwalk.walk` and
 `tarindex.IndexBuilder`. Damage inside the tar gives an incomplete index that
 still lists what came before it; a digest mismatch raises BlobUnavailable and
-nothing is kept.
+nothing is kept. Decompression stops where the walk stops (the end-of-archive
+marker, or the damage): nothing after it can be read through the tree, so the
+rest of the blob is only hashed — whatever it decompresses to.
 """
 
 from __future__ import annotations
@@ -66,13 +68,6 @@ def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
         complete, error = False, f"layer {where}: {exc}"
         log.warning("%s; showing the %d members before it", error, builder.members)
     valid = lp.produced
-    try:
-        for _ in chunks:  # rest of the stream: the unpacked copy and the CRCs need it
-            pass
-        valid = lp.produced
-    except TarDamaged as exc:
-        if complete:
-            log.warning("layer %s: %s after the end of the tar archive (ignored)", where, exc)
     lp.finish()
     index = builder.finish(complete, error, lp.produced)
     record = LayerRecord(index, lp.compression, valid, lp.crcs)
@@ -80,16 +75,19 @@ def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
 
 
 def unpack(reader: BlobReader, digest: Digest, compression: Compression,
-           limits: Limits, sink: BinaryIO) -> int:
-    """Write the decompressed stream to `sink` (re-creating an evicted copy)."""
+           limits: Limits, sink: BinaryIO, size: int) -> int:
+    """Write the first `size` decompressed bytes (as far as indexing decoded:
+    the same chunks, so the same CRCs) to `sink`, re-creating an evicted copy."""
     lp = LayerPass(reader, digest, compression, str(digest), limits, sink, limits.max_uncompressed)
     try:
         try:
             for _ in lp.chunks():
-                pass
+                if lp.produced >= size:
+                    break
         except TarDamaged:
             pass  # the index already records where the damage is
         lp.finish()
+        sink.truncate(size)
     finally:
         lp.close()
     return lp.produced

@@ -7,13 +7,28 @@ directory over a directory merges (the upper one's attributes win unless it was
 only synthesised), anything else replaces what was there, subtree included.
 Whiteouts only act on lower layers, never on entries of their own layer, and
 are never shown. Other `.wh..wh.*` names (AUFS metadata) are hidden as well.
+
+Tolerated oddities, each with one warning naming the layer and the path:
+- a whiteout naming nothing (`.wh.`, `.wh..`, `.wh...`) is ignored;
+- a path of an upper layer that goes through what a lower layer has as a
+  symlink (possibly a loop) makes that name a directory, as overlayfs shows it;
+  ocifs never follows symlinks (`umoci unpack` would write through the link).
+An upper directory that exists only to hold whiteouts (the parent was never
+a tar member) is not created where no lower directory exists, and does not
+replace a lower non-directory: there is nothing below to remove, and `umoci
+unpack` keeps the file (it writes what `umoci repack` produced for a
+directory that became a file).
 """
 
 from __future__ import annotations
 
+import logging
+
 from ocifs.errors import NotADirectory
 from ocifs.layers.entry import Kind, LayerIndex
 from ocifs.layers.names import OPAQUE, WHITEOUT_PREFIX
+
+log = logging.getLogger(__name__)
 
 
 class MergedTree:
@@ -53,11 +68,29 @@ class MergedTree:
         return node
 
 
-def merge(indexes: list[LayerIndex]) -> MergedTree:
-    """Apply `indexes` bottom (0) to top; see the module docstring."""
+def _only_whiteouts(index: LayerIndex, dir_idx: int) -> bool:
+    """Whether a synthesised directory's subtree holds nothing but whiteouts."""
+    stack = [dir_idx]
+    while stack:
+        for name, child in (index.children[stack.pop()] or {}).items():
+            if name.startswith(WHITEOUT_PREFIX):
+                continue
+            entry = index.entries[child]
+            if entry.kind is not Kind.DIR or not entry.synthetic:
+                return False
+            stack.append(child)
+    return True
+
+
+def merge(indexes: list[LayerIndex], names: list[str] | None = None) -> MergedTree:
+    """Apply `indexes` bottom (0) to top; see the module docstring.
+
+    `names` (the layers' digests) are only used in warnings.
+    """
     src: list[tuple[int, int]] = [(0, 0)]
     kids: list[dict[str, int] | None] = [{}]
     for layer, index in enumerate(indexes):
+        where = names[layer] if names else f"#{layer}"
         entries, children = index.entries, index.children
         if layer == 0 or not entries[0].synthetic:
             src[0] = (layer, 0)
@@ -69,9 +102,14 @@ def merge(indexes: list[LayerIndex]) -> MergedTree:
             assert mine is not None and have is not None
             if OPAQUE in mine:
                 have.clear()
-            for name in mine:
+            for name, child in mine.items():
                 if name.startswith(WHITEOUT_PREFIX) and not name.startswith(".wh..wh."):
-                    have.pop(name[len(WHITEOUT_PREFIX) :], None)
+                    target = name[len(WHITEOUT_PREFIX) :]
+                    if target in ("", ".", ".."):
+                        log.warning("layer %s: whiteout %r names nothing; ignored",
+                                    where, index.path(child))
+                        continue
+                    have.pop(target, None)
             for name, child in mine.items():
                 if name.startswith(WHITEOUT_PREFIX):
                     continue
@@ -83,6 +121,18 @@ def merge(indexes: list[LayerIndex]) -> MergedTree:
                             src[old] = (layer, child)
                         stack.append((child, old))
                         continue
+                    if entry.synthetic and _only_whiteouts(index, child):
+                        continue  # whiteouts with no lower directory: nothing to remove
+                    if old is not None and entry.synthetic:
+                        old_layer, old_idx = src[old]
+                        lower = indexes[old_layer].entries[old_idx]
+                        if lower.kind is Kind.SYMLINK:
+                            log.warning(
+                                "layer %s: %r is used as a directory where a lower layer has "
+                                "a symlink (-> %r); shown as a directory, the symlink is "
+                                "not followed",
+                                where, index.path(child), lower.link,
+                            )
                     new = len(src)
                     src.append((layer, child))
                     kids.append({})

@@ -39,11 +39,13 @@ _TYPE_BITS = {
 
 def entry_attr(inode: int, entry: Entry) -> Attr:
     size = entry.size if entry.kind == Kind.FILE else 0
+    perm = entry.mode & 0o7777
     if entry.kind == Kind.SYMLINK:
         size = len(entry.link.encode("utf-8", "surrogateescape"))
+        perm = 0o777  # what lstat shows after `tar -x` (Linux symlinks have no mode)
     return Attr(
         inode=inode,
-        mode=_TYPE_BITS[entry.kind] | (entry.mode & 0o7777),
+        mode=_TYPE_BITS[entry.kind] | perm,
         size=size,
         nlink=max(1, entry.nlink),
         uid=entry.uid,

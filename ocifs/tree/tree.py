@@ -21,7 +21,7 @@ from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import Descriptor
 from ocifs.model.digest import HEX_LENGTHS, Digest
-from ocifs.model.naming import platform_dir
+from ocifs.model.naming import name_problem, platform_dir
 from ocifs.sources.base import Source
 from ocifs.tree import layertree
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE
@@ -276,7 +276,7 @@ class Tree:
             data = catalog_mod.read_document(self.source, desc)
             if kind == "index":
                 index = documents.parse_index(data, f"index {desc.digest}", lenient=True)
-                children["platforms"] = self._platforms_dir(index)
+                children["platforms"] = self._platforms_dir(index, desc.digest)
             elif kind == "manifest":
                 manifest = documents.parse_manifest(data, f"manifest {desc.digest}")
                 children["config.json"] = self.blob_file(
@@ -311,12 +311,19 @@ class Tree:
             )
         return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
 
-    def _platforms_dir(self, index: documents.Index) -> DirNode:
+    def _platforms_dir(self, index: documents.Index, index_digest: Digest) -> DirNode:
         children: Children = {}
         for desc in index.manifests:
             name = platform_dir(desc.platform, desc.digest.hex)
             if name in children:
                 name = f"{name}-{desc.digest.hex[:12]}"
+            problem = name_problem(name)
+            if problem is not None:
+                log.warning(
+                    "index %s: platform directory name %r %s; %s is only under by-digest/",
+                    index_digest, name, problem, desc.digest,
+                )
+                continue
             children[name] = self._new_image_dir(desc)
         return DirNode(self.alloc_inode(), children=children)
 
