@@ -59,6 +59,7 @@ class Tree:
         # image directories built while their document was unreadable; retried on refresh
         self._incomplete: set[DirNode] = set()
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
+        self._warned_names: set[tuple[Digest, str]] = set()
         self.invalidate: Invalidator = lambda _ino, _name: None
 
         now = time.time_ns()
@@ -309,7 +310,11 @@ class Tree:
                 "this manifest does not exist in the archive; ocifs synthesized it "
                 "from the docker-save manifest.json and the image config"
             )
-        return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
+        text = json.dumps(raw, indent=2, ensure_ascii=False) + "\n"
+        try:
+            return text.encode()
+        except UnicodeEncodeError:  # lone surrogates (JSON "\udcff"): keep them as escapes
+            return (json.dumps(raw, indent=2) + "\n").encode()
 
     def _platforms_dir(self, index: documents.Index, index_digest: Digest) -> DirNode:
         children: Children = {}
@@ -319,6 +324,9 @@ class Tree:
                 name = f"{name}-{desc.digest.hex[:12]}"
             problem = name_problem(name)
             if problem is not None:
+                if (index_digest, name) in self._warned_names:
+                    continue  # the same index seen from another place: said once
+                self._warned_names.add((index_digest, name))
                 log.warning(
                     "index %s: platform directory name %r %s; %s is only under by-digest/",
                     index_digest, name, problem, desc.digest,
