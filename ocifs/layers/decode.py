@@ -19,6 +19,7 @@ is only hashed), so a stream of zeros behind a tiny tar costs nothing.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 20  # compressed bytes per pread
 OUT_SIZE = 1 << 20  # most decompressed bytes per gzip decoder call
 CRC_BLOCK = 1 << 20  # unpacked-copy validation granularity
+
+_ZERO_CHUNK = bytes(OUT_SIZE)
 
 crc32 = isal_zlib.crc32
 _GzipError: type[Exception] = isal_zlib.error  # type: ignore[assignment]
@@ -193,6 +196,10 @@ class LayerPass:
         if self.sink is not None:
             if self.produced > self.sink_limit:
                 self.sink = None  # too big for an unpacked copy; the caller discards it
+            elif len(out) == OUT_SIZE and out == _ZERO_CHUNK:
+                # a hole in the copy: a layer of zeros costs neither disk nor write time
+                sink = self.sink
+                self._side.submit(lambda data: sink.seek(len(data), os.SEEK_CUR), out)
             else:
                 self._side.submit(self.sink.write, out)
         self._side.submit(self._update_crcs, out)
@@ -264,6 +271,8 @@ class LayerPass:
         for _ in self._comp:
             pass
         self.close()
+        if self.sink is not None:
+            self.sink.truncate(self.produced)  # trailing holes
         if self._crc_fill:
             self.crcs.append(self._crc)
             self._crc, self._crc_fill = 0, 0

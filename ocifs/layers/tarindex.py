@@ -57,6 +57,8 @@ class IndexBuilder:
         self.children: list[dict[str, int] | None] = [{}]
         self.members = 0
         self.hidden = 0
+        # one int object per distinct mode/uid/gid/mtime value, not one per member
+        self._ints: dict[int, int] = {}
 
     def _hide(self, name: str, problem: str) -> None:
         self.hidden += 1
@@ -133,16 +135,17 @@ class IndexBuilder:
             return
         index = len(self.entries)
         size = member.size if kind is Kind.FILE else 0
+        ints = self._ints
         self.entries.append(
             Entry(
                 name,
                 parent,
                 kind,
-                member.mode,
-                member.uid,
-                member.gid,
+                ints.setdefault(member.mode, member.mode),
+                ints.setdefault(member.uid, member.uid),
+                ints.setdefault(member.gid, member.gid),
                 size,
-                member.mtime_ns,
+                ints.setdefault(member.mtime_ns, member.mtime_ns),
                 member.data_offset if kind is Kind.FILE else 0,
                 member.link if kind is Kind.SYMLINK else "",
                 member.rdev,

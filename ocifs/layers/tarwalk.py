@@ -120,6 +120,7 @@ INT64_MAX = (1 << 63) - 1
 #: uid_t/gid_t and the major/minor halves of dev_t are 32-bit; (uid_t)-1 means "none".
 ID_LIMIT = (1 << 32) - 1
 _MODE_LIMIT = 0o7777777  # what the 8-byte octal mode field can hold
+_MTIME_LIMIT = INT64_MAX // 1_000_000_000  # seconds whose nanoseconds fit int64
 _GNU_SPARSE = ord("S")
 
 
@@ -394,6 +395,21 @@ def _set_sparse(member: Member, pairs: list[int], real: int, stored: int) -> Non
     member.sparse = tuple(pairs)
 
 
+def _field(
+    header: bytes, label: str, start: int, end: int, low: int, high: int, problems: list[str]
+) -> int:
+    """A numeric field checked against its range; 0 (and a problem noted) if it fails."""
+    try:
+        value = _num(header[start:end])
+    except ValueError:
+        problems.append(f"invalid {label} {header[start:end]!r}")
+        return 0
+    if not low <= value <= high:
+        problems.append(f"{label} {value} out of range")
+        return 0
+    return value
+
+
 def _member(
     header: bytes,
     typeflag: int,
@@ -407,34 +423,34 @@ def _member(
     if header[257:263] == b"ustar\x00" and header[345] != 0:
         name = header[345:500].split(b"\0", 1)[0] + b"/" + name
     problems: list[str] = []
-
-    def field(label: str, start: int, end: int, low: int, high: int) -> int:
-        try:
-            value = _num(header[start:end])
-        except ValueError:
-            problems.append(f"invalid {label} {header[start:end]!r}")
-            return 0
-        if not low <= value <= high:
-            problems.append(f"{label} {value} out of range")
-            return 0
-        return value
-
+    try:  # the common case: every field valid, checked in one go
+        mode, uid, gid, mtime = (_num(header[100:108]), _num(header[108:116]),
+                                 _num(header[116:124]), _num(header[136:148]))
+        valid = (0 <= mode <= _MODE_LIMIT and 0 <= uid < ID_LIMIT and 0 <= gid < ID_LIMIT
+                 and -_MTIME_LIMIT <= mtime <= _MTIME_LIMIT)
+    except ValueError:
+        valid = False
+    if not valid:
+        mode = _field(header, "mode", 100, 108, 0, _MODE_LIMIT, problems)
+        uid = _field(header, "uid", 108, 116, 0, ID_LIMIT - 1, problems)
+        gid = _field(header, "gid", 116, 124, 0, ID_LIMIT - 1, problems)
+        mtime = _field(header, "mtime", 136, 148, -_MTIME_LIMIT, _MTIME_LIMIT, problems)
     member = Member(
         name=os.fsdecode(name),
         type=typeflag,
-        mode=field("mode", 100, 108, 0, _MODE_LIMIT) & 0o7777,
-        uid=field("uid", 108, 116, 0, ID_LIMIT - 1),
-        gid=field("gid", 116, 124, 0, ID_LIMIT - 1),
+        mode=mode & 0o7777,
+        uid=uid,
+        gid=gid,
         size=size,
-        mtime_ns=field("mtime", 136, 148, -(INT64_MAX // 10**9), INT64_MAX // 10**9) * 10**9,
+        mtime_ns=mtime * 1_000_000_000,
         link=_str(header[157:257]),
         rdev=0,
         xattrs=None,
         data_offset=data_offset,
     )
     if typeflag in (ord("3"), ord("4")):
-        major = field("devmajor", 329, 337, 0, ID_LIMIT)
-        minor = field("devminor", 337, 345, 0, ID_LIMIT)
+        major = _field(header, "devmajor", 329, 337, 0, ID_LIMIT, problems)
+        minor = _field(header, "devminor", 337, 345, 0, ID_LIMIT, problems)
         member.rdev = os.makedev(major, minor)
     if global_pax or local_pax:
         _apply_pax(member, {**global_pax, **local_pax}, local_pax, offset, problems)

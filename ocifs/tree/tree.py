@@ -53,7 +53,8 @@ class Tree:
         self.blob_access = BlobAccess(source)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
-        self._members: dict[tuple[Digest, int], Node] = {}
+        # layer digest -> entry identity -> node (no tuple key per member: memory)
+        self._members: dict[Digest, dict[int, Node]] = {}
         self._blob_files: dict[tuple[Digest, int], BlobFile] = {}
         self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
         # image directories built while their document was unreadable; retried on refresh
@@ -137,13 +138,14 @@ class Tree:
     # ----- shared nodes ------------------------------------------------------
 
     def member_node(self, desc: Descriptor, index: LayerIndex, identity: int) -> Node:
-        key = (desc.digest, identity)
-        node = self._members.get(key)
+        nodes = self._members.get(desc.digest)
+        if nodes is None:
+            nodes = self._members[desc.digest] = {}
+        node = nodes.get(identity)
         if node is None:
-            node = layertree.MemberNode(
+            node = nodes[identity] = layertree.MemberNode(
                 self.alloc_inode(), self.layers, desc, index.entries[identity]
             )
-            self._members[key] = node
         return node
 
     def blob_file(self, digest: Digest, size: int) -> BlobFile:
