@@ -241,3 +241,22 @@ def test_tolerated_oddities_are_logged_once(mount_image, tmp_path: Path) -> None
     assert len(log_lines(m, "'loop' is used as a directory")) == 1
     assert len(log_lines(m, "'a' is used as a directory")) == 1
     json.dumps(m.log_text())  # the log is plain text
+
+
+def test_many_members_and_many_hidden_ones(mount_image, tmp_path: Path) -> None:
+    """The million-member case at a size the suite can afford (scripts/measure-layer-memory
+    runs the big one): every member is listed, and hidden ones are logged one by one
+    only up to a point, then summed up in one line."""
+    members: list[tb.Member] = []
+    for d in range(20):
+        members.append(tb.Dir(f"d{d:02d}"))
+        members.extend(tb.File(f"d{d:02d}/f{f:04d}") for f in range(1000))
+    members.extend(pax_member(f"d00/bad\0{i}") for i in range(25))
+    layout = Layout(tmp_path / "layout")
+    layout.tag(layout.image([(tb.build(members, fmt=tarfile.PAX_FORMAT), "zst")]), "many")
+    m = mount_image(layout.root)
+    walked = sum(len(files) for _, _, files in os.walk(m.path / "refs/many/rootfs"))
+    assert walked == 20_000
+    assert len(listing_agrees_with_lookup(m.path / "refs/many/layers/0/d00")) == 1000
+    assert len(log_lines(m, " hidden: ")) == 20
+    assert len(log_lines(m, "5 more members hidden")) == 1

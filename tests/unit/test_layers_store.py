@@ -211,10 +211,17 @@ def test_zeros_are_not_a_bomb_and_decoding_stops_at_the_tar_end(tmp_path: Path, 
         small = await st.index(tail)
         assert small.complete and small.lookup("x") is not None
         assert small.uncompressed_size <= 2 << 20  # stopped at the end-of-archive blocks
+        copy = next((tmp_path / "cache" / "layer-data").rglob(f"*{zeros.digest.hex}*"), None)
+        if copy is not None and copy.stat().st_size > 32 << 20:  # the unpacked copy
+            assert copy.stat().st_blocks * 512 < 8 << 20  # zeros are holes, not written
         capped = LayerStore(src, DiskCache(tmp_path / "cache2"),
                             limits=Limits(max_uncompressed=8 << 20))
         with pytest.raises(LimitExceeded):
             await capped.index(zeros)
+        out_of_time = LayerStore(src, DiskCache(tmp_path / "cache3"),
+                                 limits=Limits(max_index_seconds=-1))
+        with pytest.raises(LimitExceeded, match="took longer than"):
+            await out_of_time.index(zeros)
 
     trio.run(main)
 
