@@ -61,11 +61,12 @@ def test_bad_members_are_hidden_and_the_rest_is_served(mount_image, tmp_path: Pa
         tb.File("d/a", b"the real a"),
         tb.File("d/" + "n" * 255, b"255 bytes is fine"),
         tb.File("d/last", b"last"),
+        tb.RawBytes(tb.header(tarfile.TarInfo("d/1969"), mtime=tb.base256(-86400, 12))),
     ])
     layout = Layout(tmp_path / "layout")
     layout.tag(layout.image([(layer, "gz")]), "bad")
     m = mount_image(layout.root)
-    expected = sorted([b"a", b"first", b"last", b"n" * 255])
+    expected = sorted([b"1969", b"a", b"first", b"last", b"n" * 255])
     for tree in ("layers/0/d", "rootfs/d"):
         d = m.path / "refs/bad" / tree
         assert listing_agrees_with_lookup(d) == expected, tree
@@ -73,6 +74,7 @@ def test_bad_members_are_hidden_and_the_rest_is_served(mount_image, tmp_path: Pa
         assert (d / "last").read_bytes() == b"last"
         assert (d / ("n" * 255)).read_bytes() == b"255 bytes is fine"
         assert not (d / "a\udcff").exists()
+        assert os.lstat(d / "1969").st_mtime == -86400  # negative times are valid
     assert (m.path / "oci-layout").read_bytes() == (layout.root / "oci-layout").read_bytes()
     hidden = log_lines(m, " hidden: ")
     assert len(hidden) == 7, hidden  # one line per hidden member, however often it is listed

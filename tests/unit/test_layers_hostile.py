@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 import trio
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocifs.cache import DiskCache
+from ocifs.errors import LimitExceeded
 from ocifs.layers.decode import OUT_SIZE, LayerPass
 from ocifs.layers.entry import Kind, LayerIndex
 from ocifs.layers.limits import DEFAULT, Limits
@@ -274,3 +277,60 @@ def test_invalid_whiteouts_and_paths_through_symlinks_warn(
     assert any("'up'" in t and "symlink" in t for t in text)
     assert tree.lookup("f") is not None and tree.lookup("sub/y") is not None
     assert tree.lookup("loop/x") is not None
+
+
+def _fix_checksums(data: bytearray) -> None:
+    """Recompute every header checksum the walker will meet (mutations stay 'valid')."""
+    pos = 0
+    while pos + 512 <= len(data):
+        block = data[pos : pos + 512]
+        if block.count(0) == 512:
+            return
+        block[148:156] = b"        "
+        data[pos + 148 : pos + 156] = b"%06o\0 " % sum(block)
+        try:
+            size = int(bytes(data[pos + 124 : pos + 136]).split(b"\0")[0].strip() or b"0", 8)
+        except ValueError:
+            return
+        pos += 512 + size + (-size % 512)
+
+
+def _seed_tar() -> bytes:
+    info = tarfile.TarInfo("sp")
+    info.size = 3
+    info.pax_headers = {"GNU.sparse.map": "2,3", "GNU.sparse.size": "10"}
+    return tb.build([
+        tb.Dir("d"), tb.File("d/f", b"data" * 100), tb.Symlink("d/l", target="f"),
+        tb.Hardlink("d/h", target="d/f"), tb.Char("c"), tb.File("n" * 120, b"long"),
+        tb.Raw(info, b"abc"), tb.File("z", b"z", xattrs={"user.a": b"1"}),
+    ], fmt=tarfile.GNU_FORMAT) + tb.build([tb.File("p" * 150, b"pax")])
+
+
+SEED = _seed_tar()
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SEED) - 1), st.integers(0, 255)), max_size=12),
+       st.booleans())
+def test_mutated_headers_never_escape_the_typed_errors(
+    edits: list[tuple[int, int]], fix: bool
+) -> None:
+    """Any bytes: the walk ends, or stops with TarDamaged/LimitExceeded; whatever it
+    shows has fields the kernel can take and names the naming rule accepts."""
+    data = bytearray(SEED)
+    for pos, value in edits:
+        data[pos] = value
+    if fix:
+        _fix_checksums(data)
+    try:
+        idx = index_of(bytes(data))
+    except LimitExceeded:
+        return
+    for i in range(1, len(idx.entries)):
+        e = idx.entries[i]
+        if idx.lookup(idx.path(i)) != i:
+            continue  # replaced by a later member
+        assert all(naming.name_problem(part) is None for part in idx.path(i).split("/"))
+        assert 0 <= e.uid < 1 << 32 and 0 <= e.gid < 1 << 32 and 0 <= e.mode <= 0o7777
+        assert -(1 << 63) <= e.mtime_ns < 1 << 63 and 0 <= e.size < 1 << 63
+        assert 0 <= e.rdev < 1 << 64 and "\0" not in e.link
