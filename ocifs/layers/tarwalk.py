@@ -1,9 +1,14 @@
-"""A hand-written tar header walker: ustar, GNU (L/K, base-256) and PAX.
+"""A hand-written tar header walker: ustar, GNU (L/K, base-256, sparse) and PAX.
 
 `tarfile` costs ~50 µs per PAX member (docs/layers.md); this walker only
 decodes the fields ocifs shows and skips file data without copying it. It reads
 from a `ChunkStream` (a pull interface over decompressed chunks), so one pass
 over a compressed layer can hash, decompress, keep an unpacked copy and index.
+
+Every numeric field is range-checked here (what the kernel's stat can hold):
+a bad size is damage (the next header cannot be found), any other bad field
+only marks its member (`Member.problem`), which the index then hides. GNU
+sparse maps (old 'S', PAX 0.0/0.1/1.0) become `Member.sparse`.
 """
 
 from __future__ import annotations
