@@ -78,7 +78,7 @@ class IndexBuilder:
                 if problem is not None:
                     return f"name component {part[:80]!r} {problem}"
         link = member.link
-        if link:
+        if link and member.type in (tarwalk.SYMLINK, tarwalk.HARDLINK):
             if "\0" in link:
                 return "link target contains NUL"
             if len(os.fsencode(link)) > self.limits.max_path_bytes:

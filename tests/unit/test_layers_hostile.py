@@ -188,6 +188,8 @@ def test_nul_long_and_unencodable_names_are_hidden(caplog: pytest.LogCaptureFixt
     def pax_file(path: str, **extra: str) -> tb.Raw:
         info = tarfile.TarInfo("placeholder")
         info.pax_headers = {"path": path, **extra}
+        if "linkpath" in extra:
+            info.type = tarfile.SYMTYPE
         return tb.Raw(info, b"")
 
     long_component = "d/" + "n" * 256
