@@ -34,14 +34,18 @@ log = logging.getLogger(__name__)
 class MergedTree:
     """Nodes of the merged tree; node 0 is the root. Immutable once built."""
 
-    __slots__ = ("_kids", "_src")
+    __slots__ = ("_entry", "_kids", "_layer")
 
-    def __init__(self, src: list[tuple[int, int]], kids: list[dict[str, int] | None]) -> None:
-        self._src = src
+    def __init__(
+        self, layer: list[int], entry: list[int], kids: list[dict[str, int] | None]
+    ) -> None:
+        # two flat lists rather than a (layer, entry) tuple per node: 56 bytes less each
+        self._layer = layer
+        self._entry = entry
         self._kids = kids
 
     def __len__(self) -> int:
-        return len(self._src)
+        return len(self._layer)
 
     def children(self, node: int) -> dict[str, int]:
         """Name -> node for a directory node (do not mutate the dict)."""
@@ -55,7 +59,7 @@ class MergedTree:
 
     def source(self, node: int) -> tuple[int, int]:
         """(layer number in the manifest, entry index in that layer's LayerIndex)."""
-        return self._src[node]
+        return self._layer[node], self._entry[node]
 
     def lookup(self, path: str) -> int | None:
         """Node of a relative path ("" is the root), or None."""
@@ -87,13 +91,14 @@ def merge(indexes: list[LayerIndex], names: list[str] | None = None) -> MergedTr
 
     `names` (the layers' digests) are only used in warnings.
     """
-    src: list[tuple[int, int]] = [(0, 0)]
+    src_layer: list[int] = [0]
+    src_entry: list[int] = [0]
     kids: list[dict[str, int] | None] = [{}]
     for layer, index in enumerate(indexes):
         where = names[layer] if names else f"#{layer}"
         entries, children = index.entries, index.children
         if layer == 0 or not entries[0].synthetic:
-            src[0] = (layer, 0)
+            src_layer[0] = layer
         stack = [(0, 0)]  # (entry in this layer, merged node), both directories
         while stack:
             entry_dir, node = stack.pop()
@@ -118,14 +123,13 @@ def merge(indexes: list[LayerIndex], names: list[str] | None = None) -> MergedTr
                 if entry.kind is Kind.DIR:
                     if old is not None and kids[old] is not None:
                         if not entry.synthetic:
-                            src[old] = (layer, child)
+                            src_layer[old], src_entry[old] = layer, child
                         stack.append((child, old))
                         continue
                     if entry.synthetic and _only_whiteouts(index, child):
                         continue  # whiteouts with no lower directory: nothing to remove
                     if old is not None and entry.synthetic:
-                        old_layer, old_idx = src[old]
-                        lower = indexes[old_layer].entries[old_idx]
+                        lower = indexes[src_layer[old]].entries[src_entry[old]]
                         if lower.kind is Kind.SYMLINK:
                             log.warning(
                                 "layer %s: %r is used as a directory where a lower layer has "
@@ -133,13 +137,15 @@ def merge(indexes: list[LayerIndex], names: list[str] | None = None) -> MergedTr
                                 "not followed",
                                 where, index.path(child), lower.link,
                             )
-                    new = len(src)
-                    src.append((layer, child))
+                    new = len(src_layer)
+                    src_layer.append(layer)
+                    src_entry.append(child)
                     kids.append({})
                     have[name] = new
                     stack.append((child, new))
                 else:
-                    have[name] = len(src)
-                    src.append((layer, child))
+                    have[name] = len(src_layer)
+                    src_layer.append(layer)
+                    src_entry.append(child)
                     kids.append(None)
-    return MergedTree(src, kids)
+    return MergedTree(src_layer, src_entry, kids)

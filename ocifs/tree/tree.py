@@ -53,8 +53,9 @@ class Tree:
         self.blob_access = BlobAccess(source)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
-        # layer digest -> entry identity -> node (no tuple key per member: memory)
-        self._members: dict[Digest, dict[int, Node]] = {}
+        # layer digest -> node per entry identity (a list: 8 bytes per member, no
+        # tuple key and dict slot per member)
+        self._members: dict[Digest, list[Node | None]] = {}
         self._blob_files: dict[tuple[Digest, int], BlobFile] = {}
         self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
         # image directories built while their document was unreadable; retried on refresh
@@ -140,8 +141,8 @@ class Tree:
     def member_node(self, desc: Descriptor, index: LayerIndex, identity: int) -> Node:
         nodes = self._members.get(desc.digest)
         if nodes is None:
-            nodes = self._members[desc.digest] = {}
-        node = nodes.get(identity)
+            nodes = self._members[desc.digest] = [None] * len(index.entries)
+        node = nodes[identity]
         if node is None:
             node = nodes[identity] = layertree.MemberNode(
                 self.alloc_inode(), self.layers, desc, index.entries[identity]
