@@ -11,9 +11,9 @@ offset where the damage starts.
 
 Memory is bounded by design, whatever the compression ratio: every decoder
 call hands out at most OUT_SIZE bytes (gzip through `max_length`, zstd through
-a `stream_reader` read), at most `_Sidecar` depth chunks are in flight, and the
-caller stops decoding at the tar's end-of-archive marker (the rest of the blob
-is only hashed), so a stream of zeros behind a tiny tar costs nothing.
+a `stream_reader` read), at most `_Sidecar` depth chunks are in flight, and
+all-zero chunks become holes in the unpacked copy (no disk, no write time).
+What a bomb still costs is decoding time, bounded by `Limits`.
 """
 
 from __future__ import annotations

@@ -3,9 +3,7 @@
 Glues `decode.LayerPass` (hash, decompress, tee) to `tarwalk.walk` and
 `tarindex.IndexBuilder`. Damage inside the tar gives an incomplete index that
 still lists what came before it; a digest mismatch raises BlobUnavailable and
-nothing is kept. Decompression stops where the walk stops (the end-of-archive
-marker, or the damage): nothing after it can be read through the tree, so the
-rest of the blob is only hashed — whatever it decompresses to.
+nothing is kept.
 """
 
 from __future__ import annotations
@@ -68,6 +66,17 @@ def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
         complete, error = False, f"layer {where}: {exc}"
         log.warning("%s; showing the %d members before it", error, builder.members)
     valid = lp.produced
+    try:
+        # The rest of the stream (the tar's zero padding, or whatever follows) is
+        # decoded too: it belongs to the layer's uncompressed digest (diff_id) and
+        # damage in it is worth a line. It costs time only: memory is bounded by
+        # the decoder's chunk size and zero chunks are holes in the copy.
+        for _ in chunks:
+            pass
+        valid = lp.produced
+    except TarDamaged as exc:
+        if complete:
+            log.warning("layer %s: %s after the end of the tar archive (ignored)", where, exc)
     lp.finish()
     index = builder.finish(complete, error, lp.produced)
     record = LayerRecord(index, lp.compression, valid, lp.crcs)

@@ -5,9 +5,9 @@ defaults are far above real images (the largest common base images have
 ~100k members and expand ~3-10x) and far below what would exhaust memory.
 There is no compression-ratio limit: a layer of zeros legitimately compresses
 1000:1 (zstd: far more). Memory is bounded by design (fixed-size decoder
-buffers, see decode.py), the unpacked copy's disk by the cache's unpack limit,
-and decoding stops at the tar's end; what remains bounded by these budgets is
-time and total decompressed bytes. docs/layers.md lists them.
+buffers, see decode.py), the unpacked copy's disk by the cache's unpack limit
+(and zeros are holes in it); what remains bounded by these budgets is time and
+total decompressed bytes. docs/layers.md lists them.
 """
 
 from __future__ import annotations

@@ -194,9 +194,10 @@ def test_media_type_mismatch_uses_magic(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["gz", "zst"])
-def test_zeros_are_not_a_bomb_and_decoding_stops_at_the_tar_end(tmp_path: Path, how: str) -> None:
-    """No ratio limit: a real layer of zeros is served; 256 MiB of zeros behind a tiny
-    tar are hashed, never decoded; the absolute decompressed-bytes limit still holds."""
+def test_zeros_are_not_a_bomb(tmp_path: Path, how: str) -> None:
+    """No ratio limit: a real layer of zeros is served, and 256 MiB of zeros behind a
+    tiny tar are accepted; zeros cost no disk in the unpacked copy; the absolute
+    decompressed-bytes limit and the time limit still hold."""
     src = tb.BlobSource(tmp_path)
     zeros = src.layer([tb.File("zeros", bytes(32 << 20)), tb.File("after", b"after")], how)
     tail = src.add(tb.compress(tb.build([tb.File("x", b"x")]) + bytes(256 << 20), how), how)
@@ -210,7 +211,6 @@ def test_zeros_are_not_a_bomb_and_decoding_stops_at_the_tar_end(tmp_path: Path, 
         assert await st.read(zeros, after, 0, 100) == b"after"
         small = await st.index(tail)
         assert small.complete and small.lookup("x") is not None
-        assert small.uncompressed_size <= 2 << 20  # stopped at the end-of-archive blocks
         copy = next((tmp_path / "cache" / "layer-data").rglob(f"*{zeros.digest.hex}*"), None)
         if copy is not None and copy.stat().st_size > 32 << 20:  # the unpacked copy
             assert copy.stat().st_blocks * 512 < 8 << 20  # zeros are holes, not written
