@@ -126,6 +126,10 @@ INT64_MAX = (1 << 63) - 1
 ID_LIMIT = (1 << 32) - 1
 _MODE_LIMIT = 0o7777777  # what the 8-byte octal mode field can hold
 _MTIME_LIMIT = INT64_MAX // 1_000_000_000  # seconds whose nanoseconds fit int64
+# Linux device numbers (and the FUSE protocol's 32-bit rdev): 12-bit major, 20-bit minor;
+# `mknod` refuses anything larger, so `tar -x` cannot create it either.
+_MAJOR_LIMIT = (1 << 12) - 1
+_MINOR_LIMIT = (1 << 20) - 1
 _GNU_SPARSE = ord("S")
 
 
@@ -454,8 +458,8 @@ def _member(
         data_offset=data_offset,
     )
     if typeflag in (ord("3"), ord("4")):
-        major = _field(header, "devmajor", 329, 337, 0, ID_LIMIT, problems)
-        minor = _field(header, "devminor", 337, 345, 0, ID_LIMIT, problems)
+        major = _field(header, "devmajor", 329, 337, 0, _MAJOR_LIMIT, problems)
+        minor = _field(header, "devminor", 337, 345, 0, _MINOR_LIMIT, problems)
         member.rdev = os.makedev(major, minor)
     if global_pax or local_pax:
         _apply_pax(member, {**global_pax, **local_pax}, local_pax, offset, problems)
