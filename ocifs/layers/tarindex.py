@@ -69,10 +69,10 @@ class IndexBuilder:
         """Why the member at normalised `path` cannot be shown, or None."""
         if member.problem is not None:
             return member.problem
-        encoded = os.fsencode(path)
-        if len(encoded) > self.limits.max_path_bytes:
-            return f"path longer than {self.limits.max_path_bytes} bytes"
-        if len(encoded) > NAME_MAX or "\0" in path or not path.isascii():
+        if not (len(path) <= NAME_MAX and path.isascii() and "\0" not in path):
+            # (the common case skips this: no component of a short ASCII path can fail)
+            if len(os.fsencode(path)) > self.limits.max_path_bytes:
+                return f"path longer than {self.limits.max_path_bytes} bytes"
             for part in path.split("/"):
                 problem = name_problem(part)
                 if problem is not None:

@@ -284,7 +284,7 @@ def walk(stream: ChunkStream, limits: Limits, where: str) -> Iterator[Member]:
         elif pax.get("GNU.sparse.major") == b"1" and pax.get("GNU.sparse.minor") == b"0":
             used = _pax_sparse_10(member, pax, stream, stored, limits, offset)
             stored -= used
-        elif any(key.startswith("GNU.sparse.") for key in pax):
+        elif pax and any(key.startswith("GNU.sparse.") for key in pax):
             member.problem = member.problem or "unknown GNU sparse format"
         pax, long_name, long_link = {}, None, None
         if typeflag not in _SKIP_TYPES:
