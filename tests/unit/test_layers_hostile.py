@@ -228,8 +228,8 @@ def test_name_rule() -> None:
 
 def test_zstd_output_per_step_is_bounded(tmp_path: Path) -> None:
     """RLE blocks: 16 KiB of input used to decode to ~512 MiB in one decoder call."""
-    payload = tb.build([tb.File("zeros", bytes(300 << 20)), tb.File("after", b"after")])
-    blob = zstandard.ZstdCompressor(level=19).compress(payload)
+    payload = tb.build([tb.File("zeros", bytes(64 << 20)), tb.File("after", b"after")])
+    blob = zstandard.ZstdCompressor(level=3).compress(payload)
     del payload
     src = tb.BlobSource(tmp_path)
     desc = src.add(blob, "zst")
@@ -240,7 +240,7 @@ def test_zstd_output_per_step_is_bounded(tmp_path: Path) -> None:
     finally:
         lp.close()
     assert biggest <= 2 * OUT_SIZE
-    assert lp.produced > 300 << 20
+    assert lp.produced > 64 << 20
 
 
 def test_dir_replaced_by_file_with_whiteouts_below_keeps_the_file() -> None:
