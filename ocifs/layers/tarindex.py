@@ -59,6 +59,8 @@ class IndexBuilder:
         self.hidden = 0
         # one int object per distinct mode/uid/gid/mtime value, not one per member
         self._ints: dict[int, int] = {}
+        #: identities that hard links share (link counts are only counted for these)
+        self._linked: set[int] = set()
 
     def _hide(self, name: str, problem: str) -> None:
         self.hidden += 1
@@ -224,6 +226,7 @@ class IndexBuilder:
         kids = self.children[parent]
         assert kids is not None
         src = self.entries[target]
+        self._linked.add(src.identity)
         index = len(self.entries)
         self.entries.append(
             Entry(
@@ -257,8 +260,9 @@ class IndexBuilder:
             log.warning("layer %s: %d more members hidden (not logged one by one)",
                         self.where, self.hidden - HIDDEN_LOGGED)
         entries, children = self.entries, self.children
-        links: dict[int, int] = {}
-        stack = [0]
+        shared = self._linked
+        links: dict[int, int] = {}  # only identities with hard links: memory
+        stack = [0] if shared else []
         while stack:
             kids = children[stack.pop()]
             assert kids is not None
@@ -266,7 +270,7 @@ class IndexBuilder:
                 entry = entries[child]
                 if entry.kind is Kind.DIR:
                     stack.append(child)
-                else:
+                elif entry.identity in shared:
                     links[entry.identity] = links.get(entry.identity, 0) + 1
         for entry, kids in zip(entries, children, strict=True):
             if kids is not None:
