@@ -37,11 +37,12 @@ _TYPE_BITS = {
 }
 
 
-def entry_attr(inode: int, entry: Entry) -> Attr:
+def entry_attr(inode: int, entry: Entry, link: str | None = None) -> Attr:
+    """`link`: the symlink target shown, when it is not the stored one (its size is shown)."""
     size = entry.size if entry.kind == Kind.FILE else 0
     perm = entry.mode & 0o7777
     if entry.kind == Kind.SYMLINK:
-        size = len(entry.link.encode("utf-8", "surrogateescape"))
+        size = len((entry.link if link is None else link).encode("utf-8", "surrogateescape"))
         perm = 0o777  # what lstat shows after `tar -x` (Linux symlinks have no mode)
     return Attr(
         inode=inode,
@@ -56,19 +57,30 @@ def entry_attr(inode: int, entry: Entry) -> Attr:
 
 
 class MemberNode(Node):
-    """A non-directory layer entry (file, symlink, device, fifo)."""
+    """A non-directory layer entry (file, symlink, device, fifo).
 
-    __slots__ = ("desc", "entry", "store")
+    `link` overrides the stored symlink target (`-o symlinks=contained`).
+    """
 
-    def __init__(self, inode: int, store: LayerStore, desc: Descriptor, entry: Entry) -> None:
+    __slots__ = ("desc", "entry", "link", "store")
+
+    def __init__(
+        self,
+        inode: int,
+        store: LayerStore,
+        desc: Descriptor,
+        entry: Entry,
+        link: str | None = None,
+    ) -> None:
         super().__init__(inode)
         self.store = store
         self.desc = desc
         self.entry = entry
+        self.link = entry.link if link is None else link
 
     def attr(self) -> Attr:
         # computed per call, not kept: ~150 bytes per node of a million-member layer
-        return entry_attr(self.inode, self.entry)
+        return entry_attr(self.inode, self.entry, self.link)
 
     async def read(self, offset: int, size: int) -> bytes:
         entry = self.entry
@@ -82,7 +94,7 @@ class MemberNode(Node):
     def readlink(self) -> str:
         if self.entry.kind != Kind.SYMLINK:
             raise InvalidInput(f"inode {self.inode}: not a symlink")
-        return self.entry.link
+        return self.link
 
     def xattrs(self) -> dict[str, bytes]:
         return self.entry.xattrs or {}
