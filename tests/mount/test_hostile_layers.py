@@ -139,6 +139,8 @@ def test_names_from_documents_follow_the_same_rule(mount_image, tmp_path: Path) 
     byte_ref = Path(os.fsdecode(os.fsencode(refs) + b"/byte\xff"))
     assert (byte_ref / "platforms/linux-amd64/rootfs/f").read_bytes() == b"f"
     assert listing_agrees_with_lookup(byte_ref / "platforms") == [b"linux-amd64"]
+    exported = subprocess.run(["tar", "-tf", byte_ref / "image.tar"], capture_output=True)
+    assert exported.returncode == 0 and b"index.json" in exported.stdout
     assert len(log_lines(m, "platform directory name")) == 3
     assert len(log_lines(m, "cannot be shown as a path")) == 3
     assert "Traceback" not in m.log_text()
