@@ -108,6 +108,9 @@ class ImportDir:
         for name, render in zip(STATUS_FILES, (status.status_text, status.errors_text),
                                 strict=True):
             self._add(self._root, _Report(next(self._inodes), name, self._root, render=render))
+        # refs/ exists from the start, so `cp manifest.json .import/refs/app` works as
+        # the README shows it; nested names need their parents (`mkdir -p`) first.
+        self._add(self._root, _Dir(next(self._inodes), "refs", self._root))
 
     # -- helpers --------------------------------------------------------------
 
@@ -344,6 +347,7 @@ class ImportDir:
                 node.ingest.discard()
         self._handles.clear()
         self.session.abandon_pending()
+        staging.remove_if_unused(self.session.layout)
 
 
 def _is_within(node: _Node, ancestor: _Dir) -> bool:
