@@ -53,7 +53,7 @@ class Tree:
         self.blob_access = BlobAccess(source)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
-        self._members: dict[tuple[Digest, int], Node] = {}
+        self._members: dict[tuple[Digest, int, int], Node] = {}
         self._blob_files: dict[tuple[Digest, int], BlobFile] = {}
         self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
         # image directories built while their document was unreadable; retried on refresh
@@ -135,12 +135,15 @@ class Tree:
 
     # ----- shared nodes ------------------------------------------------------
 
-    def member_node(self, desc: Descriptor, index: LayerIndex, identity: int) -> Node:
-        key = (desc.digest, identity)
+    def member_node(
+        self, desc: Descriptor, index: LayerIndex, identity: int, position: int
+    ) -> Node:
+        """The one inode of a layer entry, per position of its layer (provenance xattr)."""
+        key = (desc.digest, identity, position)
         node = self._members.get(key)
         if node is None:
             node = layertree.MemberNode(
-                self.alloc_inode(), self.layers, desc, index.entries[identity]
+                self.alloc_inode(), self.layers, desc, index.entries[identity], position
             )
             self._members[key] = node
         return node
@@ -326,7 +329,7 @@ class Tree:
             compression = mt.layer_compression(desc.media_type)
             children[f"{n}{compression.value}"] = self.blob_file(desc.digest, desc.size)
             if compression is not mt.Compression.UNKNOWN:
-                children[str(n)] = layertree.layer_root(self, desc)
+                children[str(n)] = layertree.layer_root(self, desc, n)
         return DirNode(self.alloc_inode(), children=children)
 
     # ----- blobs/ ------------------------------------------------------------
