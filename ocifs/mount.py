@@ -82,8 +82,15 @@ def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
 
 
 def _fuse_options(source: Source, opts: MountOptions) -> set[str]:
-    options = set(pyfuse3.default_options)  # default_permissions
-    options |= {"fsname=ocifs", "subtype=ocifs", "nosuid", "nodev", "noatime"}
+    options = {"fsname=ocifs", "subtype=ocifs", "nosuid", "nodev", "noatime"}
+    if "allow_other" in opts.fuse_options or os.geteuid() == 0:
+        # Others can enter (or root mounted): the kernel applies the image's modes
+        # and owners to every caller.
+        options |= set(pyfuse3.default_options)  # default_permissions
+    # A non-root user's private mount: the kernel lets nobody else in, and the
+    # image's modes and owners are not checked against its owner, who can read
+    # every blob anyway: browsing their own image, /etc/shadow and mode-0 whiteouts
+    # included, never says "Permission denied".
     if not source.writable:
         options.add("ro")
     # allow_other and any other FUSE option pass through; nonempty is ocifs's own

@@ -28,7 +28,7 @@ def getfattr(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def three_layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """umoci image `t`: layer 0 base files, layer 1 replaces one and adds a dir, layer 2 adds one."""
+    """umoci image `t`: layer 0 base files, 1 replaces one and adds a dir, 2 adds one."""
     require_tools("umoci", "getfattr")
     base = tmp_path_factory.mktemp("prov")
     layout = base / "layout"
