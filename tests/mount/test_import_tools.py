@@ -196,3 +196,7 @@ def test_readme_tagging_commands_work_as_written(
     assert layoutcheck.refs(str(layout)) == {"app": original["digest"],
                                              "app2/1": original["digest"]}
     assert (m.path / "refs/app2/1/manifest.json").read_bytes() == blob(src, original["digest"])
+    # a manifest tagged through refs/ is one more kind of import the tools read
+    assert json.loads(ok("skopeo", "inspect", f"oci:{layout}:app2/1"))["Digest"] == original[
+        "digest"]
+    assert "app" in ok("umoci", "ls", "--layout", layout).split()
