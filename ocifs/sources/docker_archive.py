@@ -104,7 +104,7 @@ class Synthesized:
 
 
 class Synthesizer:
-    """Builds Docker schema-2 manifests for manifest.json items (see the module docstring)."""
+    """Builds OCI image manifests for manifest.json items (see the module docstring)."""
 
     def __init__(self, archive: ArchiveFile, cache: DiskCache) -> None:
         self.archive = archive
