@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_tools
+from tests.helpers import tarbuilder
 
 XATTR = "user.ocifs.layer"
 
@@ -71,3 +72,43 @@ def test_layer_xattr_names_the_supplying_layer(mount_image: Any, three_layers: P
         result = subprocess.run(["getfattr", "-n", XATTR, str(other)], capture_output=True,
                                 text=True, check=False)
         assert result.returncode != 0 and "No such attribute" in result.stderr, other
+
+
+def _write_blob(layout: Path, data: bytes) -> dict[str, Any]:
+    digest = tarbuilder.digest_of(data)
+    (layout / "blobs/sha256" / digest.hex).write_bytes(data)
+    return {"digest": str(digest), "size": len(data)}
+
+
+def test_same_layer_at_two_positions_answers_each_position(
+    mount_image: Any, tmp_path: Path
+) -> None:
+    """Layer A is layer 0 of image `one` and layer 1 of image `two`: one answer per inode."""
+    layout = tmp_path / "layout"
+    (layout / "blobs/sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    a = tarbuilder.build([tarbuilder.File("shared.txt", data=b"from A\n")])
+    b = tarbuilder.build([tarbuilder.File("base.txt", data=b"from B\n")])
+    layer = {name: {"mediaType": tarbuilder.MEDIA["tar"], **_write_blob(layout, data)}
+             for name, data in (("a", a), ("b", b))}
+    entries = []
+    for ref, stack in (("one", ["a"]), ("two", ["b", "a"])):
+        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+            "type": "layers", "diff_ids": [layer[x]["digest"] for x in stack]}}).encode()
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       **_write_blob(layout, config)},
+            "layers": [layer[x] for x in stack]}).encode()
+        entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        **_write_blob(layout, manifest),
+                        "annotations": {"org.opencontainers.image.ref.name": ref}})
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
+    m = mount_image(layout)
+    one, two = m.path / "refs/one", m.path / "refs/two"
+    assert getfattr(one / "rootfs/shared.txt") == f"0 {layer['a']['digest']}"
+    assert getfattr(two / "rootfs/shared.txt") == f"1 {layer['a']['digest']}"
+    assert getfattr(two / "rootfs/base.txt") == f"0 {layer['b']['digest']}"
+    assert os.stat(two / "rootfs/shared.txt").st_ino == os.stat(two / "layers/1/shared.txt").st_ino
+    assert os.stat(one / "rootfs/shared.txt").st_ino != os.stat(two / "rootfs/shared.txt").st_ino
+    assert (two / "rootfs/shared.txt").read_bytes() == b"from A\n"
