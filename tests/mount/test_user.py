@@ -120,7 +120,7 @@ def user(sample_layout: Path) -> Iterator[User]:
     require(None if os.access("/usr/bin/python3", os.X_OK) else "/usr/bin/python3")
     base = Path(tempfile.mkdtemp(prefix="ocifs-user-test-"))
     base.chmod(0o755)
-    name = f"ocifst{os.getpid() % 1_000_000}"
+    name = f"ocifst{os.urandom(4).hex()}"  # useradd refuses a name that exists
     home = base / name
     home.mkdir()
     subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", "-U", name], check=True,
