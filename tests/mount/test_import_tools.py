@@ -179,7 +179,7 @@ def test_docker_save_manifest_is_what_skopeo_writes(
 def test_readme_tagging_commands_work_as_written(
     mount_image: Any, sources: dict[str, Path], tmp_path: Path
 ) -> None:
-    """README: `cp manifest.json .import/refs/app`; nested names after `mkdir -p`."""
+    """README: `cp manifest.json .import/refs/app`; nested names after `mkdir -p` (team/app)."""
     layout = empty_layout(tmp_path / "layout")
     m = mount_image(layout)
     src = sources["layout"]
@@ -191,12 +191,12 @@ def test_readme_tagging_commands_work_as_written(
     work.mkdir()
     (work / "manifest.json").write_bytes(blob(src, original["digest"]))
     ok("cp", "manifest.json", m.path / ".import/refs/app", cwd=work)
-    ok("mkdir", "-p", m.path / ".import/refs/app2")
-    ok("cp", "manifest.json", m.path / ".import/refs/app2/1", cwd=work)
+    ok("mkdir", "-p", m.path / ".import/refs/team")
+    ok("cp", "manifest.json", m.path / ".import/refs/team/app", cwd=work)
     assert layoutcheck.refs(str(layout)) == {"app": original["digest"],
-                                             "app2/1": original["digest"]}
-    assert (m.path / "refs/app2/1/manifest.json").read_bytes() == blob(src, original["digest"])
+                                             "team/app": original["digest"]}
+    assert (m.path / "refs/team/app/manifest.json").read_bytes() == blob(src, original["digest"])
     # a manifest tagged through refs/ is one more kind of import the tools read
-    assert json.loads(ok("skopeo", "inspect", f"oci:{layout}:app2/1"))["Digest"] == original[
+    assert json.loads(ok("skopeo", "inspect", f"oci:{layout}:team/app"))["Digest"] == original[
         "digest"]
     assert "app" in ok("umoci", "ls", "--layout", layout).split()
