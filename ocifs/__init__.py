@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 #: The distribution name (the PyPI name `ocifs` belongs to an unrelated project).
 DISTRIBUTION = "ocifs-mount"
 
 
+@functools.cache
 def package_version() -> str:
     """The installed version, from the package metadata (pyproject.toml is the one source).
 
-    Read on demand, not at import: importlib.metadata costs start-up time that
-    every `ocifs mount` would pay.
+    Read on first use, not at import: importlib.metadata costs start-up time
+    that every `ocifs mount` would pay. Cached: it reads files.
     """
     from importlib.metadata import PackageNotFoundError, version
 

@@ -47,10 +47,11 @@ _TYPE_BITS = {
 }
 
 
-def entry_attr(inode: int, entry: Entry) -> Attr:
+def entry_attr(inode: int, entry: Entry, link: str | None = None) -> Attr:
+    """`link`: the symlink target shown, when it is not the stored one (its size is shown)."""
     size = entry.size if entry.kind == Kind.FILE else 0
     if entry.kind == Kind.SYMLINK:
-        size = len(entry.link.encode("utf-8", "surrogateescape"))
+        size = len((entry.link if link is None else link).encode("utf-8", "surrogateescape"))
     return Attr(
         inode=inode,
         mode=_TYPE_BITS[entry.kind] | (entry.mode & 0o7777),
@@ -72,19 +73,29 @@ def layer_xattr(position: int, digest: Digest) -> dict[str, bytes]:
 
 
 class MemberNode(Node):
-    """A non-directory layer entry (file, symlink, device, fifo) of the layer at `position`."""
+    """A non-directory layer entry (file, symlink, device, fifo) of the layer at `position`.
 
-    __slots__ = ("_attr", "desc", "entry", "position", "store")
+    `link` overrides the stored symlink target (`-o symlinks=contained`).
+    """
+
+    __slots__ = ("_attr", "desc", "entry", "link", "position", "store")
 
     def __init__(
-        self, inode: int, store: LayerStore, desc: Descriptor, entry: Entry, position: int
+        self,
+        inode: int,
+        store: LayerStore,
+        desc: Descriptor,
+        entry: Entry,
+        position: int,
+        link: str | None = None,
     ) -> None:
         super().__init__(inode)
         self.store = store
         self.desc = desc
         self.entry = entry
         self.position = position
-        self._attr = entry_attr(inode, entry)
+        self.link = entry.link if link is None else link
+        self._attr = entry_attr(inode, entry, self.link)
 
     def attr(self) -> Attr:
         return self._attr
@@ -101,7 +112,7 @@ class MemberNode(Node):
     def readlink(self) -> str:
         if self.entry.kind != Kind.SYMLINK:
             raise InvalidInput(f"inode {self.inode}: not a symlink")
-        return self.entry.link
+        return self.link
 
     def xattrs(self) -> dict[str, bytes]:
         return self.entry.xattrs or {}
