@@ -78,3 +78,7 @@ class LockTimeout(OcifsError):
 
 class MountError(OcifsError):
     """The mount could not be set up (mountpoint problems, FUSE unavailable)."""
+
+
+class NotDurable(OcifsError):
+    """A change was made and is visible, but its fsync failed: it may not survive a crash."""
