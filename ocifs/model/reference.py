@@ -99,7 +99,7 @@ def _tagged(name: str) -> str | None:
 
 
 def familiar_tag(name: str) -> str | None:
-    """`repo:tag` as `docker save` writes it in RepoTags, or None if `name` is no tagged reference."""
+    """`repo:tag` as `docker save` writes it in RepoTags; None if `name` has no tag."""
     full = _tagged(name)
     if full is None:
         return None
