@@ -105,8 +105,9 @@ def rewrite(layout: str, edit: Edit, lock_timeout: float) -> bool:
     Blocking (waits for the lock, fsyncs): call from a worker thread.
     """
     path = os.path.join(layout, "index.json")
-    durable.makedirs(staging_dir(layout))
     with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
+        # Under the lock: `staging.remove_if_unused` removes it only under the lock.
+        durable.makedirs(staging_dir(layout))
         obj = load_index(path)
         edited = edit(list(obj.get("manifests") or []))
         if edited is None:

@@ -325,7 +325,7 @@ def test_kill9_during_untag(mount_image: Any, layout: Path, monkeypatch: pytest.
     if now == old:
         os.rmdir(m2.path / "refs/a")
     assert umoci_ls(layout) == ["b", "x/y", "x/z"]
-    assert os.listdir(layout / ".ocifs-staging") == []
+    assert layoutcheck.staging_leftovers(str(layout)) == []
 
 
 def test_kill9_at_random_instants_during_untags(mount_image: Any, layout: Path) -> None:
