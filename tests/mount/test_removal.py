@@ -238,7 +238,7 @@ def test_gc_during_concurrent_imports(mount_image: Any, layout: Path, tmp_path: 
     os.rmdir(m.path / "refs/a")  # old garbage for gc to find
     os.rmdir(m.path / "refs/b")
     garbage = layoutcheck.blobs(str(layout)) - layoutcheck.closure(str(layout))
-    (m.path / ".import/refs").mkdir()
+    (m.path / ".import/refs").mkdir(exist_ok=True)
     other = tmp_path / "other"  # a whole layout, copied blob by blob while gc runs
     layoutcheck.make_layout(str(other), "fresh", {"f.bin": os.urandom(200_000)})
     ctx = multiprocessing.get_context("fork")
@@ -288,7 +288,7 @@ def test_untags_retags_and_imports_from_two_mounts_never_lose_changes(mount_imag
     (layout / "index.json").write_text(json.dumps(index))
     b = mount_image(layout)
     for m in (a, b):
-        (m.path / ".import/refs").mkdir()
+        (m.path / ".import/refs").mkdir(exist_ok=True)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(6) as pool:
         untags = [pool.apply_async(_untag_all, ((str(m.path), [f"t{n}" for n in range(k, 16, 4)]),))
