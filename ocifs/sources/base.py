@@ -6,7 +6,9 @@ and `index.json`, and blobs addressed by digest. Sources that lack some of these
 `synthesized()`. Nothing here knows about FUSE.
 
 Thread-safety: `BlobReader.pread` may be called from worker threads
-concurrently; every other method is called on the trio thread.
+concurrently; every other method is called on the trio thread, except for
+`remote` sources, whose methods must all be thread-safe (the tree reads their
+documents in worker threads).
 """
 
 from __future__ import annotations
@@ -146,6 +148,10 @@ class Source(ABC):
     kind: str = ""
     #: whether `.import/` is offered (layout directories only).
     writable: bool = False
+    #: True when `open_blob(...).pread` may wait on the network (registries): the
+    #: tree then calls it in worker threads, and such readers verify blobs
+    #: themselves (BlobAccess skips its own sequential check).
+    remote: bool = False
 
     def __init__(self, path: str) -> None:
         self.path = path

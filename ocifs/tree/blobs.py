@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 INLINE_HASH_LIMIT = 4 * 1024 * 1024
 MAX_OPEN_READERS = 256
 _QUEUE_CHUNKS = 64
+#: reads of remote blobs in flight (each may wait for a download in a thread)
+REMOTE_READERS = 16
 
 
 class _Verifier:
@@ -94,6 +96,13 @@ class BlobAccess:
         self._bad: dict[Digest, str] = {}
         self._verified: set[Digest] = set()
         self._verifiers: dict[Digest, _Verifier] = {}
+        self._remote: trio.CapacityLimiter | None = None
+
+    def _remote_limiter(self) -> trio.CapacityLimiter:
+        """Threads that may sit waiting for a download (made in the trio loop)."""
+        if self._remote is None:
+            self._remote = trio.CapacityLimiter(REMOTE_READERS)
+        return self._remote
 
     def reader(self, digest: Digest, declared_size: int | None) -> BlobReader:
         """An open reader, with its size checked against the descriptor."""
@@ -143,6 +152,11 @@ class BlobAccess:
         self, digest: Digest, declared_size: int | None, offset: int, size: int
     ) -> bytes:
         reader = self.reader(digest, declared_size)
+        if self.source.remote:
+            # The reader may wait on the network; it verifies the blob itself.
+            return await trio.to_thread.run_sync(
+                reader.pread, offset, size, limiter=self._remote_limiter()
+            )
         data = reader.pread(offset, size)
         if digest in self._verified:
             return data

@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
+import trio
+
 from ocifs import catalog as catalog_mod
 from ocifs.durable import test_env
 from ocifs.errors import NotFound, OcifsError
@@ -247,7 +249,10 @@ class Tree:
         return node
 
     async def _build_by_digest(self) -> Children:
-        found = catalog_mod.reachable(self.source, self.catalog)
+        if self.source.remote:
+            found = await trio.to_thread.run_sync(catalog_mod.reachable, self.source, self.catalog)
+        else:
+            found = catalog_mod.reachable(self.source, self.catalog)
         return {str(d): self._image_dir(("by-digest",), desc) for d, desc in sorted(found.items())}
 
     def _image_dir(self, where: tuple[str, ...], desc: Descriptor) -> DirNode:
@@ -273,7 +278,10 @@ class Tree:
             "descriptor.json": BytesFile(self.alloc_inode(), self._descriptor_json(desc)),
         }
         try:
-            data = catalog_mod.read_document(self.source, desc)
+            if self.source.remote:
+                data = await trio.to_thread.run_sync(catalog_mod.read_document, self.source, desc)
+            else:
+                data = catalog_mod.read_document(self.source, desc)
             if kind == "index":
                 index = documents.parse_index(data, f"index {desc.digest}", lenient=True)
                 children["platforms"] = self._platforms_dir(index)
