@@ -148,6 +148,8 @@ def _mount(args: argparse.Namespace) -> int:
         raise MountError("/dev/fuse: missing (is the fuse kernel module loaded?)")
     # Source errors are reported here, before anything is started.
     if remote:
+        # retries while resolving are logged by the daemon, not printed here
+        logging.getLogger("ocifs").addHandler(logging.NullHandler())
         from ocifs.registry.options import from_args
         from ocifs.sources.registry import open_registry
 

@@ -108,8 +108,15 @@ def describe(exc: BaseException) -> str:
 
 
 def _is_tls_failure(exc: httpx.TransportError) -> bool:
+    """A TLS handshake that failed: retrying cannot help (unlike a refused connection)."""
     text = str(exc)
-    return "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
+    return "[SSL" in text or "certificate verify failed" in text
+
+
+def _tls_hint(exc: httpx.TransportError) -> str:
+    if "WRONG_VERSION_NUMBER" in str(exc) or "record layer" in str(exc):
+        return "the registry may speak plain http: use --tls-verify=false"
+    return "use --cert-dir DIR with the registry's CA, or --tls-verify=false"
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
@@ -236,8 +243,7 @@ class RegistryClient:
             except httpx.TransportError as exc:
                 if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
                     raise RegistryError(
-                        f"{url}: TLS failure: {describe(exc)} (use --cert-dir DIR with the "
-                        "registry's CA, or --tls-verify=false)"
+                        f"{url}: TLS failure: {describe(exc)} ({_tls_hint(exc)})"
                     ) from None
                 if attempt >= self.options.retries:
                     raise RegistryError(

@@ -227,7 +227,12 @@ class RegistrySource(Source):
         if reference.startswith(("sha256:", "sha512:")):
             digest = digest_mod.parse(reference)
         else:
-            head = self.client.head_manifest(reference)
+            try:
+                head = self.client.head_manifest(reference)
+            except RegistryError as exc:
+                if exc.status == 404:
+                    raise RegistryError(f"tag {reference!r} not found (404)", status=404) from None
+                raise
             header = head.headers.get("Docker-Content-Digest")
             if header:
                 try:

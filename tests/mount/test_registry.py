@@ -1,0 +1,215 @@
+"""Issue 12: a repository in a real registry (Debian's docker-registry) mounted lazily.
+
+Every image pushed with skopeo must give the same tree as the same image
+mounted from its local layout; auth, TLS and refresh are checked against the
+real registry, request counts from its own log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, OCIFS, require_fuse, require_tools
+from tests.helpers import treecompare
+from tests.helpers.registry import PASSWORD, USER, Registry, push, start_registry
+
+REGCLIENT = FIXTURES / "regclient/testdata/testrepo"
+#: multi-platform indexes, a nested index, artifacts, docker and OCI manifests
+REGCLIENT_TAGS = ["v1", "v2", "v3", "a1", "a2", "a3", "ai", "child", "a-docker", "a-docker-oci"]
+SAMPLE_TAGS = {"1.0": "sample:1.0", "1.0-zstd": "sample:1.0-zstd"}
+
+
+def _require() -> None:
+    require_fuse()
+    require_tools("docker-registry", "skopeo", "htpasswd", "openssl")
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory, sample_layout: Path) -> Iterator[Registry]:
+    """A plain-HTTP registry holding the sample image and the regclient test repo."""
+    _require()
+    reg = start_registry(tmp_path_factory.mktemp("registry-plain"))
+    try:
+        for tag, name in SAMPLE_TAGS.items():
+            push(sample_layout, name, reg, f"sample:{tag}")
+        for tag in REGCLIENT_TAGS:
+            push(REGCLIENT, tag, reg, f"testrepo:{tag}")
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory, sample_layout: Path) -> Iterator[Registry]:
+    """TLS with a CA made here, and htpasswd (bcrypt) basic auth."""
+    _require()
+    reg = start_registry(tmp_path_factory.mktemp("registry-tls"), tls=True, htpasswd=True)
+    try:
+        push(sample_layout, "sample:1.0", reg, "sample:1.0", "--dest-creds", f"{USER}:{PASSWORD}")
+        yield reg
+    finally:
+        reg.stop()
+
+
+def _snapshot(path: Path) -> dict[str, tuple]:
+    snap = treecompare.snapshot(path)
+    snap.pop("descriptor.json", None)  # names the ref: the tag here, `repo:tag` in a layout
+    return snap
+
+
+def _same_tree(reg_dir: Path, layout_dir: Path) -> None:
+    expected, actual = _snapshot(layout_dir), _snapshot(reg_dir)
+    assert len(actual) > 3
+    assert treecompare.diff(expected, actual) == []
+
+
+def test_every_pushed_image_equals_its_local_layout(mount_image, plain, sample_layout) -> None:
+    local_sample = mount_image(sample_layout)
+    remote_sample = mount_image(plain.ref("sample"), "--tls-verify=false")
+    assert sorted(os.listdir(remote_sample.path / "refs")) == sorted(SAMPLE_TAGS)
+    for tag, name in SAMPLE_TAGS.items():
+        _same_tree(remote_sample.path / "refs" / tag, local_sample.path / "refs" / name)
+        assert (remote_sample.path / "refs" / tag / "rootfs/etc/os-release").read_bytes() == (
+            local_sample.path / "refs" / name / "rootfs/etc/os-release"
+        ).read_bytes()
+
+    local = mount_image(REGCLIENT)
+    remote = mount_image(plain.ref("testrepo"), "--tls-verify=false")
+    assert sorted(os.listdir(remote.path / "refs")) == sorted(REGCLIENT_TAGS)
+    for tag in REGCLIENT_TAGS:
+        _same_tree(remote.path / "refs" / tag, local.path / "refs" / tag)
+    # by-digest/ holds every manifest reachable from the tags, like the layout's
+    for name in os.listdir(remote.path / "by-digest"):
+        assert (local.path / "by-digest" / name).is_dir()
+
+
+def test_one_tag_or_digest_shows_just_that(mount_image, plain, sample_layout) -> None:
+    m = mount_image(plain.ref("sample:1.0-zstd"), "--tls-verify=false")
+    assert os.listdir(m.path / "refs") == ["1.0-zstd"]
+    index = json.loads((sample_layout / "index.json").read_text())
+    digest = next(
+        d["digest"]
+        for d in index["manifests"]
+        if d["annotations"]["org.opencontainers.image.ref.name"] == "sample:1.0"
+    )
+    m2 = mount_image(plain.ref(f"sample@{digest}"), "--tls-verify=false")
+    assert os.listdir(m2.path / "refs") == [digest]
+    text = (m2.path / "refs" / digest / "rootfs/etc/os-release").read_text()
+    assert "ocifs sample" in text
+
+
+def test_mount_fetches_nothing_until_opened_and_a_second_mount_uses_the_cache(
+    mount_image, plain, tmp_path
+) -> None:
+    cache = tmp_path / "shared-cache"
+    before = len(plain.requests())
+    m = mount_image(plain.ref("sample:1.0"), "--tls-verify=false", cache=cache)
+    at_mount = plain.requests()[before:]
+    assert not [r for r in at_mount if "/blobs/" in r], at_mount
+    assert len([r for r in at_mount if "/manifests/" in r]) <= 2, at_mount
+    # read everything: layers, config, rootfs
+    subprocess.run(
+        ["find", str(m.path / "refs"), "-type", "f", "-exec", "cat", "{}", "+"],
+        check=True,
+        capture_output=True,
+    )
+    first = plain.requests()[before:]
+    assert [r for r in first if "/blobs/" in r]
+    subprocess.run(["fusermount3", "-u", str(m.path)], check=True)
+
+    again = len(plain.requests())
+    m2 = mount_image(plain.ref("sample:1.0"), "--tls-verify=false", cache=cache)
+    subprocess.run(
+        ["find", str(m2.path / "refs"), "-type", "f", "-exec", "cat", "{}", "+"],
+        check=True,
+        capture_output=True,
+    )
+    second = plain.requests()[again:]
+    # only the API check and the tag's manifest: nothing it already has
+    assert all(r.endswith("/v2/") or "/manifests/1.0" in r for r in second), second
+
+
+def test_tls_and_basic_auth(mount_image, secure, sample_layout, tmp_path) -> None:
+    cert_dir = str(secure.ca.parent)
+    m = mount_image(
+        secure.ref("sample:1.0"), "--cert-dir", cert_dir, "--creds", f"{USER}:{PASSWORD}"
+    )
+    local = mount_image(sample_layout)
+    _same_tree(m.path / "refs/1.0", local.path / "refs/sample:1.0")
+
+    # credentials from an auth file, as podman login writes it
+    authfile = tmp_path / "auth.json"
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    authfile.write_text(json.dumps({"auths": {secure.host: {"auth": token}}}))
+    m2 = mount_image(secure.ref("sample"), "--cert-dir", cert_dir, "--authfile", str(authfile))
+    assert os.listdir(m2.path / "refs") == ["1.0"]
+
+
+def _refused(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    mnt = tmp_path / f"mnt-refused-{len(list(tmp_path.iterdir()))}"
+    mnt.mkdir()
+    result = subprocess.run(
+        [
+            *OCIFS,
+            "mount",
+            *args[:1],
+            str(mnt),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            *args[1:],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.ismount(mnt) and os.listdir(mnt) == []
+    return lines[0]
+
+
+def test_mount_time_errors_are_one_line_and_leave_no_mount(secure, plain, tmp_path) -> None:
+    require_fuse()
+    ref = secure.ref("sample:1.0")
+    cert = ["--cert-dir", str(secure.ca.parent)]
+    line = _refused(tmp_path, ref, *cert, "--creds", f"{USER}:wrong")
+    assert ref in line and "rejected" in line
+    line = _refused(
+        tmp_path, ref, *cert, env={"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    )
+    assert ref in line and "credentials" in line
+    line = _refused(tmp_path, ref, "--creds", f"{USER}:{PASSWORD}")
+    assert ref in line and "TLS" in line
+    line = _refused(tmp_path, plain.ref("sample:no-such-tag"), "--tls-verify=false")
+    assert "no-such-tag" in line and "404" in line
+    line = _refused(tmp_path, plain.ref("no/such/repo"), "--tls-verify=false")
+    assert "no/such/repo" in line and "404" in line
+    line = _refused(tmp_path, plain.ref("sample"))  # plain http without --tls-verify=false
+    assert plain.host in line
+    line = _refused(tmp_path, "docker://no-such-host.invalid/x:1")
+    assert "no-such-host.invalid" in line
+
+
+def test_tags_pushed_after_the_mount_appear_after_the_refresh(
+    mount_image, plain, sample_layout
+) -> None:
+    m = mount_image(plain.ref("sample"), "--tls-verify=false", "--refresh", "1")
+    assert "later" not in os.listdir(m.path / "refs")
+    push(sample_layout, "sample:1.0", plain, "sample:later")
+    deadline = time.monotonic() + 60
+    while "later" not in os.listdir(m.path / "refs"):
+        assert time.monotonic() < deadline, "the new tag never appeared"
+        time.sleep(0.2)
+    assert "ocifs sample" in (m.path / "refs/later/rootfs/etc/os-release").read_text()
