@@ -198,3 +198,76 @@ def push(layout: Path, tag_in_layout: str, reg: Registry, repo_tag: str, *extra:
 def get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as r:
         return bytes(r.read())
+
+
+def make_big_image(layout: Path, size: int, tag: str = "big") -> str:
+    """An OCI layout with one uncompressed layer holding `size` random bytes in /big.bin.
+
+    Returns the layer's digest.
+    """
+    import hashlib
+    import io
+    import os
+    import tarfile
+
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes) -> str:
+        hexd = hashlib.sha256(data).hexdigest()
+        (blobs / hexd).write_bytes(data)
+        return f"sha256:{hexd}"
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("big.bin")
+        info.size = size
+        info.mtime = 1700000000
+        tar.addfile(info, io.BytesIO(os.urandom(size)))
+    layer = buf.getvalue()
+    layer_digest = put(layer)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            "config": {},
+        }
+    ).encode()
+    config_digest = put(config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest,
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    manifest_digest = put(manifest)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (layout / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "manifests": [
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": manifest_digest,
+                        "size": len(manifest),
+                        "annotations": {"org.opencontainers.image.ref.name": tag},
+                    }
+                ],
+            }
+        )
+    )
+    return layer_digest

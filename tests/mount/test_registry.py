@@ -8,9 +8,11 @@ real registry, request counts from its own log.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,15 @@ import pytest
 
 from tests.conftest import FIXTURES, OCIFS, require_fuse, require_tools
 from tests.helpers import treecompare
-from tests.helpers.registry import PASSWORD, USER, Registry, push, start_registry
+from tests.helpers.faultproxy import FaultProxy
+from tests.helpers.registry import (
+    PASSWORD,
+    USER,
+    Registry,
+    make_big_image,
+    push,
+    start_registry,
+)
 
 REGCLIENT = FIXTURES / "regclient/testdata/testrepo"
 #: multi-platform indexes, a nested index, artifacts, docker and OCI manifests
@@ -213,3 +223,94 @@ def test_tags_pushed_after_the_mount_appear_after_the_refresh(
         assert time.monotonic() < deadline, "the new tag never appeared"
         time.sleep(0.2)
     assert "ocifs sample" in (m.path / "refs/later/rootfs/etc/os-release").read_text()
+
+
+# -- faults, served by a proxy in front of the real registry ---------------------------
+
+BIG = 4 * 1024 * 1024
+
+
+@pytest.fixture
+def big_registry(tmp_path: Path) -> Iterator[tuple[Registry, FaultProxy, Path, str]]:
+    """A registry of its own (a test may kill it) with a 4 MiB layer, behind a fault proxy."""
+    _require()
+    layout = tmp_path / "big-layout"
+    layer = make_big_image(layout, BIG)
+    reg = start_registry(tmp_path / "registry-big")
+    proxy = FaultProxy(reg.host)
+    try:
+        push(layout, "big", reg, "big:1")
+        yield reg, proxy, layout, layer
+    finally:
+        proxy.close()
+        reg.stop()
+
+
+def _cached_blobs(cache: Path) -> list[Path]:
+    return (
+        [
+            p
+            for p in (cache / "registry-blob").rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
+        ]
+        if (cache / "registry-blob").exists()
+        else []
+    )
+
+
+def _read_fails_with_eio(path: Path) -> None:
+    with pytest.raises(OSError) as err:
+        path.read_bytes()
+    assert err.value.errno == errno.EIO
+
+
+@pytest.mark.parametrize("mode", ["corrupt", "truncate"])
+def test_bad_blob_answers_give_eio_and_nothing_wrong_is_cached(
+    mount_image, big_registry, tmp_path, mode
+) -> None:
+    reg, proxy, layout, layer = big_registry
+    cache = tmp_path / "fault-cache"
+    proxy.mode, proxy.digest = mode, layer
+    m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=cache)
+    m.expect_log(r"GET http://127\.0\.0\.1:\d+/v2/big/blobs/sha256:[0-9a-f]{64}: ")
+    m.expect_log(r"blob sha256:[0-9a-f]{64}: ")
+    m.expect_log(r"layer sha256:[0-9a-f]{64}")
+    _read_fails_with_eio(m.path / "refs/1/layers/0.tar")
+    _read_fails_with_eio(m.path / "refs/1/rootfs/big.bin")
+    assert os.listdir(m.path / "refs") == ["1"]  # the rest of the mount answers
+    assert json.loads((m.path / "refs/1/manifest.json").read_bytes())["layers"]
+    log = m.log_text()
+    assert f"/v2/big/blobs/{layer}" in log
+    assert ("does not match its digest" if mode == "corrupt" else "after") in log
+    assert all(layer.split(":")[1] not in p.name for p in _cached_blobs(cache))
+    # the same cache, straight to the registry: the right bytes, nothing stale
+    m2 = mount_image(reg.ref("big:1"), "--tls-verify=false", cache=cache)
+    blob = layout / "blobs/sha256" / layer.split(":")[1]
+    assert (m2.path / "refs/1/layers/0.tar").read_bytes() == blob.read_bytes()
+
+
+def test_registry_killed_during_a_large_read_gives_eio(mount_image, big_registry, tmp_path):
+    reg, proxy, _layout, layer = big_registry
+    proxy.mode, proxy.digest = "slow", layer
+    m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=tmp_path / "kill-cache")
+    m.expect_log(r"GET http://127\.0\.0\.1:\d+/v2/big/blobs/sha256:[0-9a-f]{64}: ")
+    result: list[BaseException | bytes] = []
+
+    def read() -> None:
+        try:
+            result.append((m.path / "refs/1/layers/0.tar").read_bytes())
+        except OSError as exc:
+            result.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while proxy.blob_bytes < BIG // 8:
+        assert time.monotonic() < deadline, "the read never started"
+        time.sleep(0.02)
+    reg.kill()
+    reader.join(timeout=120)
+    assert not reader.is_alive(), "the read hangs"
+    assert isinstance(result[0], OSError) and result[0].errno == errno.EIO, result[0]
+    assert os.listdir(m.path / "refs") == ["1"]
+    assert f"/v2/big/blobs/{layer}" in m.log_text()
