@@ -30,6 +30,7 @@ from tests.helpers.registry import (
     push,
     start_registry,
 )
+from tests.helpers.tokenserver import TokenServer
 
 REGCLIENT = FIXTURES / "regclient/testdata/testrepo"
 #: multi-platform indexes, a nested index, artifacts, docker and OCI manifests
@@ -314,3 +315,24 @@ def test_registry_killed_during_a_large_read_gives_eio(mount_image, big_registry
     assert isinstance(result[0], OSError) and result[0].errno == errno.EIO, result[0]
     assert os.listdir(m.path / "refs") == ["1"]
     assert f"/v2/big/blobs/{layer}" in m.log_text()
+
+
+def test_token_auth_against_the_registry_in_token_mode(mount_image, sample_layout, tmp_path):
+    """The registry's own `auth: token` mode, with the token endpoint in tests/helpers."""
+    _require()
+    tokens = TokenServer(tmp_path / "token", USER, PASSWORD)
+    reg = start_registry(tmp_path / "registry-token", token=tokens.registry_config())
+    try:
+        push(sample_layout, "sample:1.0", reg, "team/sample:1.0", "--dest-creds",
+             f"{USER}:{PASSWORD}")  # fmt: skip
+        m = mount_image(reg.ref("team/sample"), "--tls-verify=false", "--creds",
+                        f"{USER}:{PASSWORD}")  # fmt: skip
+        local = mount_image(sample_layout)
+        _same_tree(m.path / "refs/1.0", local.path / "refs/sample:1.0")
+        assert "repository:team/sample:pull" in tokens.issued
+        line = _refused(tmp_path, reg.ref("team/sample"), "--tls-verify=false", "--creds",
+                        f"{USER}:nope")  # fmt: skip
+        assert "team/sample" in line and "token endpoint" in line and "401" in line
+    finally:
+        reg.stop()
+        tokens.close()
