@@ -68,8 +68,9 @@ log = logging.getLogger(__name__)
 BLOB_KIND = "registry-blob"
 MANIFEST_KIND = "registry-manifest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-#: remembered ends of sequential read passes per blob
-_STREAM_ENDS = 256
+#: how far from the furthest read so far a read still counts as sequential: the
+#: kernel's readahead sends several reads at once, in no guaranteed order
+STREAM_WINDOW = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,7 +415,9 @@ class _Download:
         self._error: str | None = None
         self._permanent = False
         self._stop = False
-        self._ends: OrderedDict[int, None] = OrderedDict()
+        #: furthest end of a read of a sequential pass; lowest end a pass waits for
+        self._frontier = 0
+        self._waiting = 1 << 62
         self._url = source.client.repo_url(f"blobs/{digest}")
 
     @property
@@ -432,6 +435,10 @@ class _Download:
         if thread is not None:
             thread.join(timeout=5)
 
+    def ready(self, offset: int, size: int) -> bool:
+        """Whether `pread` would answer without waiting (the verified copy is open)."""
+        return self._verified_fd >= 0
+
     def pread(self, offset: int, size: int) -> bytes:
         n = clamp(offset, size, self._size)
         if n == 0:
@@ -442,9 +449,14 @@ class _Download:
             if fd < 0:
                 fd = self._from_cache()
             if fd < 0:
-                streamed = offset == 0 or offset in self._ends
+                # part of a sequential pass: it starts at 0 or near the furthest read so far
+                streamed = offset == 0 or abs(offset - self._frontier) <= STREAM_WINDOW
+                if streamed:
+                    self._frontier = max(self._frontier, end)
                 self._start()
                 while True:
+                    if streamed:  # set before looking at _have, which is set before it is read
+                        self._waiting = min(self._waiting, end)
                     if self._verified_fd >= 0:
                         fd = self._verified_fd
                         break
@@ -456,10 +468,6 @@ class _Download:
                         fd = self._temp_fd
                         break
                     self._cond.wait(1.0)
-                if streamed:
-                    self._ends[end] = None
-                    if len(self._ends) > _STREAM_ENDS:
-                        self._ends.popitem(last=False)
         return os.pread(fd, n, offset)
 
     def _from_cache(self) -> int:
@@ -556,7 +564,9 @@ class _Download:
                     raise _Failed(f"asked for bytes {have}- but got range {content_range!r}")
             elif have:
                 skip = have  # ranges ignored: the whole blob again
-            for chunk in response.iter_bytes():
+            encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+            chunks = response.iter_bytes() if encoded else response.iter_raw()
+            for chunk in chunks:
                 if self._stop:
                     raise _Failed("unmounting")
                 if skip:
@@ -574,9 +584,11 @@ class _Download:
                     view = view[written:]
                 hasher.update(chunk)
                 have += len(chunk)
-                with self._cond:
-                    self._have = have
-                    self._cond.notify_all()
+                self._have = have
+                if have >= self._waiting:  # wake readers only when one can go on
+                    with self._cond:
+                        self._waiting = 1 << 62
+                        self._cond.notify_all()
         if have < self._size:
             raise _Short(f"answer ended at byte {have} of {self._size}")
         return have

@@ -154,6 +154,9 @@ class BlobAccess:
         reader = self.reader(digest, declared_size)
         if self.source.remote:
             # The reader may wait on the network; it verifies the blob itself.
+            ready = getattr(reader, "ready", None)
+            if ready is not None and ready(offset, size):
+                return reader.pread(offset, size)  # a local, verified copy
             return await trio.to_thread.run_sync(
                 reader.pread, offset, size, limiter=self._remote_limiter()
             )
