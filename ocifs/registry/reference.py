@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ocifs.errors import InvalidInput
+from ocifs.errors import InvalidInput, Unsupported
 from ocifs.model import digest as digest_mod
 from ocifs.model.digest import Digest
 
@@ -75,7 +75,7 @@ def parse(text: str) -> Reference:
         rest, _, digest_text = rest.partition("@")
         try:
             digest = digest_mod.parse(digest_text)
-        except InvalidInput as exc:
+        except (InvalidInput, Unsupported) as exc:
             raise InvalidInput(f"{text}: {exc}") from None
 
     tag: str | None = None
