@@ -4,6 +4,8 @@ Modes (set `proxy.mode`, optionally limited to one digest with `proxy.digest`):
 - "pass": forward unchanged;
 - "truncate": announce the full Content-Length, send half the body, close;
 - "corrupt": send the right length with one byte flipped in the middle;
+- "busy" / "unavailable": answer the next `fail_next` blob requests with 429
+  (`Retry-After: 1`) / 503, then forward;
 - "slow": forward blob bodies in 64 KiB pieces with a pause between them
   (so a test can kill the registry mid-read).
 Everything else (manifests, tags, auth) is forwarded unchanged. `blob_bytes`
@@ -26,6 +28,8 @@ class FaultProxy:
         self.digest: str | None = None
         self.blob_bytes = 0
         self.pause = 0.05
+        self.fail_next = 0
+        self.refused: list[int] = []  # statuses answered instead of forwarding
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,7 +62,24 @@ class FaultProxy:
             return False
         return self.digest is None or path.endswith(self.digest)
 
+    def _refuse(self, h: BaseHTTPRequestHandler) -> bool:
+        if self.mode not in ("busy", "unavailable") or not self._faulty(h.path):
+            return False
+        if self.fail_next <= 0:
+            return False
+        self.fail_next -= 1
+        status = 429 if self.mode == "busy" else 503
+        self.refused.append(status)
+        h.send_response(status)
+        if status == 429:
+            h.send_header("Retry-After", "1")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+        return True
+
     def _forward(self, h: BaseHTTPRequestHandler) -> None:
+        if self._refuse(h):
+            return
         headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP | {"host"}}
         try:
             conn = http.client.HTTPConnection(self.upstream, timeout=30)

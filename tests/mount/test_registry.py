@@ -336,3 +336,14 @@ def test_token_auth_against_the_registry_in_token_mode(mount_image, sample_layou
     finally:
         reg.stop()
         tokens.close()
+
+
+@pytest.mark.parametrize("mode", ["busy", "unavailable"])
+def test_429_and_5xx_are_retried(mount_image, big_registry, tmp_path, mode) -> None:
+    _reg, proxy, layout, layer = big_registry
+    proxy.mode, proxy.digest, proxy.fail_next = mode, layer, 2
+    m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=tmp_path / "retry-cache")
+    blob = layout / "blobs/sha256" / layer.split(":")[1]
+    assert (m.path / "refs/1/layers/0.tar").read_bytes() == blob.read_bytes()
+    assert proxy.refused == [429 if mode == "busy" else 503] * 2
+    assert "retrying in" in m.log_text()
