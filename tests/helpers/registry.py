@@ -109,9 +109,9 @@ class Registry:
             if "response completed" not in line:
                 continue
             method = re.search(r"http\.request\.method=(\S+)", line)
-            uri = re.search(r'http\.request\.uri="([^"]*)"', line)
+            uri = re.search(r'http\.request\.uri=(?:"([^"]*)"|(\S+))', line)
             if method and uri:
-                out.append(f"{method.group(1)} {uri.group(1)}")
+                out.append(f"{method.group(1)} {uri.group(1) or uri.group(2)}")
         return out
 
     def stop(self) -> None:

@@ -145,7 +145,8 @@ def test_mount_fetches_nothing_until_opened_and_a_second_mount_uses_the_cache(
     )
     second = plain.requests()[again:]
     # only the API check and the tag's manifest: nothing it already has
-    assert all(r.endswith("/v2/") or "/manifests/1.0" in r for r in second), second
+    assert "HEAD /v2/sample/manifests/1.0" in second, second
+    assert all(r in ("GET /v2/", "HEAD /v2/sample/manifests/1.0") for r in second), second
 
 
 def test_tls_and_basic_auth(mount_image, secure, sample_layout, tmp_path) -> None:
