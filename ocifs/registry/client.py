@@ -113,6 +113,11 @@ def _is_tls_failure(exc: httpx.TransportError) -> bool:
     return "[SSL" in text or "certificate verify failed" in text
 
 
+def _unknown_host(exc: httpx.TransportError) -> bool:
+    """The name does not resolve (EAI_NONAME): not worth retrying, unlike EAI_AGAIN."""
+    return isinstance(exc, httpx.ConnectError) and "Name or service not known" in str(exc)
+
+
 def _tls_hint(exc: httpx.TransportError) -> str:
     if "WRONG_VERSION_NUMBER" in str(exc) or "record layer" in str(exc):
         return "the registry may speak plain http: use --tls-verify=false"
@@ -245,6 +250,8 @@ class RegistryClient:
                     raise RegistryError(
                         f"{url}: TLS failure: {describe(exc)} ({_tls_hint(exc)})"
                     ) from None
+                if _unknown_host(exc):
+                    raise RegistryError(f"{method} {url}: {describe(exc)}") from None
                 if attempt >= self.options.retries:
                     raise RegistryError(
                         f"{method} {url}: {describe(exc)} (after {attempt + 1} attempts)"

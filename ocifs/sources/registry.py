@@ -508,7 +508,10 @@ class _Download:
                 self._cond.notify_all()
             log.info("fetched blob %s (%d bytes)", self.digest, self._size)
         except _Failed as exc:
-            log.error("GET %s: %s", self._url, exc)
+            if self._stop:
+                log.info("GET %s: stopped (unmounting)", self._url)
+            else:
+                log.error("GET %s: %s", self._url, exc)
             with self._cond:
                 self._error = str(exc)
                 self._permanent = exc.permanent
