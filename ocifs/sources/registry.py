@@ -42,6 +42,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -527,38 +528,44 @@ class _Download:
                 self.source.spent_fd(rfd)
 
     def _fetch(self, out: int) -> None:
-        """Download the rest of the blob into `out`, resuming with ranges; verify it."""
+        """Download the blob into `out`, resuming with ranges; verify it."""
         options = self.source.client.options
-        hasher = self.digest.hasher()
-        have = 0
+        hasher = _Hasher(self.digest)
         failures = 0
-        while True:
-            try:
-                have = self._attempt(out, hasher, have)
-            except (httpx.TransportError, _Short) as exc:
-                failures += 1
-                if failures > options.retries:
-                    raise _Failed(
-                        f"{describe(exc)} at byte {have} of {self._size} "
-                        f"(after {failures} attempts)"
-                    ) from None
-                delay = options.backoff * (2 ** (failures - 1))
-                log.warning(
-                    "GET %s: %s at byte %d; resuming in %.2f s",
-                    self._url,
-                    describe(exc),
-                    have,
-                    delay,
-                )
-                time.sleep(delay)
-                continue
-            except RegistryError as exc:
-                raise _Failed(str(exc)) from None
-            break
-        if hasher.hexdigest() != self.digest.hex:
+        try:
+            while True:
+                try:
+                    self._attempt(out, hasher)
+                except (httpx.TransportError, _Short) as exc:
+                    failures += 1
+                    have = self._have
+                    if failures > options.retries:
+                        raise _Failed(
+                            f"{describe(exc)} at byte {have} of {self._size} "
+                            f"(after {failures} attempts)"
+                        ) from None
+                    delay = options.backoff * (2 ** (failures - 1))
+                    log.warning(
+                        "GET %s: %s at byte %d; resuming in %.2f s",
+                        self._url,
+                        describe(exc),
+                        have,
+                        delay,
+                    )
+                    time.sleep(delay)
+                    continue
+                except RegistryError as exc:
+                    raise _Failed(str(exc)) from None
+                break
+            matches = hasher.hexdigest() == self.digest.hex
+        finally:
+            hasher.close()
+        if not matches:
             raise _Failed("content does not match its digest (not cached)", permanent=True)
 
-    def _attempt(self, out: int, hasher: Any, have: int) -> int:
+    def _attempt(self, out: int, hasher: _Hasher) -> None:
+        """One request for the bytes from `self._have` on; advances `self._have`."""
+        have = self._have
         with self.source.client.blob_stream(str(self.digest), have) as response:
             skip = 0
             if response.status_code == 206:
@@ -583,10 +590,10 @@ class _Download:
                     )
                 view = memoryview(chunk)
                 while view:
-                    written = os.write(out, view)
+                    written = os.pwrite(out, view, have)
                     view = view[written:]
+                    have += written
                 hasher.update(chunk)
-                have += len(chunk)
                 self._have = have
                 if have >= self._waiting:  # wake readers only when one can go on
                     with self._cond:
@@ -594,7 +601,33 @@ class _Download:
                         self._cond.notify_all()
         if have < self._size:
             raise _Short(f"answer ended at byte {have} of {self._size}")
-        return have
+
+
+class _Hasher:
+    """sha256/sha512 in a helper thread: hashlib releases the GIL for large updates,
+    so hashing overlaps with receiving the next bytes."""
+
+    def __init__(self, digest: Digest) -> None:
+        self._hash = digest.hasher()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, name="ocifs-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 class _Short(Exception):

@@ -3,6 +3,7 @@
 Modes (set `proxy.mode`, optionally limited to one digest with `proxy.digest`):
 - "pass": forward unchanged;
 - "truncate": announce the full Content-Length, send half the body, close;
+  with `fail_next` > 0, only that many times (then forward);
 - "corrupt": send the right length with one byte flipped in the middle;
 - "busy" / "unavailable": answer the next `fail_next` blob requests with 429
   (`Retry-After: 1`) / 503, then forward;
@@ -93,6 +94,11 @@ class FaultProxy:
             h.wfile.write(body)
             return
         faulty = self._faulty(h.path) and h.command == "GET" and resp.status in (200, 206)
+        if faulty and self.mode == "truncate" and self.fail_next:
+            self.fail_next -= 1
+            self.refused.append(resp.status)
+        elif faulty and self.mode == "truncate" and self.refused:
+            faulty = False  # the limited failures are spent
         h.send_response(resp.status)
         length = resp.getheader("Content-Length")
         for k, v in resp.getheaders():

@@ -118,7 +118,7 @@ def test_one_tag_or_digest_shows_just_that(mount_image, plain, sample_layout) ->
 
 
 def test_mount_fetches_nothing_until_opened_and_a_second_mount_uses_the_cache(
-    mount_image, plain, tmp_path
+    mount_image, plain, tmp_path, sample_layout
 ) -> None:
     cache = tmp_path / "shared-cache"
     before = len(plain.requests())
@@ -147,6 +147,13 @@ def test_mount_fetches_nothing_until_opened_and_a_second_mount_uses_the_cache(
     # only the API check and the tag's manifest: nothing it already has
     assert "HEAD /v2/sample/manifests/1.0" in second, second
     assert all(r in ("GET /v2/", "HEAD /v2/sample/manifests/1.0") for r in second), second
+    assert "indexing layer" not in m2.log_text()
+
+    # layer indexes are keyed by digest: the local layout of the same image finds them
+    local = mount_image(sample_layout, cache=cache)
+    subprocess.run(["find", str(local.path / "refs/sample:1.0/rootfs")], check=True,
+                   capture_output=True)  # fmt: skip
+    assert "indexing layer" not in local.log_text()
 
 
 def test_tls_and_basic_auth(mount_image, secure, sample_layout, tmp_path) -> None:
@@ -339,12 +346,14 @@ def test_token_auth_against_the_registry_in_token_mode(mount_image, sample_layou
         tokens.close()
 
 
-@pytest.mark.parametrize("mode", ["busy", "unavailable"])
-def test_429_and_5xx_are_retried(mount_image, big_registry, tmp_path, mode) -> None:
+@pytest.mark.parametrize("mode", ["busy", "unavailable", "truncate"])
+def test_429_5xx_and_cut_answers_are_retried(mount_image, big_registry, tmp_path, mode) -> None:
+    """Two failures, then the real answer: the read succeeds (cut answers are resumed)."""
     _reg, proxy, layout, layer = big_registry
     proxy.mode, proxy.digest, proxy.fail_next = mode, layer, 2
     m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=tmp_path / "retry-cache")
     blob = layout / "blobs/sha256" / layer.split(":")[1]
     assert (m.path / "refs/1/layers/0.tar").read_bytes() == blob.read_bytes()
-    assert proxy.refused == [429 if mode == "busy" else 503] * 2
-    assert "retrying in" in m.log_text()
+    expected = {"busy": 429, "unavailable": 503, "truncate": 200}[mode]
+    assert proxy.refused[0] == expected and len(proxy.refused) == 2
+    assert ("resuming in" if mode == "truncate" else "retrying in") in m.log_text()
