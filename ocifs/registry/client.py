@@ -167,8 +167,6 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._challenge: Challenge | None = None
-        #: requests made, for logs and tests
-        self.requests = 0
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -242,7 +240,6 @@ class RegistryClient:
             delay = self.options.backoff * (2**attempt)
             client = self.http()
             try:
-                self.requests += 1
                 request = client.build_request(method, url, headers=hdrs)
                 response = client.send(request, stream=stream)
             except httpx.TransportError as exc:
@@ -332,7 +329,6 @@ class RegistryClient:
         attempt = 0
         while True:
             try:
-                self.requests += 1
                 response = self.http().get(realm, params=params, headers=headers)
             except httpx.TransportError as exc:
                 if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):

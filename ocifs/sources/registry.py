@@ -224,32 +224,41 @@ class RegistrySource(Source):
             raise
 
     def _describe(self, reference: str, name: str) -> dict[str, Any]:
-        """Descriptor of the manifest `reference` (a tag or digest) points at, named `name`."""
-        digest: Digest | None = None
+        """Descriptor of the manifest `reference` (a tag or digest) points at, named `name`.
+
+        From a `HEAD`: digest, media type and size. The manifest itself is fetched
+        (by digest, and checked against it) when its directory is opened; only a
+        registry that gives no digest on `HEAD` makes us fetch it by tag now.
+        """
+        try:
+            head = self.client.head_manifest(reference)
+        except RegistryError as exc:
+            if exc.status == 404:
+                what = "manifest" if reference.startswith(("sha256:", "sha512:")) else "tag"
+                raise RegistryError(f"{what} {reference!r} not found (404)", status=404) from None
+            raise
+        digest = _header_digest(head.headers.get("Docker-Content-Digest"))
         if reference.startswith(("sha256:", "sha512:")):
             digest = digest_mod.parse(reference)
+        media_type = head.headers.get("Content-Type", "").split(";")[0].strip()
+        length = head.headers.get("Content-Length", "")
+        if digest is not None and documents.kind_of(media_type) != "other" and length.isdigit():
+            size = int(length)
+            with self._lock:
+                known = self._known.setdefault(digest, _Known(size, media_type, True))
+            if known.size != size or not known.manifest:
+                raise RegistryError(f"{reference}: registry answers disagree about {digest}")
         else:
-            try:
-                head = self.client.head_manifest(reference)
-            except RegistryError as exc:
-                if exc.status == 404:
-                    raise RegistryError(f"tag {reference!r} not found (404)", status=404) from None
-                raise
-            header = head.headers.get("Docker-Content-Digest")
-            if header:
-                try:
-                    digest = digest_mod.parse(header)
-                except OcifsError:
-                    digest = None
-        if digest is not None:
-            data = self._manifest_for(digest, reference)
-        else:
+            asked = digest
             data, digest = self._manifest_by_tag(reference)
-        media_type = self._media_type(data, digest)
+            if asked is not None and digest != asked:
+                raise RegistryError(f"{reference}: the manifest hashes to {digest}")
+            size = len(data)
+            media_type = self._media_type(digest)
         return {
             "mediaType": media_type,
             "digest": str(digest),
-            "size": len(data),
+            "size": size,
             "annotations": {REF_NAME: name},
         }
 
@@ -274,7 +283,8 @@ class RegistrySource(Source):
             raise RegistryError(f"{response.url}: manifest larger than the document limit")
         return data
 
-    def _media_type(self, data: bytes, digest: Digest) -> str:
+    def _media_type(self, digest: Digest) -> str:
+        """The type the manifest declares (learned when it was remembered)."""
         with self._lock:
             known = self._known.get(digest)
         return known.media_type if known is not None else mt.OCI_MANIFEST
@@ -363,6 +373,15 @@ class RegistrySource(Source):
         """Close later: a reader may still be about to pread it."""
         with self._lock:
             self._spent_fds.append(fd)
+
+
+def _header_digest(value: str | None) -> Digest | None:
+    if not value:
+        return None
+    try:
+        return digest_mod.parse(value)
+    except OcifsError:
+        return None
 
 
 class _ManifestReader:

@@ -1,6 +1,7 @@
 """An HTTP proxy in front of a real registry that misbehaves on blob downloads.
 
-Modes (set `proxy.mode`, optionally limited to one digest with `proxy.digest`):
+Modes (set `proxy.mode`, optionally limited to one digest with `proxy.digest`), applied
+to blob downloads and to manifests fetched by digest:
 - "pass": forward unchanged;
 - "truncate": announce the full Content-Length, send half the body, close;
   with `fail_next` > 0, only that many times (then forward);
@@ -9,7 +10,7 @@ Modes (set `proxy.mode`, optionally limited to one digest with `proxy.digest`):
   (`Retry-After: 1`) / 503, then forward;
 - "slow": forward blob bodies in 64 KiB pieces with a pause between them
   (so a test can kill the registry mid-read).
-Everything else (manifests, tags, auth) is forwarded unchanged. `blob_bytes`
+Everything else (manifests by tag, tags, auth, HEAD) is forwarded unchanged. `blob_bytes`
 counts body bytes sent for blobs.
 """
 
@@ -59,7 +60,7 @@ class FaultProxy:
         self.server.server_close()
 
     def _faulty(self, path: str) -> bool:
-        if "/blobs/" not in path or self.mode == "pass":
+        if not ("/blobs/" in path or "/manifests/sha" in path) or self.mode == "pass":
             return False
         return self.digest is None or path.endswith(self.digest)
 

@@ -298,6 +298,26 @@ def test_bad_blob_answers_give_eio_and_nothing_wrong_is_cached(
     assert (m2.path / "refs/1/layers/0.tar").read_bytes() == blob.read_bytes()
 
 
+def test_manifest_not_matching_its_digest_is_refused_and_not_cached(
+    mount_image, big_registry, tmp_path
+) -> None:
+    reg, proxy, layout, _layer = big_registry
+    index = json.loads((layout / "index.json").read_text())
+    manifest = index["manifests"][0]["digest"]
+    cache = tmp_path / "manifest-cache"
+    proxy.mode, proxy.digest = "corrupt", manifest
+    m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=cache)
+    m.expect_log(r"does not hash to sha256:[0-9a-f]{64}")
+    _read_fails_with_eio(m.path / "refs/1/manifest.json")
+    assert sorted(os.listdir(m.path / "refs/1")) == ["descriptor.json", "manifest.json"]
+    assert f"/v2/big/manifests/{manifest}" in m.log_text()
+    # the same cache, straight to the registry: the whole tree
+    m2 = mount_image(reg.ref("big:1"), "--tls-verify=false", cache=cache)
+    assert "rootfs" in os.listdir(m2.path / "refs/1")
+    blob = layout / "blobs/sha256" / manifest.split(":")[1]
+    assert (m2.path / "refs/1/manifest.json").read_bytes() == blob.read_bytes()
+
+
 def test_registry_killed_during_a_large_read_gives_eio(mount_image, big_registry, tmp_path):
     reg, proxy, _layout, layer = big_registry
     proxy.mode, proxy.digest = "slow", layer
