@@ -131,3 +131,14 @@ def test_challenges_are_parsed() -> None:
         basic is not None and basic.scheme == "basic" and basic.params["realm"] == "Registry Realm"
     )
     assert auth.parse_challenge("") is None
+
+
+def test_the_registry_code_does_not_import_pyfuse3() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['pyfuse3'] = None\n"
+        "import ocifs.sources.registry, ocifs.registry.options, ocifs.registry.client\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
