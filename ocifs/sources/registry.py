@@ -369,6 +369,10 @@ class RegistrySource(Source):
         is_manifest = manifest and documents.kind_of(media_type) != "other"
         learned.setdefault(d, _Known(size, media_type, is_manifest))
 
+    def spent_fds(self) -> list[int]:
+        with self._lock:
+            return list(self._spent_fds)
+
     def spent_fd(self, fd: int) -> None:
         """Close later: a reader may still be about to pread it."""
         with self._lock:
@@ -454,6 +458,11 @@ class _Download:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
+        with self._cond:  # unmounting: no read is left to use them
+            for fd in {self._verified_fd, self._temp_fd} - {-1}:
+                if fd not in self.source.spent_fds():
+                    os.close(fd)
+            self._verified_fd = self._temp_fd = -1
 
     def ready(self, offset: int, size: int) -> bool:
         """Whether `pread` would answer without waiting (the verified copy is open)."""
