@@ -26,7 +26,8 @@ if it hashes to the digest. Reads are answered as follows:
 
 A download that fails (registry gone, truncated answers after the retries)
 fails the reads waiting on it with BlobUnavailable (EIO), logs the URL and the
-cause, and leaves nothing in the cache; the next read starts a new download.
+cause, and leaves nothing in the cache; reads in the next FAILURE_HOLD seconds
+get the same error, the first one after that starts a new download.
 A digest mismatch marks the blob bad for the rest of the mount.
 
 Layer trees and rootfs/ go through the LayerStore like any other source, so
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 BLOB_KIND = "registry-blob"
 MANIFEST_KIND = "registry-manifest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+#: seconds a failed download answers new reads with its error before one retries it
+FAILURE_HOLD = 5.0
 #: how far from the furthest read so far a read still counts as sequential: the
 #: kernel's readahead sends several reads at once, in no guaranteed order
 STREAM_WINDOW = 8 * 1024 * 1024
@@ -438,6 +441,7 @@ class _Download:
         self._verified_fd = -1
         self._error: str | None = None
         self._permanent = False
+        self._failed_at = 0.0
         self._stop = False
         #: furthest end of a read of a sequential pass; lowest end a pass waits for
         self._frontier = 0
@@ -510,10 +514,14 @@ class _Download:
         return -1
 
     def _start(self) -> None:
-        """Start a download unless one runs; a failed one is retried unless it was permanent."""
+        """Start a download unless one runs; a failed one is retried unless it was permanent
+        or failed less than FAILURE_HOLD seconds ago (the reads of one `read()` call, the
+        kernel's readahead and its retry, all get that failure instead of a new download)."""
         if self._thread is not None and (self._thread.is_alive() or self._error is None):
             return
-        if self._error is not None and self._permanent:
+        if self._error is not None and (
+            self._permanent or time.monotonic() - self._failed_at < FAILURE_HOLD
+        ):
             return
         self._error = None
         self._have = 0
@@ -544,11 +552,13 @@ class _Download:
             with self._cond:
                 self._error = str(exc)
                 self._permanent = exc.permanent
+                self._failed_at = time.monotonic()
                 self._cond.notify_all()
         except Exception as exc:
             log.exception("GET %s: unexpected failure", self._url)
             with self._cond:
                 self._error = f"download failed: {exc!r}"
+                self._failed_at = time.monotonic()
                 self._cond.notify_all()
         finally:
             if not committed:
