@@ -150,6 +150,17 @@ class DiskCache:
                 return
         self.evict()
 
+    def used_bytes(self) -> int:
+        """Bytes the cache holds, as last counted (counting now if never or long ago)."""
+        with self._lock:
+            total = self._total
+            fresh = time.monotonic() - self._counted_at < RECOUNT_S
+        if total is None or not fresh:
+            self.evict()
+            with self._lock:
+                total = self._total
+        return total or 0
+
     def evict(self) -> None:
         """Count the cache on disk; delete least recently used entries until it fits."""
         with self._lock:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from ocifs import __version__
+from ocifs import __version__, cli_inspect
 from ocifs.errors import MountError, OcifsError
 
 if TYPE_CHECKING:
@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OPT[,OPT...]",
-        help="mount options: allow_other, ro, nonempty, or any FUSE option",
+        help="mount options: allow_other, ro, nonempty, symlinks=stored|contained, "
+        "or any FUSE option",
     )
     m.add_argument("-d", "--debug", action="store_true", help="log every detail")
     m.add_argument("--log", metavar="FILE", help="write the log to FILE")
@@ -102,9 +103,10 @@ def _parser() -> argparse.ArgumentParser:
 
     registry_options.add_arguments(m)
 
-    u = sub.add_parser("umount", help="unmount an ocifs mount")
+    u = sub.add_parser("umount", help="unmount an ocifs mount (also one whose daemon died)")
     u.add_argument("mountpoint")
     u.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
+    cli_inspect.add_commands(sub)
     return p
 
 
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "mount":
             return _mount(args)
+        if args.command in ("list", "status"):
+            return cli_inspect.run(args)
         return _umount(args)
     except OcifsError as exc:
         print(f"ocifs: {exc}", file=sys.stderr)
@@ -126,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from ocifs.mount import MountOptions, build_cache, check_mountpoint
+    from ocifs.mount import MountOptions, build_cache, check_mountpoint, symlink_policy
     from ocifs.sources.detect import open_source
 
+    _resolve_path_options(args)
     options = _split_options(args.options)
     opts = MountOptions(
         fuse_options=options,
@@ -137,6 +142,7 @@ def _mount(args: argparse.Namespace) -> int:
         cache_size=args.cache_size,
         busy_poll_us=args.busy_poll,
         lock_timeout=args.lock_timeout,
+        symlinks=symlink_policy(options),
     )
     from ocifs.registry.reference import is_registry_reference
 
@@ -160,6 +166,18 @@ def _mount(args: argparse.Namespace) -> int:
         _setup_log(args, args.log)
         return _serve(args, source, mountpoint, opts, ready_fd=None)
     return _daemonize(args, source, mountpoint, opts)
+
+
+def _resolve_path_options(args: argparse.Namespace) -> None:
+    """Make path options absolute against the caller's cwd.
+
+    The detached daemon changes directory to `/`: a relative `--cache-dir cache`
+    once created `/cache`.
+    """
+    for name in ("cache_dir", "pid_file", "log"):
+        value = getattr(args, name)
+        if value:
+            setattr(args, name, os.path.abspath(value))
 
 
 def _setup_log(args: argparse.Namespace, log_file: str | None) -> None:
@@ -252,15 +270,37 @@ def _default_log_file() -> str:
 
 
 def _umount(args: argparse.Namespace) -> int:
-    mountpoint = os.path.abspath(args.mountpoint)
-    if not os.path.ismount(mountpoint):
-        raise MountError(f"{mountpoint}: not mounted")
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    if tool is None:
-        raise MountError("fusermount3: not found (install the fuse3 package)")
-    cmd = [tool, "-u"] + (["-z"] if args.lazy else []) + [mountpoint]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    """Unmount an ocifs mount, live or dead; refuse anything else.
+
+    The mount is looked up in the kernel's table, not with `os.path.ismount()`
+    (which fails on a mount whose daemon died). A dead mount that is still in
+    use (a shell's cwd, an open file) is detached lazily: nothing can be served
+    from it any more anyway.
+    """
+    from ocifs import mounttable
+
+    entry = mounttable.find(args.mountpoint)
+    if entry is None:
+        raise MountError(f"{os.path.abspath(args.mountpoint)}: not mounted")
+    mountpoint = entry.mountpoint
+    if not entry.is_ocifs:
+        raise MountError(
+            f"{mountpoint}: not an ocifs mount (it is a {entry.fstype} mount of "
+            f"{entry.source}); not unmounting it"
+        )
+    dead = mounttable.is_dead(mountpoint)
+    result = _fusermount_u(mountpoint, lazy=args.lazy)
+    if result.returncode != 0 and dead and not args.lazy:
+        result = _fusermount_u(mountpoint, lazy=True)
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise MountError(f"{mountpoint}: cannot unmount: {detail}")
     return 0
+
+
+def _fusermount_u(mountpoint: str, *, lazy: bool) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        raise MountError("fusermount3: not found (install the fuse3 package)")
+    cmd = [tool, "-u"] + (["-z"] if lazy else []) + [mountpoint]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)

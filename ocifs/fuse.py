@@ -23,9 +23,10 @@ import pyfuse3
 import trio
 
 from ocifs import errors, fastloop
+from ocifs.tree import permissions, space
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
 from ocifs.tree.importarea import ImportArea
-from ocifs.tree.nodes import Node
+from ocifs.tree.nodes import BytesFile, GeneratedFile, Node
 from ocifs.tree.tree import Tree
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ BLKSIZE = 1 << 20
 #: a third of a `find`'s daemon time page faults and (un)mapping.
 DIR_BLKSIZE = 4096
 IMPORT_NAME = ".import"
+#: seconds a read-only mount's statfs figures are reused (file managers ask often)
+SPACE_TIMEOUT = 60.0
 #: xattrs ocifs has no notion of beyond showing what a layer stored. When a node
 #: lacks one the answer is "not supported" (as from a filesystem without SELinux
 #: labels or ACLs), not "no such attribute": `ls -l` then stops asking for every
@@ -139,6 +142,9 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, Node] = {}
         self._area_fhs: dict[int, int] = {}
         self._dirs: dict[int, list[tuple[bytes, Attr]]] = {}
+        #: directory inode -> its parent's, for `..` entries (a directory has one parent)
+        self._parents: dict[int, int] = {}
+        self._space: tuple[float, space.Space] | None = None
         self._invalidations: trio.MemorySendChannel[tuple[int, bytes | None]] | None = None
         tree.invalidate = self._queue_invalidation
 
@@ -184,13 +190,16 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         sname = os.fsdecode(name)
-        if self.area is not None:
-            if parent_inode == ROOT_INODE and sname == IMPORT_NAME:
-                return entry_attributes(await self.area.getattr(self.area.root_inode))
-            if self._in_area(parent_inode):
-                return entry_attributes(await self.area.lookup(parent_inode, sname))
-        node = await self.tree.lookup(parent_inode, sname)
-        return entry_attributes(node.attr())
+        if self.area is not None and parent_inode == ROOT_INODE and sname == IMPORT_NAME:
+            attr = await self.area.getattr(self.area.root_inode)
+        elif self._in_area(parent_inode):
+            assert self.area is not None
+            attr = await self.area.lookup(parent_inode, sname)
+        else:
+            attr = (await self.tree.lookup(parent_inode, sname)).attr()
+        if attr.is_dir:
+            self._parents[attr.inode] = parent_inode
+        return entry_attributes(attr)
 
     @_edge
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -219,9 +228,31 @@ class Operations(pyfuse3.Operations):
             listing = [(name, node.attr()) for name, node in children.items()]
             if inode == ROOT_INODE and self.area is not None:
                 listing.append((IMPORT_NAME, await self.area.getattr(self.area.root_inode)))
+        for _name, attr in listing:
+            if attr.is_dir:
+                self._parents[attr.inode] = inode
+        dots = [(".", await self._attr_of(inode)), ("..", await self._parent_attr(inode))]
         fh = self._fh()
-        self._dirs[fh] = [(os.fsencode(name), attr) for name, attr in sorted(listing)]
+        self._dirs[fh] = [(os.fsencode(name), attr) for name, attr in dots + sorted(listing)]
         return fh
+
+    async def _attr_of(self, inode: int) -> Attr:
+        if self._in_area(inode):
+            assert self.area is not None
+            return await self.area.getattr(inode)
+        return self.tree.get(inode).attr()
+
+    async def _parent_attr(self, inode: int) -> Attr:
+        """`..` of a directory: its parent as last seen in a lookup or listing.
+
+        The kernel resolves `..` itself; the entry is for tools that expect it
+        in listings, so a parent not seen yet is shown as the directory itself.
+        """
+        parent = ROOT_INODE if inode == ROOT_INODE else self._parents.get(inode, inode)
+        try:
+            return await self._attr_of(parent)
+        except errors.OcifsError:
+            return await self._attr_of(inode)
 
     @_edge
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -255,6 +286,10 @@ class Operations(pyfuse3.Operations):
             raise errors.IsADirectory("is a directory")
         node.check_open()
         fh = self._fh()
+        if isinstance(node, GeneratedFile):
+            # one snapshot per open, read past whatever size stat showed
+            self._files[fh] = BytesFile(node.inode, await node.snapshot())
+            return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=True)
         self._files[fh] = node
         return pyfuse3.FileInfo(fh=fh, keep_cache=not node.mutable)
 
@@ -315,21 +350,46 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        s = pyfuse3.StatvfsData()
-        s.f_bsize = BLKSIZE
-        s.f_frsize = 4096
-        s.f_namemax = 255
+        path = self.tree.source.path
         if self.area is not None:
-            st = await trio.to_thread.run_sync(os.statvfs, self.tree.source.path)
-            s.f_blocks = st.f_blocks * st.f_frsize // 4096
-            s.f_bfree = st.f_bfree * st.f_frsize // 4096
-            s.f_bavail = st.f_bavail * st.f_frsize // 4096
-            s.f_files, s.f_ffree, s.f_favail = st.f_files, st.f_ffree, st.f_favail
+            figures = await trio.to_thread.run_sync(space.of_layout_filesystem, path)
+        else:
+            figures = await self._read_only_space(path)
+        s = pyfuse3.StatvfsData()
+        s.f_bsize, s.f_frsize = figures.bsize, figures.frsize
+        s.f_blocks, s.f_bfree, s.f_bavail = figures.blocks, figures.bfree, figures.bavail
+        s.f_files, s.f_ffree, s.f_favail = figures.files, figures.ffree, figures.favail
+        s.f_namemax = 255
         return s
+
+    async def _read_only_space(self, path: str) -> space.Space:
+        """Cached for a while: file managers ask for every directory they show."""
+        now = trio.current_time()
+        if self._space is None or now - self._space[0] > SPACE_TIMEOUT:
+            figures = await trio.to_thread.run_sync(space.of_read_only_image, path)
+            self._space = (now, figures)
+        return self._space[1]
 
     @_edge
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
-        return True
+        """What `access(2)`, `test -w` and file managers are told (docs/permissions.md).
+
+        Only asked without `default_permissions` (no `-o allow_other`). Writing
+        is possible inside `.import/` only; everywhere else the answer is EROFS,
+        as from a read-only mount, so GIO shows no write, delete or trash action
+        for files that cannot be changed, even to root.
+        """
+        attr = await self._attr_of(inode)
+        return permissions.allowed(attr.mode, mode, writable=self._writable(inode, attr))
+
+    def _writable(self, inode: int, attr: Attr) -> bool:
+        """Whether writes in or to this node can succeed (what `access(W_OK)` says).
+
+        Only `.import/` accepts writes. A directory where `unlink`, `rmdir` or
+        `rename` succeed must answer True here too, or file managers will not
+        offer those actions there.
+        """
+        return self._in_area(inode) and bool(attr.mode & 0o222)
 
     # ----- writes: only inside .import/ ----------------------------------
 

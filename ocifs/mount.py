@@ -15,6 +15,7 @@ import signal
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
@@ -24,7 +25,11 @@ from ocifs.cache import DiskCache
 from ocifs.errors import MountError
 from ocifs.fuse import Operations
 from ocifs.sources.base import Source
+from ocifs.tree import symlinks
 from ocifs.tree.tree import Tree
+
+if TYPE_CHECKING:
+    from ocifs.importer.area import ImportDir
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ class MountOptions:
     busy_poll_us: int | None = None
     #: seconds an import waits for the layout lock before failing with EBUSY
     lock_timeout: float = 30.0
+    #: symlink targets: "stored" (as in the layer) or "contained" (ocifs.tree.symlinks)
+    symlinks: str = "stored"
 
 
 def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
@@ -81,14 +88,50 @@ def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
 
 
 def _fuse_options(source: Source, opts: MountOptions) -> set[str]:
-    options = set(pyfuse3.default_options)  # default_permissions
-    options |= {"fsname=ocifs", "subtype=ocifs", "nosuid", "nodev", "noatime"}
+    options = {"subtype=ocifs", "nosuid", "nodev", "noatime", f"fsname={_fsname(source)}"}
+    if "allow_other" in opts.fuse_options:
+        # Other users: the kernel enforces the image's modes and owners for them
+        # (docs/permissions.md). Without other users, ocifs answers access()
+        # itself so that only `.import/` looks writable, even to root.
+        options |= set(pyfuse3.default_options)  # default_permissions
     if not source.writable:
         options.add("ro")
     # allow_other and any other FUSE option pass through; nonempty is ocifs's own
     # check, and rw cannot override a read-only source.
-    options.update(o for o in opts.fuse_options if o not in ("nonempty", "rw"))
+    options.update(
+        o for o in opts.fuse_options if o not in ("nonempty", "rw") and not _ocifs_option(o)
+    )
     return options
+
+
+def _ocifs_option(option: str) -> bool:
+    """`-o` options ocifs handles itself rather than passing them to FUSE."""
+    return option.split("=", 1)[0] == "symlinks"
+
+
+def symlink_policy(options: list[str]) -> str:
+    """The value of `-o symlinks=stored|contained` (the last one given wins)."""
+    policy = symlinks.STORED
+    for option in options:
+        name, _, value = option.partition("=")
+        if name == "symlinks":
+            if value not in symlinks.POLICIES:
+                choices = " or ".join(f"symlinks={p}" for p in symlinks.POLICIES)
+                raise MountError(f"-o {option}: unknown value (use {choices})")
+            policy = value
+    return policy
+
+
+def _fsname(source: Source) -> str:
+    """The source column of `findmnt`/`mount`/`/proc/mounts`: the absolute source path.
+
+    Escaped for libfuse's option parser (`,` separates options, `\\ooo` is a
+    byte); pyfuse3 passes options as ASCII.
+    """
+    raw = os.fsencode(source.path)
+    return "".join(
+        chr(b) if 0x20 < b < 0x7F and b not in b",\\" else f"\\{b:03o}" for b in raw
+    )
 
 
 def build_cache(opts: MountOptions) -> DiskCache:
@@ -114,7 +157,9 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
     from ocifs.layers.store import LayerStore
 
     cache = build_cache(opts)
-    tree = Tree(source, LayerStore(source, cache))
+    tree = Tree(
+        source, LayerStore(source, cache), contain_symlinks=opts.symlinks == symlinks.CONTAINED
+    )
     area = None
     if source.writable and not opts.read_only:
         from ocifs.importer.area import ImportDir, recover
@@ -123,6 +168,7 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
         area = ImportDir(source.path, tree.refresh, lock_timeout=opts.lock_timeout)
     else:
         source.writable = False
+    _install_status(source, mountpoint, cache, tree, area)
     ops = Operations(tree, area)
     try:
         pyfuse3.init(ops, mountpoint, _fuse_options(source, opts))
@@ -145,6 +191,22 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
     return status
+
+
+def _install_status(
+    source: Source, mountpoint: str, cache: DiskCache, tree: Tree, area: ImportDir | None
+) -> None:
+    from ocifs import status
+
+    facts = status.MountFacts(
+        mountpoint=mountpoint,
+        source=source.path,
+        kind=source.kind,
+        read_only=area is None,
+        cache_dir=str(cache.directory),
+        cache_limit=cache.limit_bytes,
+    )
+    status.install(tree, status.StatusReport(facts, tree.layers, cache, area))
 
 
 async def _main(ops: Operations, mountpoint: str, ready_fd: int | None, spin_us: int) -> None:

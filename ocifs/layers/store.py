@@ -28,6 +28,7 @@ from ocifs.layers import indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex
 from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.merge import MergedTree, merge
+from ocifs.layers.progress import IndexProgress
 from ocifs.layers.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
 from ocifs.layers.seekable import open_gzip
 from ocifs.layers.serial import LayerRecord
@@ -111,6 +112,8 @@ class LayerStore:
         self._layers: _SingleFlight[Digest, _Layer] = _SingleFlight()
         self._readers: _SingleFlight[Digest, None] = _SingleFlight()
         self._merged: _SingleFlight[tuple[Digest, ...], MergedTree] = _SingleFlight()
+        #: what each layer's indexing is doing (ocifs status)
+        self.progress = IndexProgress()
 
     # -- indexes -----------------------------------------------------------------
 
@@ -138,10 +141,11 @@ class LayerStore:
         if payload is not None:
             record = serial.loads(payload)
             if record is not None:
+                self.progress.loaded(desc, len(record.index.entries))
                 return record
             log.warning("cached index of layer %s has an old or bad format; rebuilding", key)
             self.cache.discard(INDEX_KIND, key)
-        return self._build(desc)
+        return self._build_tracked(desc)
 
     def _open_blob(self, desc: Descriptor) -> BlobReader:
         size = self.source.blob_size(desc.digest)
@@ -153,11 +157,27 @@ class LayerStore:
             )
         return self.source.open_blob(desc.digest)
 
+    def _build_tracked(self, desc: Descriptor) -> LayerRecord:
+        """`_build`, its state and duration recorded for `ocifs status`."""
+        progress = self.progress.start(desc)
+        started = time.monotonic()
+        try:
+            record = self._build(desc)
+        except Exception as exc:
+            progress.state, progress.error = "failed", str(exc)
+            progress.seconds = time.monotonic() - started
+            log.info("indexing layer %s failed after %.3f s", desc.digest, progress.seconds)
+            raise
+        progress.seconds = time.monotonic() - started
+        progress.entries = len(record.index.entries)
+        progress.state = "indexed"
+        return record
+
     def _build(self, desc: Descriptor) -> LayerRecord:
         key = str(desc.digest)
         started = time.monotonic()
         log.info("indexing layer %s (%d bytes)", key, desc.size)
-        reader = self._open_blob(desc)
+        reader = self.progress.counting(desc, self._open_blob(desc))
         compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
         if compression is Compression.NONE or self.unpack_limit <= 0:
             record, _ = indexer.build(reader, desc.digest, compression, self.limits)

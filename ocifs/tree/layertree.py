@@ -37,10 +37,11 @@ _TYPE_BITS = {
 }
 
 
-def entry_attr(inode: int, entry: Entry) -> Attr:
+def entry_attr(inode: int, entry: Entry, link: str | None = None) -> Attr:
+    """`link`: the symlink target shown, when it is not the stored one (its size is shown)."""
     size = entry.size if entry.kind == Kind.FILE else 0
     if entry.kind == Kind.SYMLINK:
-        size = len(entry.link.encode("utf-8", "surrogateescape"))
+        size = len((entry.link if link is None else link).encode("utf-8", "surrogateescape"))
     return Attr(
         inode=inode,
         mode=_TYPE_BITS[entry.kind] | (entry.mode & 0o7777),
@@ -54,16 +55,27 @@ def entry_attr(inode: int, entry: Entry) -> Attr:
 
 
 class MemberNode(Node):
-    """A non-directory layer entry (file, symlink, device, fifo)."""
+    """A non-directory layer entry (file, symlink, device, fifo).
 
-    __slots__ = ("_attr", "desc", "entry", "store")
+    `link` overrides the stored symlink target (`-o symlinks=contained`).
+    """
 
-    def __init__(self, inode: int, store: LayerStore, desc: Descriptor, entry: Entry) -> None:
+    __slots__ = ("_attr", "desc", "entry", "link", "store")
+
+    def __init__(
+        self,
+        inode: int,
+        store: LayerStore,
+        desc: Descriptor,
+        entry: Entry,
+        link: str | None = None,
+    ) -> None:
         super().__init__(inode)
         self.store = store
         self.desc = desc
         self.entry = entry
-        self._attr = entry_attr(inode, entry)
+        self.link = entry.link if link is None else link
+        self._attr = entry_attr(inode, entry, self.link)
 
     def attr(self) -> Attr:
         return self._attr
@@ -80,7 +92,7 @@ class MemberNode(Node):
     def readlink(self) -> str:
         if self.entry.kind != Kind.SYMLINK:
             raise InvalidInput(f"inode {self.inode}: not a symlink")
-        return self.entry.link
+        return self.link
 
     def xattrs(self) -> dict[str, bytes]:
         return self.entry.xattrs or {}

@@ -196,3 +196,38 @@ class SymlinkNode(Node):
 
     def readlink(self) -> str:
         return self.target
+
+
+class GeneratedFile(Node):
+    """A small report produced when it is opened (`.ocifs/status.json`).
+
+    Each open reads one snapshot; the FUSE edge serves it with direct_io, so
+    the size shown by `stat` (the last snapshot's) never cuts a read short.
+    """
+
+    __slots__ = ("_render", "last")
+
+    def __init__(self, inode: int, render: Callable[[], Awaitable[bytes]]) -> None:
+        super().__init__(inode)
+        self._render = render
+        self.last = b""
+
+    @property
+    def mutable(self) -> bool:
+        return True
+
+    def attr(self) -> Attr:
+        return Attr(
+            inode=self.inode,
+            mode=stat.S_IFREG | 0o444,
+            size=len(self.last),
+            mtime_ns=time.time_ns(),
+            mutable=True,
+        )
+
+    async def snapshot(self) -> bytes:
+        self.last = await self._render()
+        return self.last
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return self.last[offset : offset + size]

@@ -19,13 +19,14 @@ import trio
 from ocifs import catalog as catalog_mod
 from ocifs.durable import test_env
 from ocifs.errors import NotFound, OcifsError
+from ocifs.layers.entry import Kind
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import Descriptor
 from ocifs.model.digest import HEX_LENGTHS, Digest
 from ocifs.model.naming import platform_dir
 from ocifs.sources.base import Source
-from ocifs.tree import layertree
+from ocifs.tree import layertree, symlinks
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE
 from ocifs.tree.blobs import BlobAccess
 from ocifs.tree.nodes import BlobFile, BytesFile, Children, DirNode, Node
@@ -49,9 +50,13 @@ Invalidator = Callable[[int, str | None], None]
 class Tree:
     """See the module docstring. All methods run on the trio thread."""
 
-    def __init__(self, source: Source, layers: LayerStore) -> None:
+    def __init__(
+        self, source: Source, layers: LayerStore, *, contain_symlinks: bool = False
+    ) -> None:
         self.source = source
         self.layers = layers
+        #: show symlink targets rewritten to stay inside the image root (ocifs.tree.symlinks)
+        self.contain_symlinks = contain_symlinks
         self.blob_access = BlobAccess(source)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
@@ -92,6 +97,11 @@ class Tree:
         )
         self.catalog = catalog_mod.build(source)
         self._apply_catalog(self.catalog, initial=True)
+
+    def attach(self, name: str, node: Node) -> None:
+        """Add a fixed top-level entry (the mount's own `.ocifs/` report directory)."""
+        self.root.set_children({**(self.root._children or {}), name: node})
+        self._register(node)
 
     # ----- inode table -------------------------------------------------------
 
@@ -141,9 +151,11 @@ class Tree:
         key = (desc.digest, identity)
         node = self._members.get(key)
         if node is None:
-            node = layertree.MemberNode(
-                self.alloc_inode(), self.layers, desc, index.entries[identity]
-            )
+            entry = index.entries[identity]
+            link = None
+            if self.contain_symlinks and entry.kind is Kind.SYMLINK:
+                link = symlinks.contained_target(index.path(identity), entry.link)
+            node = layertree.MemberNode(self.alloc_inode(), self.layers, desc, entry, link)
             self._members[key] = node
         return node
 
