@@ -377,3 +377,17 @@ def test_429_5xx_and_cut_answers_are_retried(mount_image, big_registry, tmp_path
     expected = {"busy": 429, "unavailable": 503, "truncate": 200}[mode]
     assert proxy.refused[0] == expected and len(proxy.refused) == 2
     assert ("resuming in" if mode == "truncate" else "retrying in") in m.log_text()
+
+
+def test_the_cache_size_limit_holds_for_registry_blobs(mount_image, big_registry, tmp_path):
+    """A 4 MiB blob with --cache-size 1M: read right, then evicted; the mount still reads it."""
+    reg, _proxy, layout, layer = big_registry
+    cache = tmp_path / "small-cache"
+    m = mount_image(reg.ref("big:1"), "--tls-verify=false", "--cache-size", "1M", cache=cache)
+    blob = (layout / "blobs/sha256" / layer.split(":")[1]).read_bytes()
+    assert (m.path / "refs/1/layers/0.tar").read_bytes() == blob
+    stored = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    assert stored <= 1024 * 1024
+    with open(m.path / "refs/1/layers/0.tar", "rb") as f:  # served from the open copy
+        f.seek(len(blob) // 2)
+        assert f.read(4096) == blob[len(blob) // 2 : len(blob) // 2 + 4096]
