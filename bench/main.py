@@ -170,7 +170,7 @@ def probe(ctx: Ctx) -> None:
     r = ctx.sh(f"{q(ctx.ocifs)} --help", timeout=30)
     if r.returncode != 0:
         why = missing("ocifs CLI", r.stderr or r.stdout)
-        for f in ("layout", "layer_gz", "layer_zst", "rootfs", "blob", "import",
+        for f in ("layout", "layer_gz", "layer_zst", "rootfs", "blob", "export", "import",
                   "import_archive"):
             F[f] = why
         return
@@ -179,7 +179,8 @@ def probe(ctx: Ctx) -> None:
     r = ctx.sh(f"{ctx.up_ocifs(name, ctx.layout, cache)} && ls {q(m)}/refs", timeout=to)
     if r.returncode != 0 or "gz" not in r.stdout.split():
         F["layout"] = missing("mount of an OCI layout", r.stderr + r.stdout)
-        for f in ("layer_gz", "layer_zst", "rootfs", "blob", "import", "import_archive"):
+        for f in ("layer_gz", "layer_zst", "rootfs", "blob", "export", "import",
+                  "import_archive"):
             F[f] = F["layout"]
         ctx.sh(ctx.down(name))
         return
@@ -195,6 +196,9 @@ def probe(ctx: Ctx) -> None:
     r = ctx.sh(f"stat -c %s {q(m)}/blobs/sha256/{ctx.blob_hex}", timeout=30)
     F["blob"] = (None if r.returncode == 0 and r.stdout.strip() == str(ctx.blob_bytes) else
                  missing("blobs/sha256/<hex>", r.stderr or f"size {r.stdout.strip()}"))
+    r = ctx.sh(f"stat -c %s {q(m)}/refs/{EXPORT_REF}/image.tar", timeout=30)
+    F["export"] = (None if r.returncode == 0 and r.stdout.strip().isdigit() else
+                   missing(f"refs/{EXPORT_REF}/image.tar", r.stderr or "no size"))
     # read-ahead: does ocifs raise it itself? (only checked here, on its own mount)
     ra_after = ctx.sh(f"{q(CTL)} ra {q(m)}").stdout.strip()
     ctx.sh(ctx.down(name))
@@ -268,6 +272,10 @@ def verify(ctx: Ctx) -> None:
     if not ctx.ocifs_na("blob"):
         checks.append(("blobs/sha256/<1 GiB blob> digest", "file",
                        f"{m}/blobs/sha256/{ctx.blob_hex}", ctx.blob_hex))
+    if not ctx.ocifs_na("export"):
+        checks.append((f"refs/{EXPORT_REF}/image.tar: blobs hash to their names and equal "
+                       "the layout's, stat size == bytes read", "export",
+                       f"{m}/refs/{EXPORT_REF}/image.tar", ctx.layout))
     for label, kind, a, b in checks:
         r = ctx.sh(f"{env_cmd} {kind} {q(a)} {q(b)}", timeout=to)
         try:
@@ -528,6 +536,65 @@ def w6(ctx: Ctx) -> list[Group]:
     ]
 
 
+#: the image workload 8 exports: its uncompressed layer is the largest blob of the layout
+EXPORT_REF = "tar"
+
+
+def w8(ctx: Ctx) -> list[Group]:
+    """image.tar: read all of it, against reading the same blobs from blobs/ and against
+    `skopeo copy oci:<layout>:<ref> oci-archive:<file>` (ocifs side: `cp` to the same disk)."""
+    na_o = ctx.ocifs_na("export")
+    img = ctx.meta["layout"]["images"][EXPORT_REF]
+    hexes = [img["manifest"], ctx.meta["layout"]["config"], img["layer"]]
+    blob_bytes = sum((ctx.layout / "blobs" / "sha256" / h).stat().st_size for h in hexes)
+    exp, blb = "o8", "o8b"
+    tar = f"{ctx.mnt(exp)}/refs/{EXPORT_REF}/image.tar"
+    blobs = " ".join(q(f"{ctx.mnt(blb)}/blobs/sha256/{h}") for h in hexes)
+    up_e = f"{ctx.down(exp)}; {ctx.up_ocifs(exp, ctx.layout, ctx.cache_warm())}"
+    up_b = f"{ctx.down(blb)}; {ctx.up_ocifs(blb, ctx.layout, ctx.cache_warm())}"
+    export_bytes = blob_bytes + 5 * 1024  # headers: the figure is MiB/s of blob payload
+    disk = ctx.work / "disk8"
+    fresh_disk = f"rm -rf {q(disk)}; mkdir -p {q(disk)}"
+    cold = [
+        Cmd("ocifs image.tar (fresh mount)", f"cat {q(tar)} > /dev/null", "ocifs",
+            pre=up_e, na=na_o),
+        Cmd("ocifs blobs/ (fresh mount)", f"cat {blobs} > /dev/null", pre=up_b,
+            na=ctx.ocifs_na("blob")),
+    ]
+    warm = [
+        Cmd("ocifs image.tar (same mount)", f"cat {q(tar)} > /dev/null", "ocifs", na=na_o),
+        Cmd("ocifs blobs/ (same mount)", f"cat {blobs} > /dev/null", na=ctx.ocifs_na("blob")),
+    ]
+    copy = [
+        Cmd("ocifs cp image.tar (fresh mount)", f"cp {q(tar)} {q(disk)}/image.tar", "ocifs",
+            pre=f"{fresh_disk}; {up_e}", post=f"rm -rf {q(disk)}", na=na_o),
+        Cmd("skopeo copy oci: oci-archive:",
+            f"skopeo copy -q oci:{q(ctx.layout)}:{EXPORT_REF} "
+            f"oci-archive:{q(disk)}/image.tar", pre=fresh_disk, post=f"rm -rf {q(disk)}",
+            na=ctx.tools.get("skopeo") if not shutil.which("skopeo") else None),
+    ]
+
+    def teardown() -> None:
+        ctx.sh(f"{ctx.down(exp)}; {ctx.down(blb)}")
+
+    def setup_warm() -> None:
+        mount_or_na(ctx, warm[0], up_e)
+        mount_or_na(ctx, warm[1], up_b)
+
+    mib = blob_bytes / 2**20
+    return [
+        Group("8", "8-cold", f"read all of refs/{EXPORT_REF}/image.tar ({mib:.0f} MiB of blobs)"
+              " vs the same blobs from blobs/, fresh daemon each round", cold,
+              bytes=export_bytes, teardown=teardown),
+        Group("8", "8-warm", f"read all of refs/{EXPORT_REF}/image.tar again (same mount) vs "
+              "the same blobs again", warm, bytes=export_bytes, setup=setup_warm,
+              teardown=teardown),
+        Group("8", "8-copy", f"image.tar of refs/{EXPORT_REF} written to disk: `cp` from a "
+              "fresh mount vs `skopeo copy oci: oci-archive:`", copy, bytes=export_bytes,
+              teardown=teardown),
+    ]
+
+
 def w7(ctx: Ctx) -> list[dict]:
     """Peak RSS (VmHWM) of each daemon after workloads 1-4 on one layer, cold index."""
     rows = []
@@ -724,6 +791,12 @@ GOALS = [
      "ocifs .import/", "mibs", 500),
     ("G9a", "daemon peak RSS, gz: ≤ 0.5x ratarmount", "7-gz", "ratarmount", "ratio", 0.5),
     ("G9b", "daemon peak RSS, zst: ≤ 0.5x ratarmount", "7-zst", "ratarmount", "ratio", 0.5),
+    ("G10a", "read all of image.tar, fresh mount: ≥ 90 % of the throughput of its blobs "
+     "from blobs/", "8-cold", "ocifs blobs/ (fresh mount)", "pct_native", 0.9),
+    ("G10b", "read all of image.tar, same mount: ≥ 90 % of the throughput of its blobs "
+     "from blobs/", "8-warm", "ocifs blobs/ (same mount)", "pct_native", 0.9),
+    ("G11", "image.tar to disk: ≥ 3x faster than `skopeo copy oci: oci-archive:` "
+     "(ratio ≤ 0.33)", "8-copy", "skopeo copy oci: oci-archive:", "ratio", 1 / 3),
 ]
 
 
@@ -899,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
     verify(ctx)
 
     builders: list[tuple[str, Callable[[Ctx], list[Group]]]] = [
-        ("1", w1), ("2", w2), ("3", w3), ("4", w4), ("5", w5), ("6", w6)]
+        ("1", w1), ("2", w2), ("3", w3), ("4", w4), ("5", w5), ("6", w6), ("8", w8)]
     rows: list[dict] = []
     for wid, build in builders:
         if only and wid not in only:

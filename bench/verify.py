@@ -2,6 +2,7 @@
 
     python -m bench.verify tree MOUNTED_TREE NATIVE_TREE   # listing, types, sizes, contents
     python -m bench.verify file PATH SHA256_HEX             # one file's digest
+    python -m bench.verify export IMAGE_TAR LAYOUT_DIR      # an image.tar's blobs and size
 
 Prints one JSON object. The bench runs these in a subprocess with a timeout so that a
 hung mount can never hang the bench.
@@ -14,6 +15,7 @@ import json
 import os
 import stat
 import sys
+from typing import BinaryIO
 
 
 def _sha(path: str) -> str:
@@ -103,8 +105,49 @@ def compare_trees(a: str, b: str, limit: int = 5) -> dict:
     return res
 
 
+def check_export(path: str, layout: str) -> dict:
+    """An image.tar: stat size == bytes read; every blob member hashes to its name and
+    equals the layout's blob; one index.json entry. `tarfile` reads it sequentially."""
+    import tarfile
+
+    size = os.stat(path).st_size
+    res: dict = {"size": size, "blobs": 0, "bad": []}
+    class Counting:
+        def __init__(self, f: BinaryIO) -> None:
+            self.f, self.n = f, 0
+
+        def read(self, n: int = -1) -> bytes:
+            data = self.f.read(n)
+            self.n += len(data)
+            return data
+
+    with open(path, "rb") as raw:
+        f = Counting(raw)
+        tf = tarfile.open(fileobj=f, mode="r|")  # type: ignore[call-overload]  # noqa: SIM115
+        for m in tf:
+            if not (m.isfile() and m.name.startswith("blobs/")):
+                continue
+            res["blobs"] += 1
+            data = tf.extractfile(m)
+            h = hashlib.sha256()
+            while chunk := data.read(1 << 20):  # type: ignore[union-attr]
+                h.update(chunk)
+            name = m.name.rsplit("/", 1)[1]
+            if h.hexdigest() != name or _sha(os.path.join(layout, m.name)) != name:
+                res["bad"].append(m.name)
+        while f.read(1 << 20):
+            pass
+        read = f.n
+    res["bytes_read_equal_stat"] = read == size
+    res["bytes_equal"] = not res["bad"] and res["blobs"] > 0 and read == size
+    return res
+
+
 def main() -> None:
     what = sys.argv[1]
+    if what == "export":
+        print(json.dumps(check_export(sys.argv[2], sys.argv[3])))
+        return
     if what == "tree":
         print(json.dumps(compare_trees(sys.argv[2], sys.argv[3])))
     elif what == "file":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from ocifs import catalog as catalog_mod
+from ocifs import export
 from ocifs.durable import test_env
 from ocifs.errors import NotFound, OcifsError
 from ocifs.layers.entry import Kind
@@ -29,6 +30,7 @@ from ocifs.sources.base import Source
 from ocifs.tree import layertree, symlinks
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE
 from ocifs.tree.blobs import BlobAccess
+from ocifs.tree.exportfile import ExportFile
 from ocifs.tree.nodes import BlobFile, BytesFile, Children, DirNode, Node
 
 if TYPE_CHECKING:
@@ -58,6 +60,8 @@ class Tree:
         #: show symlink targets rewritten to stay inside the image root (ocifs.tree.symlinks)
         self.contain_symlinks = contain_symlinks
         self.blob_access = BlobAccess(source)
+        #: worker threads that read the documents of an image.tar's closure
+        self.export_limiter = trio.CapacityLimiter(2)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
         self._members: dict[tuple[Digest, int], Node] = {}
@@ -273,16 +277,20 @@ class Tree:
         key = ("/".join(where), desc.digest)
         node = self._image_dirs.get(key)
         if node is None:
-            node = self._image_dirs[key] = self._new_image_dir(desc)
+            # image.tar under refs/ carries the ref's name; by-digest/ exports are unnamed
+            names = export.names_of(desc.annotations) if where[0] == "refs" else {}
+            node = self._image_dirs[key] = self._new_image_dir(desc, names)
         return node
 
-    def _new_image_dir(self, desc: Descriptor) -> DirNode:
+    def _new_image_dir(self, desc: Descriptor, names: dict[str, str]) -> DirNode:
         """A directory has one parent: every place gets its own node."""
         node = DirNode(self.alloc_inode())
-        node.set_builder(lambda: self._image_children(desc, node))
+        node.set_builder(lambda: self._image_children(desc, node, names))
         return node
 
-    async def _image_children(self, desc: Descriptor, node: DirNode) -> Children:
+    async def _image_children(
+        self, desc: Descriptor, node: DirNode, names: dict[str, str]
+    ) -> Children:
         kind = documents.kind_of(desc.media_type)
         doc_name = {"index": "index.json", "manifest": "manifest.json"}.get(kind, "blob")
         children: Children = {
@@ -296,7 +304,7 @@ class Tree:
                 data = catalog_mod.read_document(self.source, desc)
             if kind == "index":
                 index = documents.parse_index(data, f"index {desc.digest}", lenient=True)
-                children["platforms"] = self._platforms_dir(index)
+                children["platforms"] = self._platforms_dir(index, names)
             elif kind == "manifest":
                 manifest = documents.parse_manifest(data, f"manifest {desc.digest}")
                 children["config.json"] = self.blob_file(
@@ -312,7 +320,25 @@ class Tree:
         except OcifsError as exc:
             log.error("%s (only %s and descriptor.json are shown)", exc, doc_name)
             self._incomplete.add(node)
+            return children
+        if kind != "other":
+            children["image.tar"] = await self._export_file(desc, node, names)
         return children
+
+    async def _export_file(
+        self, desc: Descriptor, node: DirNode, names: dict[str, str]
+    ) -> ExportFile:
+        """`image.tar` of an image or index directory (`ocifs.export`)."""
+        try:
+            layout = await trio.to_thread.run_sync(
+                export.plan, self.source, desc, names, limiter=self.export_limiter
+            )
+        except OcifsError as exc:
+            reason = f"image.tar of {desc.digest}: {exc}"
+            log.error("%s (reading it fails with EIO)", reason)
+            self._incomplete.add(node)
+            return ExportFile(self.alloc_inode(), self.blob_access, None, reason)
+        return ExportFile(self.alloc_inode(), self.blob_access, layout)
 
     def _descriptor_json(self, desc: Descriptor) -> bytes:
         raw = (
@@ -331,13 +357,13 @@ class Tree:
             )
         return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
 
-    def _platforms_dir(self, index: documents.Index) -> DirNode:
+    def _platforms_dir(self, index: documents.Index, names: dict[str, str]) -> DirNode:
         children: Children = {}
         for desc in index.manifests:
             name = platform_dir(desc.platform, desc.digest.hex)
             if name in children:
                 name = f"{name}-{desc.digest.hex[:12]}"
-            children[name] = self._new_image_dir(desc)
+            children[name] = self._new_image_dir(desc, names)
         return DirNode(self.alloc_inode(), children=children)
 
     def _layers_dir(self, layers: list[Descriptor]) -> DirNode:

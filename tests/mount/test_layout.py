@@ -117,7 +117,7 @@ def test_sample_layout_matches_skopeo_and_umoci(mount_image, sample_layout: Path
         non_empty = [h for h in stat_out["history"] if not h.get("empty_layer")]
         assert len(non_empty) == len(layers)
         assert sorted(os.listdir(ref_dir)) == sorted(
-            ["manifest.json", "descriptor.json", "config.json", "layers", "rootfs"]
+            ["manifest.json", "descriptor.json", "config.json", "layers", "rootfs", "image.tar"]
         )
     # every blob is listed and byte-identical
     blobs = sorted(os.listdir(sample_layout / "blobs/sha256"))
