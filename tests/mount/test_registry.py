@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -72,14 +73,27 @@ def secure(tmp_path_factory: pytest.TempPathFactory, sample_layout: Path) -> Ite
 
 def _snapshot(path: Path) -> dict[str, tuple]:
     snap = treecompare.snapshot(path)
-    snap.pop("descriptor.json", None)  # names the ref: the tag here, `repo:tag` in a layout
+    # these two name the ref: the tag here, `repo:tag` in a layout
+    snap.pop("descriptor.json", None)
+    snap.pop("image.tar", None)
     return snap
+
+
+def _blob_members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+            if m.name.startswith("blobs/") and m.isfile()
+        }
 
 
 def _same_tree(reg_dir: Path, layout_dir: Path) -> None:
     expected, actual = _snapshot(layout_dir), _snapshot(reg_dir)
     assert len(actual) > 3
     assert treecompare.diff(expected, actual) == []
+    if (layout_dir / "image.tar").exists():
+        assert _blob_members(reg_dir / "image.tar") == _blob_members(layout_dir / "image.tar")
 
 
 def test_every_pushed_image_equals_its_local_layout(mount_image, plain, sample_layout) -> None:
