@@ -2,33 +2,71 @@
 
 Entries are keyed by (kind, key) where key is content-derived (a layer digest, an
 archive identity), so an entry is valid forever for that key. Every entry is
-written to a temporary file and renamed into place, and carries a sha256 of its
-payload: a truncated or corrupt entry is detected on load, deleted and reported
-as a miss, never served. Total size is kept under a limit by evicting the least
-recently used entries (mtime is touched on every hit). The total is counted by
-walking the cache once and then kept up to date as entries are added; it is
-recounted when it would pass the limit or has not been for `RECOUNT_S` (other
-processes share the directory), so adding an entry does not stat every file.
+written to a temporary file and renamed into place, and starts with a header
+that names its kind, its key (the layer digest...) and its format version, and
+a sha256 of header and payload: a truncated or corrupt entry, and an entry
+that belongs to another key or format (copied over, left by an older ocifs),
+is detected on load, deleted and reported as a miss, never served. Raw file
+entries (unpacked layer copies) have no header: their users validate them
+against CRCs kept in a checked entry (`path_for`).
+
+Total size is kept under a limit by evicting the least recently used entries
+(mtime is touched on every hit). The total is counted by walking the cache once
+and then kept up to date as entries are added; it is recounted when it would
+pass the limit or has not been for `RECOUNT_S` (other processes share the
+directory), so adding an entry does not stat every file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import stat
+import struct
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from ocifs import durable
+
 log = logging.getLogger(__name__)
 
-_MAGIC = b"OCIFSCACHE1\n"
-_HEADER = len(_MAGIC) + 32
+_MAGIC = b"OCIFSCACHE2\n"
+_OLD_MAGIC = b"OCIFSCACHE1\n"
+_SUM = 32
+_NAMES = struct.Struct("<III")  # format version, bytes of kind, bytes of key
+_HEADER = len(_MAGIC) + _SUM + _NAMES.size
 DEFAULT_LIMIT = 10 * 1024**3
 #: recount the cache's size from disk at least this often (seconds)
 RECOUNT_S = 60.0
+#: how long a process waits for another one building the same entry (seconds)
+BUILD_WAIT_S = 600.0
+
+
+#: entries are opened so that a FIFO or symlink planted in the cache cannot block or redirect
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _read_regular(path: Path) -> bytes:
+    """A cache entry's bytes; OSError if it is not a regular file."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def default_directory() -> Path:
@@ -51,39 +89,93 @@ class DiskCache:
         safe = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
         return self.directory / kind / safe[:2] / safe
 
-    def get(self, kind: str, key: str) -> bytes | None:
-        """The payload stored for (kind, key), or None if absent or corrupt."""
+    def get(self, kind: str, key: str, *, version: int = 1) -> bytes | None:
+        """The payload stored for (kind, key) in format `version`, or None (a miss).
+
+        None too for an absent, corrupt or foreign entry (another key, kind or
+        format version), which is deleted so the caller rebuilds it.
+        """
         path = self._path(kind, key)
         try:
-            with open(path, "rb") as f:
-                blob = f.read()
+            blob = _read_regular(path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             log.warning("cache entry %s unreadable (%s); rebuilding", path, exc)
+            self._discard(path)
             return None
-        payload = blob[_HEADER:]
-        if (
-            len(blob) < _HEADER
-            or blob[: len(_MAGIC)] != _MAGIC
-            or hashlib.sha256(payload).digest() != blob[len(_MAGIC) : _HEADER]
-        ):
-            log.warning("cache entry %s is corrupt or truncated; rebuilding", path)
+        payload = self._check(path, blob, kind, key, version)
+        if payload is None:
             self._discard(path)
             return None
         self._touch(path)
         return payload
 
-    def put(self, kind: str, key: str, payload: bytes) -> None:
+    @staticmethod
+    def _check(path: Path, blob: bytes, kind: str, key: str, version: int) -> bytes | None:
+        """The payload of an entry file if it is intact and is the entry asked for."""
+        if blob.startswith(_OLD_MAGIC):
+            log.info("cache entry %s has an older format; rebuilding", path)
+            return None
+        if (
+            len(blob) < _HEADER
+            or blob[: len(_MAGIC)] != _MAGIC
+            or hashlib.sha256(blob[len(_MAGIC) + _SUM :]).digest()
+            != blob[len(_MAGIC) : len(_MAGIC) + _SUM]
+        ):
+            log.warning("cache entry %s is corrupt or truncated; rebuilding", path)
+            return None
+        got_version, kind_len, key_len = _NAMES.unpack_from(blob, len(_MAGIC) + _SUM)
+        start = _HEADER + kind_len + key_len
+        got_kind = blob[_HEADER : _HEADER + kind_len]
+        got_key = blob[_HEADER + kind_len : start]
+        wanted = (version, _encode(kind), _encode(key))
+        if (got_version, got_kind, got_key) != wanted:
+            log.warning(
+                "cache entry %s belongs to %s %r (format %d), not to %s %r (format %d); "
+                "rebuilding",
+                path,
+                got_kind.decode("utf-8", "replace"),
+                got_key.decode("utf-8", "replace"),
+                got_version,
+                kind,
+                key,
+                version,
+            )
+            return None
+        return blob[start:]
+
+    def put(self, kind: str, key: str, payload: bytes, *, version: int = 1) -> None:
         """Store a payload atomically; failures only cost a rebuild later."""
         path = self._path(kind, key)
-        data = _MAGIC + hashlib.sha256(payload).digest() + payload
+        kind_b, key_b = _encode(kind), _encode(key)
+        body = _NAMES.pack(version, len(kind_b), len(key_b)) + kind_b + key_b + payload
+        data = _MAGIC + hashlib.sha256(body).digest() + body
         try:
             self._write_atomic(path, data)
         except OSError as exc:
             log.warning("could not write cache entry %s: %s", path, exc)
             return
         self._added(len(data))
+
+    @contextmanager
+    def building(self, kind: str, key: str, timeout: float = BUILD_WAIT_S) -> Iterator[bool]:
+        """Cross-process "I am building (kind, key)": an flock on a lock file.
+
+        Two mounts (two daemons) that need the same missing entry: the first
+        builds it, the second waits here and then finds it with `get`. Yields
+        whether the lock is held (False after `timeout`: build anyway).
+        Blocking: call from a worker thread.
+        """
+        path = self.directory / "locks" / kind / self._path(kind, key).name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("cannot create cache lock directory %s: %s", path.parent, exc)
+            yield False
+            return
+        with durable.work_lock(str(path), timeout) as held:
+            yield held
 
     def path_for(self, kind: str, key: str) -> Path:
         """Where a raw file entry for (kind, key) lives (for library-written files).
@@ -123,10 +215,11 @@ class DiskCache:
         """
         path = self._path(kind, key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, _OPEN_FLAGS)
         except OSError:
             return None
-        if os.fstat(fd).st_size != size:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             os.close(fd)
             log.warning("cache entry %s has the wrong size; rebuilding", path)
             self._discard(path)

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 from ocifs.errors import BlobUnavailable, LimitExceeded, OcifsError
+from ocifs.log import once as log_once
 from ocifs.model import documents
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME, Descriptor
 from ocifs.model.digest import Digest
@@ -53,21 +54,20 @@ def build(source: Source) -> Catalog:
             continue
         path = ref_path(name)
         if path is None:
-            log.warning(
-                "%s: ref name %r cannot be shown as a path; it is only under by-digest/%s",
-                where,
-                name,
-                desc.digest,
+            log_once(
+                log,
+                logging.WARNING,
+                f"{where}: ref name {name!r} cannot be shown as a path; it is only under "
+                f"by-digest/{desc.digest}",
             )
             continue
         previous = cat.refs.get(path)
         if previous is not None:
-            log.warning(
-                "%s: duplicate ref name %r: %s replaces %s (still under by-digest/)",
-                where,
-                name,
-                desc.digest,
-                previous.digest,
+            log_once(
+                log,
+                logging.WARNING,
+                f"{where}: duplicate ref name {name!r}: {desc.digest} replaces "
+                f"{previous.digest} (still under by-digest/)",
             )
         cat.refs[path] = desc
     return cat
@@ -113,7 +113,7 @@ def reachable(source: Source, cat: Catalog) -> dict[Digest, Descriptor]:
                 read_document(source, desc), f"index {desc.digest}", lenient=True
             )
         except OcifsError as exc:
-            log.error("%s", exc)
+            log_once(log, logging.ERROR, str(exc), cause=str(exc))
             continue
         stack.extend((d, depth + 1) for d in reversed(child.manifests))
     return found

@@ -168,6 +168,28 @@ def layout_lock(lock_path: str, timeout: float) -> Iterator[None]:
         os.close(fd)  # closing the only descriptor releases the flock
 
 
+@contextmanager
+def work_lock(lock_path: str, timeout: float) -> Iterator[bool]:
+    """Hold an flock that says "this work is being done" (building a cache entry).
+
+    Yields True once the lock is held, or False after `timeout` seconds of
+    waiting (the caller then does the work itself: a stuck holder must not
+    stop this process). Blocking: call it from a worker thread.
+    """
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        held = try_lock(fd)
+        while not held and time.monotonic() < deadline:
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.1)
+            held = try_lock(fd)
+        yield held
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def replace_file(path: str, data: bytes, tmp_dir: str) -> None:
     """Atomically replace `path` with `data`: temp file, fsync, rename, fsync dir.
 

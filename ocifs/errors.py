@@ -40,6 +40,10 @@ class NotAnImage(InvalidInput):
     """SOURCE is not an OCI layout, OCI archive or docker-save archive."""
 
 
+class NotRegularFile(OcifsError):
+    """A source file that is a FIFO, socket, device, directory or symlink (never opened)."""
+
+
 class BlobUnavailable(OcifsError):
     """A blob is missing, has the wrong size, or failed verification."""
 
@@ -62,6 +66,10 @@ class LimitExceeded(OcifsError):
 
 class NameTooLong(OcifsError):
     """A path component is longer than the kernel accepts."""
+
+
+class TooDeep(OcifsError):
+    """Nesting beyond a documented depth (indexes inside indexes under `platforms/`)."""
 
 
 class LockTimeout(OcifsError):

@@ -66,6 +66,7 @@ _ERRNO: list[tuple[type[errors.OcifsError], int]] = [
     (errors.LimitExceeded, errno.EFBIG),
     (errors.NameTooLong, errno.ENAMETOOLONG),
     (errors.LockTimeout, errno.EBUSY),
+    (errors.TooDeep, errno.ELOOP),
 ]
 
 P = ParamSpec("P")
@@ -209,7 +210,7 @@ class Operations(pyfuse3.Operations):
             return entry_attributes(await self.area.getattr(inode))
         node = self.tree.get(inode)
         if node.mutable:
-            self.tree.maybe_refresh()
+            await self.tree.maybe_refresh()
         return entry_attributes(node.attr())
 
     @_edge

@@ -17,6 +17,7 @@ def setup(*, debug: bool, log_file: str | None) -> None:
     handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    _SEEN.clear()  # "once" is per log: what the CLI met before the daemon's log began
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     # pyfuse3 and trio are chatty at DEBUG; keep them at INFO unless asked.
     for name in ("pyfuse3", "trio", "httpx", "httpcore"):
@@ -44,3 +45,27 @@ class _GoneRequestFilter(logging.Filter):
             record.msg += " (the kernel no longer waits for this request)"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
+
+
+#: messages already logged by `once` (bounded: past the cap, repeats may be logged again)
+_SEEN: set[str] = set()
+_SEEN_CAP = 100_000
+
+
+def once(logger: logging.Logger, level: int, message: str, *, cause: str | None = None) -> None:
+    """Log `message` (one line, already formatted) the first time only.
+
+    For problems met on every request for a bad object (a FIFO blob, a manifest
+    that cannot be used, a layer that fails its diff_id): the log says it once,
+    each request still fails. `cause` (default: the message) is what counts as
+    "the same problem": the text of the underlying error, so that a blob that
+    breaks its own file, a layer tree and a rootfs is reported once, by whichever
+    view met it first.
+    """
+    key = message if cause is None else cause
+    if key in _SEEN:
+        return
+    if len(_SEEN) >= _SEEN_CAP:
+        _SEEN.clear()
+    _SEEN.add(key)
+    logger.log(level, "%s", message)

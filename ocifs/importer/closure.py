@@ -72,7 +72,7 @@ def walk(view: BlobView, desc: Descriptor) -> tuple[set[Digest], set[Digest]]:
         seen.add(d.digest)
         if len(seen) > MAX_CLOSURE:
             raise LimitExceeded(f"{desc.digest}: closure has over {MAX_CLOSURE} blobs")
-        if d.data is not None and documents.kind_of(d.media_type) == "other":
+        if d.data is not None and documents.kind_of(d.media_type) not in ("index", "manifest"):
             continue
         size = view.size(d.digest)
         if size is None:

@@ -75,7 +75,7 @@ def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
             log.warning("layer %s: %s after the end of the tar archive (ignored)", where, exc)
     lp.finish()
     index = builder.finish(complete, error, lp.produced)
-    record = LayerRecord(index, lp.compression, valid, lp.crcs)
+    record = LayerRecord(index, lp.compression, valid, lp.crcs, lp.diff_id)
     return record, lp.sink is not None
 
 

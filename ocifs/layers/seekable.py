@@ -81,7 +81,7 @@ def _handle(reader: BlobReader) -> Any:
 
 
 def _load(reader: BlobReader, cache: DiskCache, key: str) -> GzipSeekReader | None:
-    payload = cache.get(CACHE_KIND, key)
+    payload = cache.get(CACHE_KIND, key, version=_VERSION)
     if payload is None:
         return None
     try:
@@ -107,7 +107,9 @@ def _build(reader: BlobReader, cache: DiskCache, key: str) -> GzipSeekReader:
     except Exception as exc:
         handle.close()
         raise BlobUnavailable(f"{key}: not a readable gzip stream: {exc}") from exc
-    cache.put(CACHE_KIND, key, _HEAD.pack(_VERSION, reader.size, usize) + out.getvalue())
+    cache.put(
+        CACHE_KIND, key, _HEAD.pack(_VERSION, reader.size, usize) + out.getvalue(), version=_VERSION
+    )
     return GzipSeekReader(handle, usize, key)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ocifs.layers.entry import KINDS, Entry, LayerIndex
 from ocifs.model.mediatypes import Compression
 
-FORMAT = 1
+FORMAT = 2  # 2: diff_id added
 
 
 @dataclass(slots=True)
@@ -28,6 +28,8 @@ class LayerRecord:
     valid_size: int
     #: CRC32 of each 1 MiB block of the decompressed stream (unpacked-copy checks).
     crcs: list[int] = field(default_factory=list)
+    #: `sha256:<hex>` of the decompressed stream (compared with the config's diff_ids).
+    diff_id: str = ""
 
 
 def dumps(record: LayerRecord) -> bytes:
@@ -39,7 +41,7 @@ def dumps(record: LayerRecord) -> bytes:
     ]
     return marshal.dumps((
         FORMAT, record.compression.value, record.valid_size, record.crcs,
-        idx.complete, idx.error, idx.uncompressed_size, rows, idx.children,
+        idx.complete, idx.error, idx.uncompressed_size, rows, idx.children, record.diff_id,
     ))
 
 
@@ -47,9 +49,9 @@ def loads(payload: bytes) -> LayerRecord | None:
     """The record, or None if the payload is of another format or malformed."""
     try:
         obj: Any = marshal.loads(payload)
-        if not isinstance(obj, tuple) or len(obj) != 9 or obj[0] != FORMAT:
+        if not isinstance(obj, tuple) or len(obj) != 10 or obj[0] != FORMAT:
             return None
-        _, comp, valid, crcs, complete, error, usize, rows, children = obj
+        _, comp, valid, crcs, complete, error, usize, rows, children, diff_id = obj
         entries = [
             Entry(n, p, KINDS[k], m, u, g, s, t, o, lk, r, x, i, nl, sy)
             for (n, p, k, m, u, g, s, t, o, lk, r, x, i, nl, sy) in rows
@@ -57,6 +59,6 @@ def loads(payload: bytes) -> LayerRecord | None:
         if len(children) != len(entries):
             return None
         index = LayerIndex(entries, children, complete, error, usize)
-        return LayerRecord(index, Compression(comp), valid, crcs)
+        return LayerRecord(index, Compression(comp), valid, crcs, str(diff_id))
     except (ValueError, TypeError, EOFError, IndexError):
         return None

@@ -22,10 +22,12 @@ from typing import Generic, TypeVar
 
 import trio
 
+from ocifs import log as log_mod
 from ocifs.cache import DiskCache
-from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt
+from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
 from ocifs.layers import indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex
+from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
 from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.merge import MergedTree, merge
 from ocifs.layers.progress import IndexProgress
@@ -112,6 +114,11 @@ class LayerStore:
         self._layers: _SingleFlight[Digest, _Layer] = _SingleFlight()
         self._readers: _SingleFlight[Digest, None] = _SingleFlight()
         self._merged: _SingleFlight[tuple[Digest, ...], MergedTree] = _SingleFlight()
+        #: layers whose indexing failed: the error is repeated, not the work, until
+        #: `forget_failures` (index.json changed: an import may have fixed the blob)
+        self._broken: dict[Digest, OcifsError] = {}
+        self.in_place = InPlaceVerifier(source, cache)
+        self._retired: list[BlobReader] = []
         #: what each layer's indexing is doing (ocifs status)
         self.progress = IndexProgress()
 
@@ -126,7 +133,18 @@ class LayerStore:
             record = await trio.to_thread.run_sync(self._load_or_build, desc, limiter=self.limiter)
             return _Layer(record)
 
-        return await self._layers.get(desc.digest, compute)
+        broken = self._broken.get(desc.digest)
+        if broken is not None:
+            raise type(broken)(str(broken))
+        try:
+            return await self._layers.get(desc.digest, compute)
+        except OcifsError as exc:
+            self._broken[desc.digest] = exc
+            raise
+
+    def forget_failures(self) -> None:
+        """Try failed layers again on next use (called when index.json changes)."""
+        self._broken.clear()
 
     def cached(self, desc: Descriptor) -> bool:
         """Whether an index exists in memory or in the disk cache."""
@@ -136,26 +154,40 @@ class LayerStore:
         )
 
     def _load_or_build(self, desc: Descriptor) -> LayerRecord:
+        """The cached record, or one indexing pass; one indexer per layer across processes.
+
+        Another daemon indexing the same layer holds the entry's lock: this one
+        waits for it (in this worker thread) and then loads what it wrote.
+        """
+        record = self._load(desc)
+        if record is not None:
+            return record
+        with self.cache.building(INDEX_KIND, str(desc.digest)):
+            return self._load(desc) or self._build_tracked(desc)
+
+    def _load(self, desc: Descriptor) -> LayerRecord | None:
         key = str(desc.digest)
-        payload = self.cache.get(INDEX_KIND, key)
-        if payload is not None:
-            record = serial.loads(payload)
-            if record is not None:
-                self.progress.loaded(desc, len(record.index.entries))
-                return record
+        payload = self.cache.get(INDEX_KIND, key, version=serial.FORMAT)
+        if payload is None:
+            return None
+        record = serial.loads(payload)
+        if record is None:
             log.warning("cached index of layer %s has an old or bad format; rebuilding", key)
             self.cache.discard(INDEX_KIND, key)
-        return self._build_tracked(desc)
+            return None
+        self.progress.loaded(desc, len(record.index.entries))
+        return record
 
     def _open_blob(self, desc: Descriptor) -> BlobReader:
-        size = self.source.blob_size(desc.digest)
-        if size is None:
-            raise BlobUnavailable(f"layer {desc.digest}: blob is missing")
-        if size != desc.size:
+        """The layer blob, opened the way that cannot block (BlobUnavailable says why not)."""
+        reader = self.source.open_blob(desc.digest)
+        if reader.size != desc.size:
+            reader.close()
             raise BlobUnavailable(
-                f"layer {desc.digest}: blob has {size} bytes, its descriptor says {desc.size}"
+                f"layer {desc.digest}: blob has {reader.size} bytes, its descriptor says "
+                f"{desc.size}"
             )
-        return self.source.open_blob(desc.digest)
+        return reader
 
     def _build_tracked(self, desc: Descriptor) -> LayerRecord:
         """`_build`, its state and duration recorded for `ocifs status`."""
@@ -177,30 +209,59 @@ class LayerStore:
         key = str(desc.digest)
         started = time.monotonic()
         log.info("indexing layer %s (%d bytes)", key, desc.size)
-        reader = self.progress.counting(desc, self._open_blob(desc))
-        compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
-        if compression is Compression.NONE or self.unpack_limit <= 0:
-            record, _ = indexer.build(reader, desc.digest, compression, self.limits)
-        else:
-            temp, sink = self.cache.new_temp(DATA_KIND)
-            kept = False
-            try:
-                with sink:
-                    record, kept = indexer.build(
-                        reader, desc.digest, compression, self.limits, sink, self.unpack_limit
-                    )
-                if kept:
-                    self.cache.commit_file(temp, DATA_KIND, key)
-            finally:
-                if not kept:
-                    temp.unlink(missing_ok=True)
-        self.cache.put(INDEX_KIND, key, serial.dumps(record))
+        blob = self._open_blob(desc)
+        try:
+            record = self._index_blob(desc, self.progress.counting(desc, blob))
+            self.in_place.verified(desc.digest, blob)  # the pass hashed these very bytes
+        finally:
+            blob.close()
+        self.cache.put(INDEX_KIND, key, serial.dumps(record), version=serial.FORMAT)
         log.info(
             "indexed layer %s: %d entries in %.3f s",
             key,
             len(record.index.entries),
             time.monotonic() - started,
         )
+        return record
+
+    async def check_diff_ids(
+        self, descs: list[Descriptor], diff_ids: list[str], where: str
+    ) -> None:
+        """Raise BlobUnavailable unless each layer decompresses to its config diff_id.
+
+        The digests were computed by the indexing pass (and cached with the
+        index), so this costs nothing once the layers are indexed.
+        """
+        if len(diff_ids) != len(descs):
+            raise BlobUnavailable(
+                f"{where}: the config lists {len(diff_ids)} diff_ids for {len(descs)} layers"
+            )
+        for n, (desc, expected) in enumerate(zip(descs, diff_ids, strict=True)):
+            actual = (await self._layer(desc)).record.diff_id
+            if actual != expected:
+                raise BlobUnavailable(
+                    f"{where}: layer {n} ({desc.digest}) decompresses to {actual}, "
+                    f"the config's rootfs.diff_ids[{n}] says {expected}"
+                )
+
+    def _index_blob(self, desc: Descriptor, reader: BlobReader) -> LayerRecord:
+        """One indexing pass; keeps the unpacked copy of a compressed layer that fits."""
+        key = str(desc.digest)
+        compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
+        if compression is Compression.NONE or self.unpack_limit <= 0:
+            return indexer.build(reader, desc.digest, compression, self.limits)[0]
+        temp, sink = self.cache.new_temp(DATA_KIND)
+        kept = False
+        try:
+            with sink:
+                record, kept = indexer.build(
+                    reader, desc.digest, compression, self.limits, sink, self.unpack_limit
+                )
+            if kept:
+                self.cache.commit_file(temp, DATA_KIND, key)
+        finally:
+            if not kept:
+                temp.unlink(missing_ok=True)
         return record
 
     # -- rootfs --------------------------------------------------------------------
@@ -255,12 +316,31 @@ class LayerStore:
                 if attempt == 2:
                     raise LayerCorrupt(f"layer {desc.digest}: unpacked copy corrupt") from exc
                 continue
+            except BlobUnavailable as exc:
+                # The blob read in place changed (BlobChanged, possibly wrapped by a
+                # decoder) or failed: reopen it, which verifies it again, and retry
+                # once; what is served has always been checked against the digest.
+                self._retire_reader(desc, layer)
+                self.in_place.forget(desc.digest)
+                if not isinstance(exc, BlobChanged) or attempt == 2:
+                    raise
+                log_mod.once(log, logging.WARNING, str(exc))
+                continue
             except OSError as exc:
                 raise BlobUnavailable(f"layer {desc.digest}: read failed: {exc}") from exc
             if len(data) != size:
                 raise LayerCorrupt(f"layer {desc.digest}: data ends early at {start + len(data)}")
             return data
         raise AssertionError("unreachable")
+
+    def _retire_reader(self, desc: Descriptor, layer: _Layer) -> None:
+        """Stop using a layer's reader without closing it: a worker thread may be
+        inside its pread, and a closed descriptor number can be reused by another
+        open (reads from the wrong file). Closed by `close()`."""
+        if layer.reader is not None:
+            self._retired.append(layer.reader)
+        layer.reader = None
+        self._readers.done.pop(desc.digest, None)
 
     def _drop_reader(self, desc: Descriptor, layer: _Layer, discard: bool) -> None:
         if layer.reader is not None:
@@ -285,24 +365,31 @@ class LayerStore:
         """(reader over the decompressed stream, whether its pread may run inline)."""
         key = str(desc.digest)
         blob = self._open_blob(desc)
-        if record.compression is Compression.NONE:
-            return blob, isinstance(blob, FileRegionReader)
-        size = record.index.uncompressed_size
-        copy = self._open_copy(key, size, record)
-        if copy is None and size <= self.unpack_limit:
-            temp, sink = self.cache.new_temp(DATA_KIND)
-            try:
-                with sink:
-                    indexer.unpack(blob, desc.digest, record.compression, self.limits, sink)
-                self.cache.commit_file(temp, DATA_KIND, key)
-            finally:
-                temp.unlink(missing_ok=True)
+        try:
+            if record.compression is Compression.NONE:
+                inline = isinstance(blob, FileRegionReader)
+                return self.in_place.ensure(desc.digest, blob), inline
+            size = record.index.uncompressed_size
             copy = self._open_copy(key, size, record)
-        if copy is not None:
-            return copy, True
-        if record.compression is Compression.GZIP:
-            return open_gzip(blob, self.cache, key), False
-        return ZstdCursorReader(blob, size, key), False
+            if copy is None and size <= self.unpack_limit:
+                temp, sink = self.cache.new_temp(DATA_KIND)
+                try:
+                    with sink:  # the pass checks the blob's digest
+                        indexer.unpack(blob, desc.digest, record.compression, self.limits, sink)
+                    self.cache.commit_file(temp, DATA_KIND, key)
+                finally:
+                    temp.unlink(missing_ok=True)
+                copy = self._open_copy(key, size, record)
+            if copy is not None:
+                blob.close()
+                return copy, True
+            guarded = self.in_place.ensure(desc.digest, blob)
+            if record.compression is Compression.GZIP:
+                return open_gzip(guarded, self.cache, key), False
+            return ZstdCursorReader(guarded, size, key), False
+        except BaseException:
+            blob.close()
+            raise
 
     def _open_copy(self, key: str, size: int, record: LayerRecord) -> UnpackedReader | None:
         fd = self.cache.open_file(DATA_KIND, key, size)
@@ -315,3 +402,6 @@ class LayerStore:
                 layer.reader.close()
                 layer.reader = None
         self._readers.done.clear()
+        for reader in self._retired:
+            reader.close()
+        self._retired.clear()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocifs.errors import InvalidInput, Unsupported
+from ocifs.log import once as log_once
 from ocifs.model import digest as digest_mod
 from ocifs.model.digest import Digest
 
@@ -98,7 +99,8 @@ def parse(obj: object, where: str) -> Descriptor:
             raise InvalidInput(f"{where}: data is not valid base64") from exc
         if len(data) != size or not dig.matches(data):
             # The blob itself stays authoritative; unverifiable inline bytes are never used.
-            log.warning("%s: embedded data does not match size and digest; ignored", where)
+            message = f"{where}: embedded data does not match size and digest; ignored"
+            log_once(log, logging.WARNING, message)
             data = None
     return Descriptor(
         media_type=media_type,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocifs.errors import InvalidInput, LimitExceeded, Unsupported
+from ocifs.log import once as log_once
 from ocifs.model import descriptor as descriptor_mod
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import Descriptor
@@ -28,7 +29,8 @@ def _reject_duplicates(where: str) -> Any:
         obj: dict[str, Any] = {}
         for key, value in pairs:
             if key in obj:
-                log.warning("%s: duplicate JSON key %r (the last one is used)", where, key)
+                message = f"{where}: duplicate JSON key {key!r} (the last one is used)"
+                log_once(log, logging.WARNING, message)
             obj[key] = value
         return obj
 
@@ -79,6 +81,8 @@ class Index:
     manifests: list[Descriptor]
     annotations: dict[str, str] = field(default_factory=dict)
     subject: Descriptor | None = None
+    #: the document's own `mediaType` field as written (None if absent)
+    own_media_type: str | None = None
 
 
 @dataclass(slots=True)
@@ -89,6 +93,8 @@ class Manifest:
     artifact_type: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
     subject: Descriptor | None = None
+    #: the document's own `mediaType` field as written (None if absent)
+    own_media_type: str | None = None
 
     @property
     def is_image(self) -> bool:
@@ -101,7 +107,7 @@ class Manifest:
 def _schema_version(obj: dict[str, Any], where: str) -> None:
     version = obj.get("schemaVersion")
     if version == 1:
-        raise Unsupported(f"{where}: Docker schema 1 manifests are not supported")
+        raise Unsupported(f"{where}: a Docker schema 1 manifest (unsupported schema 1)")
     if version != 2:
         raise InvalidInput(f"{where}: schemaVersion must be 2, not {version!r}")
 
@@ -122,7 +128,7 @@ def _descriptors(
         except (InvalidInput, Unsupported) as exc:
             if not lenient:
                 raise
-            log.warning("%s (entry skipped)", exc)
+            log_once(log, logging.WARNING, f"{exc} (entry skipped)")
     return result
 
 
@@ -163,6 +169,7 @@ def parse_index(data: bytes, where: str, *, lenient: bool = False) -> Index:
         manifests=_descriptors(obj, "manifests", where, lenient),
         annotations=_annotations(obj, where),
         subject=_subject(obj, where),
+        own_media_type=obj.get("mediaType"),
     )
 
 
@@ -190,13 +197,26 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
         artifact_type=artifact_type,
         annotations=_annotations(obj, where),
         subject=_subject(obj, where),
+        own_media_type=obj.get("mediaType"),
     )
 
 
 def kind_of(media_type: str) -> str:
-    """'index', 'manifest' or 'other' for a descriptor's media type."""
+    """'index', 'manifest', 'schema1' or 'other' for a descriptor's media type."""
     if media_type in mt.INDEX_TYPES:
         return "index"
     if media_type in mt.MANIFEST_TYPES:
         return "manifest"
+    if media_type in mt.SCHEMA1_TYPES:
+        return "schema1"
     return "other"
+
+
+def parse_diff_ids(data: bytes, where: str) -> list[str]:
+    """An image config's `rootfs.diff_ids`: one digest string per layer, in order."""
+    obj = load_json(data, where)
+    rootfs = obj.get("rootfs") if isinstance(obj, dict) else None
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) for d in diff_ids):
+        raise InvalidInput(f"{where}: rootfs.diff_ids must be an array of digests")
+    return diff_ids

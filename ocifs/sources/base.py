@@ -5,21 +5,70 @@ and `index.json`, and blobs addressed by digest. Sources that lack some of these
 (a legacy `docker save` tar has no manifests) synthesize them and say so via
 `synthesized()`. Nothing here knows about FUSE.
 
-Thread-safety: `BlobReader.pread` may be called from worker threads
-concurrently; every other method is called on the trio thread, except for
-`remote` sources, whose methods must all be thread-safe (the tree reads their
-documents in worker threads).
+Thread-safety: `BlobReader.pread`, `open_blob`, `blob_size` and `list_blobs`
+and `index_bytes` may be called from worker threads concurrently (documents,
+blob listings and a changed index.json are read off the trio thread);
+`index_changed` (one stat) is called on the trio thread. No method may block
+on a file another program controls: opens are non-blocking and anything but a
+regular file is refused (`open_regular`).
+Remote sources (`remote = True`, registries) may wait on the network in any
+method but `index_changed`; the tree calls those only from worker threads.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Protocol
 
+from ocifs.errors import NotRegularFile
 from ocifs.model.digest import Digest
+
+
+def file_type(mode: int) -> str:
+    """What a non-regular file is, for messages ("a FIFO", "a directory"...)."""
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return "of an unknown file type"
+
+
+#: flags of every open of a source file: O_NONBLOCK (a FIFO would otherwise wait for
+#: a writer, with the daemon's only request thread), O_NOFOLLOW (no symlink followed).
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """(fd, fstat) of a regular file, opened so that nothing can block or be triggered.
+
+    `lstat` first, so a FIFO, socket or device is never opened at all (opening
+    some devices acts on them), then an `OPEN_FLAGS` open and `fstat` (the file
+    may have been swapped in between). Raises FileNotFoundError, NotRegularFile
+    (saying what the file is instead) or another OSError.
+    """
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(f"{path}: is {file_type(st.st_mode)}, not a regular file")
+    fd = os.open(path, OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegularFile(f"{path}: is {file_type(st.st_mode)}, not a regular file")
+    return fd, st
 
 
 class BlobReader(Protocol):
@@ -68,8 +117,49 @@ class FileRegionReader:
         size = clamp(offset, size, self._size)
         return os.pread(self.fd, size, self.start + offset) if size else b""
 
+    def changed(self) -> bool:
+        """Whether the file may have changed since this reader was opened.
+
+        False here; `StampedRegionReader` (layout blob files, members of a plain
+        tar archive) compares the file's `fstat` identity with the one at open.
+        """
+        return False
+
     def close(self) -> None:
         pass
+
+
+FileStamp = tuple[int, int, int, int, int]
+"""(size, mtime_ns, ctime_ns, inode, device): changes whenever a file's bytes may have.
+
+ctime cannot be set back by the file's owner, so an in-place rewrite that
+restores size and mtime still shows.
+"""
+
+
+def stamp_of(st: os.stat_result) -> FileStamp:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+class StampedRegionReader(FileRegionReader):
+    """A region of a file whose identity (`stamp`) at open is known: `changed` is real."""
+
+    __slots__ = ("stamp",)
+
+    def __init__(self, fd: int, start: int, size: int, stamp: FileStamp) -> None:
+        super().__init__(fd, start, size)
+        self.stamp = stamp
+
+    def changed(self) -> bool:
+        """Whether the file was modified (or replaced, or unlinked) since `stamp` was taken.
+
+        One fstat; call it after a pread to know the bytes read are the ones
+        the stamp vouches for (the kernel updates the times before the data).
+        """
+        try:
+            return stamp_of(os.fstat(self.fd)) != self.stamp
+        except OSError:
+            return True
 
 
 class BytesReader:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 
 from ocifs.cache import DiskCache
 from ocifs.errors import InvalidInput, NotAnImage
 from ocifs.model import mediatypes as mt
-from ocifs.sources.base import Source
+from ocifs.sources.base import Source, file_type
 from ocifs.sources.tarmembers import ArchiveFile
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,16 @@ def open_source(path: str, cache: DiskCache) -> Source:
         from ocifs.sources.layout_dir import LayoutDir
 
         return LayoutDir(path)
-    if not os.path.exists(path):
-        raise NotAnImage(f"{path}: no such file or directory")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise NotAnImage(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise NotAnImage(f"{path}: cannot use: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open; a socket cannot be opened
+        raise NotAnImage(
+            f"{path}: is {file_type(st.st_mode)}, not an image layout directory or archive"
+        )
     archive = ArchiveFile.open(path, cache)
     try:
         source = _classify(archive, cache)

@@ -1,8 +1,9 @@
 """An OCI image layout directory as a Source.
 
-Blobs are opened with O_NOFOLLOW and must be regular files: a symlink planted
-under `blobs/` is treated as a missing blob, never followed. Paths are built
-only from validated digests.
+Every file is opened with `base.open_regular`: a symlink planted under
+`blobs/` is never followed, a FIFO, socket or device is refused without being
+opened (a swap between the check and the open is caught by the fstat after an
+open that cannot block). Paths are built only from validated digests.
 """
 
 from __future__ import annotations
@@ -13,21 +14,28 @@ import os
 import stat
 from collections.abc import Iterator
 
-from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage
+from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage, NotRegularFile
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model.digest import Digest
-from ocifs.sources.base import FileRegionReader, Source
+from ocifs.sources.base import (
+    FileStamp,
+    Source,
+    StampedRegionReader,
+    open_regular,
+    stamp_of,
+)
 
 log = logging.getLogger(__name__)
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-
-class OwnedFileReader(FileRegionReader):
-    """A whole blob file whose descriptor this reader owns."""
+class OwnedFileReader(StampedRegionReader):
+    """A whole blob file whose descriptor this reader owns, with its identity at open."""
 
     __slots__ = ()
+
+    def __init__(self, fd: int, size: int, stamp: FileStamp) -> None:
+        super().__init__(fd, 0, size, stamp)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -37,17 +45,18 @@ class OwnedFileReader(FileRegionReader):
 
 def _read_small(path: str, what: str) -> bytes:
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd, st = open_regular(path)
     except FileNotFoundError:
         raise NotAnImage(f"{path}: missing (not an OCI image layout)") from None
+    except NotRegularFile as exc:
+        if "a symlink" in str(exc):
+            raise InvalidInput(f"{path}: is a symlink; {what} must be a regular file") from None
+        raise InvalidInput(str(exc)) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InvalidInput(f"{path}: is a symlink; {what} must be a regular file") from None
         raise InvalidInput(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InvalidInput(f"{path}: not a regular file")
         if st.st_size > documents.MAX_DOCUMENT_BYTES:
             raise InvalidInput(
                 f"{path}: {st.st_size} bytes exceeds the {documents.MAX_DOCUMENT_BYTES} byte limit"
@@ -96,12 +105,13 @@ class LayoutDir(Source):
         return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def index_bytes(self) -> bytes:
+        # Stamp first: an index.json that cannot be read is then not re-read (and
+        # its error not logged again) on every request, only once it changes.
+        self._index_stamp = self._stamp()
         try:
-            data = _read_small(self._index_path, "index.json")
+            return _read_small(self._index_path, "index.json")
         except NotAnImage:
             raise InvalidInput(f"{self._index_path}: missing") from None
-        self._index_stamp = self._stamp()
-        return data
 
     def index_changed(self) -> bool:
         return self._stamp() != self._index_stamp
@@ -119,17 +129,15 @@ class LayoutDir(Source):
     def open_blob(self, digest: Digest) -> OwnedFileReader:
         path = self.blob_path(digest)
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd, st = open_regular(path)
         except FileNotFoundError:
             raise BlobUnavailable(f"blob {digest}: missing ({path})") from None
+        except NotRegularFile as exc:
+            raise BlobUnavailable(f"blob {digest}: {exc}") from None
         except OSError as exc:
             reason = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
             raise BlobUnavailable(f"blob {digest}: cannot open {path}: {reason}") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise BlobUnavailable(f"blob {digest}: {path} is not a regular file")
-        return OwnedFileReader(fd, 0, st.st_size)
+        return OwnedFileReader(fd, st.st_size, stamp_of(st))
 
     def list_blobs(self) -> Iterator[Digest]:
         blobs = os.path.join(self.path, "blobs")

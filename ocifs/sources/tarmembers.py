@@ -34,13 +34,21 @@ from ocifs.layers import seekable
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.sources import zstd_stream
-from ocifs.sources.base import BlobReader, FileRegionReader, ReaderFile, clamp
+from ocifs.sources.base import (
+    BlobReader,
+    FileRegionReader,
+    ReaderFile,
+    StampedRegionReader,
+    clamp,
+    file_type,
+    stamp_of,
+)
 
 log = logging.getLogger(__name__)
 
 #: DiskCache kind of member tables.
 CACHE_KIND = "archive-members"
-_FORMAT = 2
+CACHE_FORMAT = 2
 #: Link chains longer than this are treated as broken.
 MAX_LINK_HOPS = 16
 #: Archives with more members than this are refused (a docker-save has hundreds).
@@ -97,7 +105,7 @@ class MemberTable:
 
     def to_bytes(self) -> bytes:
         obj = {
-            "format": _FORMAT,
+            "format": CACHE_FORMAT,
             "stream_size": self.stream_size,
             "damage": self.damage,
             "files": [[m.name, m.offset, m.size, m.magic.hex()] for m in self.files.values()],
@@ -109,7 +117,7 @@ class MemberTable:
     def from_bytes(cls, data: bytes) -> MemberTable:
         """Inverse of `to_bytes`; raises ValueError/KeyError/TypeError on a bad entry."""
         obj = json.loads(data)
-        if obj["format"] != _FORMAT:
+        if obj["format"] != CACHE_FORMAT:
             raise ValueError(f"format {obj['format']}")
         table = cls(stream_size=int(obj["stream_size"]), damage=str(obj["damage"]))
         for name, offset, size, magic in obj["files"]:
@@ -224,7 +232,7 @@ def load_or_scan(
     reader: BlobReader, cache: DiskCache, key: str, where: str, compressed: bool = False
 ) -> MemberTable:
     """The member table from the cache, or scanned and cached (see the module docstring)."""
-    payload = cache.get(CACHE_KIND, key)
+    payload = cache.get(CACHE_KIND, key, version=CACHE_FORMAT)
     if payload is not None:
         try:
             table = MemberTable.from_bytes(payload)
@@ -234,19 +242,28 @@ def load_or_scan(
             log.warning("%s: cached member table unusable (%s); rescanning", where, exc)
         cache.discard(CACHE_KIND, key)
     table = scan(reader, where, compressed)
-    cache.put(CACHE_KIND, key, table.to_bytes())
+    cache.put(CACHE_KIND, key, table.to_bytes(), version=CACHE_FORMAT)
     return table
 
 
 class SliceReader:
-    """A member's bytes inside a (possibly decompressed) tar stream. Thread-safe."""
+    """A member's bytes inside a (possibly decompressed) tar stream. Thread-safe.
 
-    __slots__ = ("_parent", "_size", "start")
+    `archive` (if given) is the archive file the stream comes from: a read that
+    overlaps a change of that file after mounting fails instead of returning
+    bytes inflated from the new content (checked after the read, the kernel
+    updating the file's times before its data).
+    """
 
-    def __init__(self, parent: BlobReader, start: int, size: int) -> None:
+    __slots__ = ("_archive", "_parent", "_size", "start")
+
+    def __init__(
+        self, parent: BlobReader, start: int, size: int, archive: ArchiveFile | None = None
+    ) -> None:
         self._parent = parent
         self.start = start
         self._size = size
+        self._archive = archive
 
     @property
     def size(self) -> int:
@@ -254,7 +271,19 @@ class SliceReader:
 
     def pread(self, offset: int, size: int) -> bytes:
         size = clamp(offset, size, self._size)
-        return self._parent.pread(self.start + offset, size) if size else b""
+        if not size:
+            return b""
+        try:
+            data = self._parent.pread(self.start + offset, size)
+        finally:
+            self._check_archive()
+        return data
+
+    def _check_archive(self) -> None:
+        if self._archive is not None and self._archive.changed():
+            raise BlobUnavailable(
+                f"{self._archive.path}: the archive changed on disk after mounting (remount it)"
+            )
 
     def close(self) -> None:
         pass
@@ -330,6 +359,7 @@ class ArchiveFile:
         self.stream = stream
         self.compression = compression
         self.table = table
+        self.stamp = stamp_of(os.fstat(fd))
 
     @property
     def compressed(self) -> bool:
@@ -339,7 +369,8 @@ class ArchiveFile:
     def open(cls, path: str, cache: DiskCache) -> ArchiveFile:
         """Open, sniff and index `path` (blocking; cached per identity)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO given as SOURCE must be refused, not waited on.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise NotAnImage(f"{path}: cannot open: {exc.strerror}") from None
         try:
@@ -352,7 +383,9 @@ class ArchiveFile:
     def _open_fd(cls, path: str, fd: int, cache: DiskCache) -> ArchiveFile:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotAnImage(f"{path}: not a regular file or directory")
+            raise NotAnImage(
+                f"{path}: is {file_type(st.st_mode)}, not an image layout directory or archive"
+            )
         if st.st_size == 0:
             raise NotAnImage(f"{path}: not an image archive (an empty file)")
         identity = identity_of(path, st)
@@ -386,8 +419,16 @@ class ArchiveFile:
                 f"{self.path}: member {member.name} is cut short: {self.table.damage}"
             )
         if isinstance(self.stream, FileRegionReader):
-            return FileRegionReader(self.fd, member.offset, member.size)
-        return SliceReader(self.stream, member.offset, member.size)
+            # A plain tar: read in place, so a change of the archive file must show.
+            return StampedRegionReader(self.fd, member.offset, member.size, self.stamp)
+        return SliceReader(self.stream, member.offset, member.size, self)
+
+    def changed(self) -> bool:
+        """Whether the archive file changed since it was opened (one fstat)."""
+        try:
+            return stamp_of(os.fstat(self.fd)) != self.stamp
+        except OSError:
+            return True
 
     def document(self, name: str) -> bytes | None:
         """A small JSON member's bytes, or None if there is no such member."""

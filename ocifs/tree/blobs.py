@@ -6,6 +6,17 @@ the end fails with EIO if the digest does not match, and the blob is marked bad
 for the rest of the mount. Large blobs are hashed by a helper thread so the trio
 loop only hands chunks over; if the reader outpaces the hasher, verification of
 that pass is abandoned rather than blocking reads.
+
+A blob's own state (missing, not a regular file, failed its digest) is kept per
+digest; a descriptor's size is checked on every access through that descriptor
+(`declared_size`), so a manifest that gives a wrong size fails only the files
+that show the blob through it, whatever was read first, and `blobs/<alg>/<hex>`
+(shown with the size on disk) keeps serving the blob's own bytes.
+
+A layout blob file that changes on disk after it was opened (detected by its
+fstat identity after each read) is closed and forgotten, its verification
+starts over, and that read fails with EIO: bytes read across a change are
+never served.
 """
 
 from __future__ import annotations
@@ -17,9 +28,10 @@ from collections import OrderedDict
 
 import trio
 
+from ocifs import log as log_mod
 from ocifs.errors import BlobUnavailable, OcifsError
 from ocifs.model.digest import Digest
-from ocifs.sources.base import BlobReader, Source
+from ocifs.sources.base import BlobReader, FileRegionReader, Source
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +108,16 @@ class BlobAccess:
         self._bad: dict[Digest, str] = {}
         self._verified: set[Digest] = set()
         self._verifiers: dict[Digest, _Verifier] = {}
-        self._remote: trio.CapacityLimiter | None = None
-
-    def _remote_limiter(self) -> trio.CapacityLimiter:
-        """Threads that may sit waiting for a download (made in the trio loop)."""
-        if self._remote is None:
-            self._remote = trio.CapacityLimiter(REMOTE_READERS)
-        return self._remote
+        self._limiter = trio.CapacityLimiter(2)
+        #: reads of remote blobs, which may wait for a download in a thread
+        self._remote = trio.CapacityLimiter(REMOTE_READERS)
 
     def reader(self, digest: Digest, declared_size: int | None) -> BlobReader:
-        """An open reader, with its size checked against the descriptor."""
+        """An open reader, with its size checked against the descriptor.
+
+        Opening cannot block (layout blobs are opened O_NONBLOCK and must be
+        regular files; archive members are regions of an open file).
+        """
         reason = self._bad.get(digest)
         if reason is not None:
             raise BlobUnavailable(reason)
@@ -116,26 +128,34 @@ class BlobAccess:
             except BlobUnavailable as exc:
                 self._mark_bad(digest, str(exc))
                 raise
-            if declared_size is not None and reader.size != declared_size:
-                reader.close()
-                self._mark_bad(
-                    digest,
-                    f"blob {digest}: size on disk is {reader.size}, "
-                    f"descriptor says {declared_size}",
-                )
-                raise BlobUnavailable(self._bad[digest])
             self._readers[digest] = reader
             if len(self._readers) > MAX_OPEN_READERS:
                 _old, old_reader = self._readers.popitem(last=False)
                 old_reader.close()
         else:
             self._readers.move_to_end(digest)
+        if declared_size is not None and reader.size != declared_size:
+            # A fault of the descriptor, not of the blob: only this view fails.
+            reason = (
+                f"blob {digest}: size on disk is {reader.size}, descriptor says {declared_size}"
+            )
+            log_mod.once(log, logging.ERROR, reason)
+            raise BlobUnavailable(reason)
         return reader
 
     def _mark_bad(self, digest: Digest, reason: str) -> None:
-        if digest not in self._bad:
-            log.error("%s", reason)
+        log_mod.once(log, logging.ERROR, reason)
         self._bad[digest] = reason
+
+    def _forget(self, digest: Digest) -> None:
+        """Drop everything known about a blob whose file changed: it is opened again."""
+        reader = self._readers.pop(digest, None)
+        if reader is not None:
+            reader.close()
+        self._verified.discard(digest)
+        verifier = self._verifiers.pop(digest, None)
+        if verifier is not None:
+            verifier.abandon()
 
     def forget_failures(self) -> None:
         """Re-check blobs found missing or short: an import may have supplied them.
@@ -158,9 +178,26 @@ class BlobAccess:
             if ready is not None and ready(offset, size):
                 return reader.pread(offset, size)  # a local, verified copy
             return await trio.to_thread.run_sync(
-                reader.pread, offset, size, limiter=self._remote_limiter()
+                reader.pread, offset, size, limiter=self._remote
             )
-        data = reader.pread(offset, size)
+        if isinstance(reader, FileRegionReader):
+            data = reader.pread(offset, size)  # a regular file: a page-cache copy, inline
+            if reader.changed():
+                self._forget(digest)
+                reason = (
+                    f"blob {digest}: the file holding it changed on disk while mounted; "
+                    "reads fail until it verifies again (a changed archive: remount)"
+                )
+                log_mod.once(log, logging.WARNING, reason)
+                raise BlobUnavailable(reason)
+        else:  # a member of a compressed archive: decompression, in a worker thread
+            try:
+                data = await trio.to_thread.run_sync(
+                    reader.pread, offset, size, limiter=self._limiter
+                )
+            except BlobUnavailable as exc:  # damaged or changed archive
+                log_mod.once(log, logging.ERROR, f"blob {digest}: {exc}", cause=str(exc))
+                raise
         if digest in self._verified:
             return data
         verifier = self._verifiers.get(digest)

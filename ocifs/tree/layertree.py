@@ -13,8 +13,13 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import trio
+
+from ocifs import catalog
+from ocifs import log as log_mod
 from ocifs.errors import InvalidInput, OcifsError
 from ocifs.layers.entry import Entry, Kind
+from ocifs.model import documents
 from ocifs.tree.attr import Attr
 from ocifs.tree.nodes import Children, DirNode, Node
 
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
     from ocifs.layers.merge import MergedTree
     from ocifs.layers.store import LayerStore
     from ocifs.model.descriptor import Descriptor
+    from ocifs.model.documents import Manifest
     from ocifs.tree.tree import Tree
 
 log = logging.getLogger(__name__)
@@ -148,7 +154,7 @@ def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
         try:
             index = await store.index(desc)
         except OcifsError as exc:
-            log.error("%s", exc)
+            log_mod.once(log, logging.ERROR, str(exc), cause=str(exc))
             raise
         inner = layer_dir(tree, desc, index, 0)
         return await inner.children()
@@ -176,20 +182,30 @@ def rootfs_dir(
     return EntryDir(tree.alloc_inode(), indexes[layer_no].entries[entry_idx], build)
 
 
-def rootfs_root(tree: Tree, descs: list[Descriptor]) -> EntryDir:
+def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
     """`rootfs/`: merging (and indexing every layer) starts on first use.
 
-    Fixed attributes, like `layer_root`, for the same reason.
+    Fixed attributes, like `layer_root`, for the same reason. Shown only if
+    every layer decompresses to the digest the config's `rootfs.diff_ids`
+    gives it: otherwise the image is not the one the config describes, and
+    `rootfs/` fails with EIO (the reason logged once); each `layers/<n>/`
+    stays browsable, since a layer is checked against its own digest.
     """
     node = EntryDir(tree.alloc_inode(), None, None)
+    descs = manifest.layers
 
     async def build() -> Children:
         store = tree.layers
         try:
+            config = await trio.to_thread.run_sync(
+                catalog.read_document, tree.source, manifest.config, limiter=tree.io_limiter
+            )
+            diff_ids = documents.parse_diff_ids(config, f"config {manifest.config.digest}")
             indexes = [await store.index(d) for d in descs]
+            await store.check_diff_ids(descs, diff_ids, f"image config {manifest.config.digest}")
             merged = await store.merged(descs)
         except OcifsError as exc:
-            log.error("rootfs: %s", exc)
+            log_mod.once(log, logging.ERROR, f"rootfs: {exc}", cause=str(exc))
             raise
         inner = rootfs_dir(tree, descs, indexes, merged, 0)
         return await inner.children()

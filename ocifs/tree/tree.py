@@ -4,6 +4,14 @@ Layout (see README): `oci-layout`, `index.json`, `blobs/<alg>/<hex>`,
 `refs/<name>/`, `by-digest/<alg>:<hex>/`, and `.import/` for writable sources
 (owned by the import area). The parts that follow index.json are rebuilt by
 `refresh()`; everything below a manifest directory is immutable.
+
+Source files are read in worker threads (documents, blob listings), never on
+the trio thread. A manifest or index that cannot be used (unreadable blob,
+invalid JSON, ambiguous document, Docker schema 1) still gets its directory:
+the raw document, `descriptor.json`, and `error.txt` with the reason, logged
+once. Indexes inside indexes are followed `MAX_PLATFORM_DEPTH` levels down
+`platforms/`; a directory deeper than that fails with ELOOP (a cycle cannot
+exist: a document cannot contain its own digest).
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ import trio
 
 from ocifs import catalog as catalog_mod
 from ocifs import export
+from ocifs import log as log_mod
 from ocifs.durable import test_env
-from ocifs.errors import NotFound, OcifsError
+from ocifs.errors import BlobUnavailable, NotFound, OcifsError, TooDeep, Unsupported
 from ocifs.layers.entry import Kind
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
@@ -45,6 +54,11 @@ N = TypeVar("N", bound=Node)
 #: edge contains it). Read once; empty outside OCIFS_TEST_MODE=1.
 _TEST_CRASH_NAME = test_env("OCIFS_TEST_CRASH_LOOKUP")
 
+#: `platforms/` levels shown below a ref's index (deeper directories: ELOOP).
+MAX_PLATFORM_DEPTH = catalog_mod.MAX_INDEX_DEPTH
+#: name of the file that says why a manifest or index directory is incomplete
+ERROR_FILE = "error.txt"
+
 Invalidator = Callable[[int, str | None], None]
 """(parent inode, name) invalidates a dentry; (inode, None) an inode's attributes and data."""
 
@@ -60,6 +74,9 @@ class Tree:
         #: show symlink targets rewritten to stay inside the image root (ocifs.tree.symlinks)
         self.contain_symlinks = contain_symlinks
         self.blob_access = BlobAccess(source)
+        #: worker threads that read source documents and list blobs
+        self.io_limiter = trio.CapacityLimiter(2)
+        self._refreshing: trio.Event | None = None
         #: worker threads that read the documents of an image.tar's closure
         self.export_limiter = trio.CapacityLimiter(2)
         self.nodes: dict[int, Node] = {}
@@ -131,7 +148,7 @@ class Tree:
             raise RuntimeError(f"test-only crash on lookup of {name!r}")
         pnode = self.get(parent)
         if pnode.mutable:
-            self.maybe_refresh()
+            await self.maybe_refresh()
         children = await pnode.children()
         child = children.get(name)
         if child is None:
@@ -142,7 +159,7 @@ class Tree:
     async def listdir(self, inode: int) -> Children:
         node = self.get(inode)
         if node.mutable:
-            self.maybe_refresh()
+            await self.maybe_refresh()
         children = await node.children()
         nodes = self.nodes
         for child in children.values():
@@ -174,26 +191,54 @@ class Tree:
 
     # ----- index.json, refs/ and by-digest/ ----------------------------------
 
-    def maybe_refresh(self) -> None:
+    async def maybe_refresh(self) -> None:
         """Pick up index.json changes made outside this process (another ocifs, skopeo).
 
         Called on every access to a mutable directory: `index_changed` is one
         stat, and a throttle here let a listing miss an import that had
-        already returned (two daemons on one layout).
+        already returned (two daemons on one layout). The changed file is read
+        and parsed in a worker thread (it may be large); concurrent callers
+        wait for that one re-read.
         """
-        if self.source.index_changed():
-            self.refresh()
+        if self._refreshing is not None:
+            await self._refreshing.wait()
+            return
+        if not self.source.index_changed():
+            return
+        self._refreshing = done = trio.Event()
+        try:
+            cat = await trio.to_thread.run_sync(self._read_catalog, limiter=self.io_limiter)
+            if cat is not None:
+                self._install(cat)
+        finally:
+            self._refreshing = None
+            done.set()
 
     def refresh(self) -> None:
-        """Re-read index.json and the blob set; invalidate what the kernel cached."""
+        """Re-read index.json and the blob set; invalidate what the kernel cached.
+
+        Synchronous, for the import area right after it rewrote index.json.
+        """
+        cat = self._read_catalog()
+        if cat is not None:
+            self._install(cat)
+
+    def _read_catalog(self) -> catalog_mod.Catalog | None:
         try:
-            cat = catalog_mod.build(self.source)
+            return catalog_mod.build(self.source)
         except OcifsError as exc:
-            log.error("index.json changed but cannot be used (keeping the previous view): %s", exc)
-            return
+            log_mod.once(
+                log,
+                logging.ERROR,
+                f"index.json changed but cannot be used (keeping the previous view): {exc}",
+            )
+            return None
+
+    def _install(self, cat: catalog_mod.Catalog) -> None:
         self.catalog = cat
         self._apply_catalog(cat, initial=False)
         self.blob_access.forget_failures()
+        self.layers.forget_failures()
         for node in self._incomplete:
             node.reset()
             self.invalidate(node.inode, None)
@@ -245,12 +290,12 @@ class Tree:
                 merged = dict(await image.children())
                 for name, child in children.items():
                     if name in merged:
-                        log.warning(
-                            "ref %r clashes with the file %r of ref %r; it is only under "
-                            "by-digest/",
-                            "/".join((*path, name)),
-                            name,
-                            "/".join(path),
+                        full, parent = "/".join((*path, name)), "/".join(path)
+                        log_mod.once(
+                            log,
+                            logging.WARNING,
+                            f"ref {full!r} clashes with the file {name!r} of ref {parent!r}; "
+                            "it is only under by-digest/",
                         )
                         continue
                     merged[name] = child
@@ -265,10 +310,9 @@ class Tree:
         return node
 
     async def _build_by_digest(self) -> Children:
-        if self.source.remote:
-            found = await trio.to_thread.run_sync(catalog_mod.reachable, self.source, self.catalog)
-        else:
-            found = catalog_mod.reachable(self.source, self.catalog)
+        found = await trio.to_thread.run_sync(
+            catalog_mod.reachable, self.source, self.catalog, limiter=self.io_limiter
+        )
         return {str(d): self._image_dir(("by-digest",), desc) for d, desc in sorted(found.items())}
 
     def _image_dir(self, where: tuple[str, ...], desc: Descriptor) -> DirNode:
@@ -282,46 +326,50 @@ class Tree:
             node = self._image_dirs[key] = self._new_image_dir(desc, names)
         return node
 
-    def _new_image_dir(self, desc: Descriptor, names: dict[str, str]) -> DirNode:
-        """A directory has one parent: every place gets its own node."""
+    def _new_image_dir(self, desc: Descriptor, names: dict[str, str], depth: int = 0) -> DirNode:
+        """A directory has one parent: every place gets its own node.
+
+        `names` are the ref names its image.tar carries; `depth` counts
+        `platforms/` levels above it (0: a ref or by-digest entry).
+        """
         node = DirNode(self.alloc_inode())
-        node.set_builder(lambda: self._image_children(desc, node, names))
+        node.set_builder(lambda: self._image_children(desc, node, names, depth))
         return node
 
     async def _image_children(
-        self, desc: Descriptor, node: DirNode, names: dict[str, str]
+        self, desc: Descriptor, node: DirNode, names: dict[str, str], depth: int
     ) -> Children:
+        if depth > MAX_PLATFORM_DEPTH:
+            reason = (
+                f"{desc.digest}: more than {MAX_PLATFORM_DEPTH} levels of indexes under "
+                "platforms/ (not shown)"
+            )
+            log_mod.once(log, logging.WARNING, reason)
+            raise TooDeep(reason)
         kind = documents.kind_of(desc.media_type)
-        doc_name = {"index": "index.json", "manifest": "manifest.json"}.get(kind, "blob")
+        doc_name = {"index": "index.json", "manifest": "manifest.json", "schema1": "manifest.json"}
         children: Children = {
-            doc_name: self.blob_file(desc.digest, desc.size),
+            doc_name.get(kind, "blob"): self.blob_file(desc.digest, desc.size),
             "descriptor.json": BytesFile(self.alloc_inode(), self._descriptor_json(desc)),
         }
         try:
-            if self.source.remote:
-                data = await trio.to_thread.run_sync(catalog_mod.read_document, self.source, desc)
-            else:
-                data = catalog_mod.read_document(self.source, desc)
-            if kind == "index":
-                index = documents.parse_index(data, f"index {desc.digest}", lenient=True)
-                children["platforms"] = self._platforms_dir(index, names)
-            elif kind == "manifest":
-                manifest = documents.parse_manifest(data, f"manifest {desc.digest}")
-                children["config.json"] = self.blob_file(
-                    manifest.config.digest, manifest.config.size
-                )
-                children["layers"] = self._layers_dir(manifest.layers)
-                if manifest.is_image:
-                    children["rootfs"] = layertree.rootfs_root(self, manifest.layers)
-            else:
-                log.info(
-                    "%s: media type %s is not a manifest or index", desc.digest, desc.media_type
-                )
+            data = await trio.to_thread.run_sync(
+                catalog_mod.read_document, self.source, desc, limiter=self.io_limiter
+            )
+            self._add_document_children(desc, data, kind, names, depth, children)
         except OcifsError as exc:
-            log.error("%s (only %s and descriptor.json are shown)", exc, doc_name)
-            self._incomplete.add(node)
+            # One line in the log (once) and the same line inside the mount: a user
+            # browsing the tree learns why there is no rootfs/ or platforms/ here.
+            level = logging.ERROR if isinstance(exc, BlobUnavailable) else logging.WARNING
+            shown = ", ".join(sorted(children))
+            log_mod.once(
+                log, level, f"{exc} (only {shown} and {ERROR_FILE} are shown)", cause=str(exc)
+            )
+            children[ERROR_FILE] = BytesFile(self.alloc_inode(), f"{exc}\n".encode())
+            if isinstance(exc, BlobUnavailable):
+                self._incomplete.add(node)  # a later import may supply the blob
             return children
-        if kind != "other":
+        if kind in ("index", "manifest"):
             children["image.tar"] = await self._export_file(desc, node, names)
         return children
 
@@ -335,10 +383,51 @@ class Tree:
             )
         except OcifsError as exc:
             reason = f"image.tar of {desc.digest}: {exc}"
-            log.error("%s (reading it fails with EIO)", reason)
+            log_mod.once(log, logging.ERROR, f"{reason} (reading it fails with EIO)")
             self._incomplete.add(node)
             return ExportFile(self.alloc_inode(), self.blob_access, None, reason)
         return ExportFile(self.alloc_inode(), self.blob_access, layout)
+
+    def _add_document_children(
+        self,
+        desc: Descriptor,
+        data: bytes,
+        kind: str,
+        names: dict[str, str],
+        depth: int,
+        children: Children,
+    ) -> None:
+        """platforms/ of an index; config.json, layers/ and rootfs/ of a manifest."""
+        where = f"{kind} {desc.digest}"
+        if kind == "index":
+            index = documents.parse_index(data, where, lenient=True)
+            self._check_media_type(desc, index.own_media_type)
+            children["platforms"] = self._platforms_dir(index, names, depth + 1)
+        elif kind == "manifest":
+            manifest = documents.parse_manifest(data, where)
+            self._check_media_type(desc, manifest.own_media_type)
+            children["config.json"] = self.blob_file(manifest.config.digest, manifest.config.size)
+            children["layers"] = self._layers_dir(manifest.layers)
+            if manifest.is_image:
+                children["rootfs"] = layertree.rootfs_root(self, manifest)
+        elif kind == "schema1":
+            raise Unsupported(
+                f"manifest {desc.digest}: a Docker schema 1 manifest (unsupported schema 1); "
+                "shown raw as manifest.json"
+            )
+        else:
+            log.info("%s: media type %s is not a manifest or index", desc.digest, desc.media_type)
+
+    @staticmethod
+    def _check_media_type(desc: Descriptor, own: object) -> None:
+        """Warn (once) when a document calls itself something else than its descriptor does."""
+        if own is not None and own != desc.media_type:
+            log_mod.once(
+                log,
+                logging.WARNING,
+                f"{desc.digest}: the descriptor says mediaType {desc.media_type!r} but the "
+                f"document says {own!r}; shown as the descriptor says",
+            )
 
     def _descriptor_json(self, desc: Descriptor) -> bytes:
         raw = (
@@ -357,13 +446,13 @@ class Tree:
             )
         return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
 
-    def _platforms_dir(self, index: documents.Index, names: dict[str, str]) -> DirNode:
+    def _platforms_dir(self, index: documents.Index, names: dict[str, str], depth: int) -> DirNode:
         children: Children = {}
         for desc in index.manifests:
             name = platform_dir(desc.platform, desc.digest.hex)
             if name in children:
                 name = f"{name}-{desc.digest.hex[:12]}"
-            children[name] = self._new_image_dir(desc, names)
+            children[name] = self._new_image_dir(desc, names, depth)
         return DirNode(self.alloc_inode(), children=children)
 
     def _layers_dir(self, layers: list[Descriptor]) -> DirNode:
@@ -378,14 +467,17 @@ class Tree:
     # ----- blobs/ ------------------------------------------------------------
 
     def _blob_lister(self, alg: str) -> Callable[[], Awaitable[Children]]:
-        async def build() -> Children:
-            children: Children = {}
+        def sizes() -> list[tuple[Digest, int]]:
+            found = []
             for digest in self.source.list_blobs():
-                if digest.algorithm != alg:
-                    continue
-                size = self.source.blob_size(digest)
-                if size is not None:
-                    children[digest.hex] = self.blob_file(digest, size)
-            return children
+                if digest.algorithm == alg:
+                    size = self.source.blob_size(digest)
+                    if size is not None:
+                        found.append((digest, size))
+            return found
+
+        async def build() -> Children:
+            found = await trio.to_thread.run_sync(sizes, limiter=self.io_limiter)
+            return {digest.hex: self.blob_file(digest, size) for digest, size in found}
 
         return build

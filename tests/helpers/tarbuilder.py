@@ -19,6 +19,7 @@ from pathlib import Path
 
 import zstandard
 
+from ocifs.errors import BlobUnavailable
 from ocifs.model.descriptor import Descriptor
 from ocifs.model.digest import Digest
 from ocifs.sources.base import BlobReader, BytesReader, FileRegionReader, Source
@@ -173,6 +174,8 @@ class BlobSource(Source):
 
     def open_blob(self, digest: Digest) -> BlobReader:
         self.opened += 1
+        if digest not in self.blobs:
+            raise BlobUnavailable(f"blob {digest}: missing")
         if self.directory is None:
             return BytesReader(self.blobs[digest])
         fd = os.open(self.directory / digest.hex, os.O_RDONLY)

@@ -365,7 +365,7 @@ def _mount_fails(source: Path, mnt: Path, *, mounts_before: int = 0) -> str:
         ),
         (
             lambda L: (L / "index.json").write_text('{"schemaVersion": 1, "manifests": []}'),
-            r"index.json: Docker schema 1 manifests are not supported",
+            r"index.json: a Docker schema 1 manifest \(unsupported schema 1\)",
         ),
         (
             lambda L: (L / "index.json").write_text(

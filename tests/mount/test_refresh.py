@@ -27,7 +27,9 @@ def test_importing_a_missing_blob_makes_it_readable(mount_image, sample_layout, 
     m = mount_image(layout)
     m.expect_log(r"blob sha256:[0-9a-f]{64}: missing")
     ref = m.path / "refs/sample:1.0"
-    assert sorted(p.name for p in ref.iterdir()) == ["descriptor.json", "manifest.json"]
+    shown = sorted(p.name for p in ref.iterdir())
+    assert shown == ["descriptor.json", "error.txt", "manifest.json"]
+    assert "missing" in (ref / "error.txt").read_text()
     with pytest.raises(OSError) as err:
         (ref / "manifest.json").read_bytes()
     assert err.value.errno == errno.EIO
@@ -36,6 +38,7 @@ def test_importing_a_missing_blob_makes_it_readable(mount_image, sample_layout, 
         subprocess.run(["cp", str(blob), str(m.path / ".import" / blob.name)], check=True)
     assert (ref / "manifest.json").read_bytes() == (saved / digest).read_bytes()
     assert {"config.json", "layers", "rootfs"} <= {p.name for p in ref.iterdir()}
+    assert "error.txt" not in {p.name for p in ref.iterdir()}
     assert (ref / "layers/1.tar.gz").read_bytes() == (
         saved / manifest["layers"][1]["digest"]
     ).read_bytes()

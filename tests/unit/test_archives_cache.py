@@ -111,11 +111,16 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path, cache: DiskCache) -> Non
     key = source.identity()
     index = source.index_bytes()
     source.close()
-    cache.put(tarmembers.CACHE_KIND, key, b'{"format": 2, "files": "garbage"}')
+    cache.put(
+        tarmembers.CACHE_KIND,
+        key,
+        b'{"format": 2, "files": "garbage"}',
+        version=tarmembers.CACHE_FORMAT,
+    )
     again = open_source(str(path), cache)
     assert again.index_bytes() == index
     again.close()
-    payload = cache.get(tarmembers.CACHE_KIND, key)
+    payload = cache.get(tarmembers.CACHE_KIND, key, version=tarmembers.CACHE_FORMAT)
     assert payload is not None and b"garbage" not in payload
 
 

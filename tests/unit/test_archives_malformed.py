@@ -523,7 +523,7 @@ def test_gzip_of_plain_tar_without_image(tmp_path: Path, cache: DiskCache) -> No
 
 
 def test_not_a_regular_file(cache: DiskCache) -> None:
-    with pytest.raises(NotAnImage, match="/dev/null: not a regular file"):
+    with pytest.raises(NotAnImage, match="/dev/null: is a character device, not an image layout"):
         open_source("/dev/null", cache)
 
 
