@@ -22,10 +22,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ocifs.errors import LockTimeout
+from ocifs.errors import LockTimeout, NotDurable
 
 #: Named steps where a crash or a fault can be injected, in commit order.
 STEPS = (
+    "mkdir-dirsync",  # fsync of a directory that gained a subdirectory (makedirs)
     "staging-write",  # a staging file receives data
     "blob-fsync",  # fsync of a staging file before it is renamed into blobs/
     "blob-rename",  # rename staging -> blobs/<alg>/<hex>
@@ -116,7 +117,7 @@ def makedirs(path: str) -> None:
         os.mkdir(path, 0o755)
     except FileExistsError:
         return
-    fsync_dir(parent)
+    fsync_dir(parent, "mkdir-dirsync")
 
 
 def try_lock(fd: int) -> bool:
@@ -213,4 +214,11 @@ def replace_file(path: str, data: bytes, tmp_dir: str) -> None:
         raise
     finally:
         os.close(fd)
-    fsync_dir(os.path.dirname(path) or ".", "index-dirsync")
+    try:
+        fsync_dir(os.path.dirname(path) or ".", "index-dirsync")
+    except OSError as exc:
+        raise NotDurable(
+            f"committed: {path} was replaced, but the fsync of its directory failed "
+            f"({os.strerror(exc.errno) if exc.errno else exc}): the change is visible "
+            "and may not survive a crash"
+        ) from None

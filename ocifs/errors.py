@@ -89,3 +89,7 @@ class RegistryError(OcifsError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotDurable(OcifsError):
+    """A change was made and is visible, but its fsync failed: it may not survive a crash."""

@@ -3,8 +3,11 @@
 Nothing else in ocifs imports pyfuse3 (except `mount.py`, which starts the
 loop). Immutable nodes get long kernel cache timeouts and `keep_cache`, so a
 second `stat` or `cat` of image content never reaches Python; mutable nodes
-(index.json, refs/, by-digest/, blobs/ listings, .import/) get a short timeout
-and explicit invalidation when they change. No exception escapes a handler: an
+(refs/, by-digest/, blobs/ listings, .import/) get a short timeout and explicit
+invalidation when they change; files whose content changes (index.json,
+.import/.status...) follow `ocifs.tree.kernelcache` (timeout 0, direct_io, a
+new inode per rewrite, appends pushed). Notifications go out from one task
+(`run_invalidations`), never from a request handler. No exception escapes a handler: an
 unexpected one is logged with its traceback and becomes EIO, because pyfuse3
 would otherwise end the whole mount.
 """
@@ -26,7 +29,8 @@ from ocifs import errors, fastloop
 from ocifs.tree import permissions, space
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
 from ocifs.tree.importarea import ImportArea
-from ocifs.tree.nodes import BytesFile, GeneratedFile, Node
+from ocifs.tree.kernelcache import KernelCache, OpenVersion
+from ocifs.tree.nodes import BytesFile, ChangingBytesFile, GeneratedFile, Node
 from ocifs.tree.tree import Tree
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,12 @@ log = logging.getLogger(__name__)
 IMMUTABLE_TIMEOUT = 24 * 3600.0
 #: Lifetime of entries that follow index.json (changes are also invalidated).
 MUTABLE_TIMEOUT = 1.0
+#: Lifetime of files whose content changes (index.json, .import/.status): none, so
+#: every path lookup asks, and a changed file is found under its new inode number
+#: (see ocifs.tree.kernelcache: the writeback cache pins a regular file's size).
+CHANGING_FILE_TIMEOUT = 0.0
+#: Longest a close() in .import/ waits for its notifications to be sent.
+BARRIER_TIMEOUT = 2.0
 #: Reported block size of files: `cp` and `cat` size their buffers from it.
 BLKSIZE = 1 << 20
 #: Reported block size of directories. glibc's opendir() sizes its getdents
@@ -110,7 +120,12 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     e = pyfuse3.EntryAttributes()
     e.st_ino = attr.inode
     e.generation = 0
-    timeout = MUTABLE_TIMEOUT if attr.mutable else IMMUTABLE_TIMEOUT
+    if not attr.mutable:
+        timeout = IMMUTABLE_TIMEOUT
+    elif attr.changing:
+        timeout = CHANGING_FILE_TIMEOUT
+    else:
+        timeout = MUTABLE_TIMEOUT
     e.entry_timeout = timeout
     e.attr_timeout = timeout
     e.st_mode = attr.mode
@@ -127,6 +142,65 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return e
 
 
+Notification = tuple[str, int, bytes | None, int]
+"""(kind, inode, name or stored data, offset): "entry", "inode", "attrs" or "store"."""
+
+
+class QueuedKernelCache(KernelCache):
+    """Queues notifications for `Operations.run_invalidations` (never sent inline)."""
+
+    def __init__(self) -> None:
+        self.channel: trio.MemorySendChannel[Notification] | None = None
+        self.queued = 0
+        self.sent = 0
+        self._progress = trio.Event()
+
+    def _queue(self, item: Notification) -> None:
+        if self.channel is None:
+            return
+        try:
+            self.channel.send_nowait(item)
+            self.queued += 1
+        except trio.WouldBlock:
+            log.debug("invalidation queue full; relying on short timeouts")
+
+    def mark_sent(self) -> None:
+        self.sent += 1
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def barrier(self) -> None:
+        """Wait until what was queued so far has been sent, so the reply of the
+        current request (close() of an import) comes after the kernel knows
+        what changed. Only from handlers that hold no kernel lock the
+        notifications need (flush, release), and never for long."""
+        target = self.queued
+        with trio.move_on_after(BARRIER_TIMEOUT):
+            while self.sent < target and self.channel is not None:
+                await self._progress.wait()
+
+    def entry(self, parent: int, name: str) -> None:
+        self._queue(("entry", parent, os.fsencode(name), 0))
+
+    def inode(self, inode: int) -> None:
+        self._queue(("inode", inode, None, 0))
+
+    def attrs(self, inode: int) -> None:
+        self._queue(("attrs", inode, None, 0))
+
+    def store(self, inode: int, offset: int, data: bytes) -> None:
+        self._queue(("store", inode, data, offset))
+
+
+def _notify(kind: str, inode: int, payload: bytes | None, offset: int) -> None:
+    """Send one notification (worker thread: the kernel may block the sender)."""
+    if kind in ("inode", "attrs"):
+        pyfuse3.invalidate_inode(inode, kind == "attrs")
+    elif kind == "store":
+        assert payload is not None
+        pyfuse3.notify_store(inode, offset, payload)
+
+
 class Operations(pyfuse3.Operations):
     """pyfuse3 handlers over a `Tree` and, for layouts, an `ImportArea`."""
 
@@ -141,13 +215,16 @@ class Operations(pyfuse3.Operations):
         self.enable_writeback_cache = import_area is not None
         self._next_fh = 1
         self._files: dict[int, Node] = {}
+        self._versions: dict[int, OpenVersion] = {}
         self._area_fhs: dict[int, int] = {}
         self._dirs: dict[int, list[tuple[bytes, Attr]]] = {}
         #: directory inode -> its parent's, for `..` entries (a directory has one parent)
         self._parents: dict[int, int] = {}
         self._space: tuple[float, space.Space] | None = None
-        self._invalidations: trio.MemorySendChannel[tuple[int, bytes | None]] | None = None
-        tree.invalidate = self._queue_invalidation
+        self.kernel = QueuedKernelCache()
+        tree.kernel = self.kernel
+        if import_area is not None:
+            import_area.kernel = self.kernel
 
     # ----- plumbing ------------------------------------------------------
 
@@ -159,30 +236,43 @@ class Operations(pyfuse3.Operations):
     def _in_area(self, inode: int) -> bool:
         return self.area is not None and inode >= IMPORT_INODE_BASE
 
-    def _queue_invalidation(self, inode: int, name: str | None) -> None:
-        if self._invalidations is None:
-            return
-        try:
-            self._invalidations.send_nowait(
-                (inode, os.fsencode(name) if name is not None else None)
-            )
-        except trio.WouldBlock:
-            log.debug("invalidation queue full; relying on short timeouts")
-
     async def run_invalidations(self) -> None:
-        """Send queued kernel invalidations outside of request handlers."""
-        send, receive = trio.open_memory_channel[tuple[int, bytes | None]](10_000)
-        self._invalidations = send
+        """Send queued kernel notifications outside of request handlers.
+
+        pyfuse3: invalidating from a request handler can deadlock (the kernel
+        may wait for that request); with the writeback cache invalidate_inode
+        may block, so it and notify_store run in a worker thread, and entries
+        go through pyfuse3's own invalidation thread.
+        """
+        send, receive = trio.open_memory_channel[Notification](10_000)
+        self.kernel.channel = send
         async with receive:
-            async for inode, name in receive:
+            async for kind, inode, payload, offset in receive:
                 try:
-                    if name is None:
-                        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode, False)
+                    if kind == "entry":
+                        assert payload is not None
+                        pyfuse3.invalidate_entry_async(inode, payload, ignore_enoent=True)
                     else:
-                        pyfuse3.invalidate_entry_async(inode, name, ignore_enoent=True)
+                        # abandoned at unmount: a notification the kernel holds up
+                        # must not keep the daemon from exiting
+                        await trio.to_thread.run_sync(
+                            _notify, kind, inode, payload, offset, abandon_on_cancel=True
+                        )
                 except OSError as exc:
                     if exc.errno not in (errno.ENOENT, errno.ENOTCONN):
-                        log.debug("invalidation of %s/%r failed: %s", inode, name, exc)
+                        log.debug("kernel %s notification for %s failed: %s", kind, inode, exc)
+                finally:
+                    self.kernel.mark_sent()
+
+    async def watch_outside_changes(self, interval: float = 1.0) -> None:
+        """Notice index.json rewritten by another process (skopeo, a second mount)
+        even when nobody looks, so cached refs/ entries are dropped promptly."""
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.tree.maybe_refresh()
+            except Exception:
+                log.exception("checking index.json for outside changes failed")
 
     # ----- lookups and attributes ----------------------------------------
 
@@ -273,7 +363,7 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if self._in_area(inode):
             assert self.area is not None
-            area_fh = await self.area.open(inode, flags)
+            area_fh = await self.area.open(inode, flags, ctx.pid)
             fh = self._fh()
             self._area_fhs[fh] = area_fh
             # Status files change size as imports finish: direct_io makes the kernel
@@ -287,6 +377,12 @@ class Operations(pyfuse3.Operations):
             raise errors.IsADirectory("is a directory")
         node.check_open()
         fh = self._fh()
+        if isinstance(node, ChangingBytesFile):
+            # The kernel's size of this inode may be older than its content (see
+            # ocifs.tree.kernelcache): direct_io reads are not cut at that size.
+            await self.tree.maybe_refresh()
+            self._versions[fh] = node.open_version()
+            return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=True)
         if isinstance(node, GeneratedFile):
             # one snapshot per open, read past whatever size stat showed
             self._files[fh] = BytesFile(node.inode, await node.snapshot())
@@ -300,12 +396,15 @@ class Operations(pyfuse3.Operations):
         log.debug("read fh=%d inode=%s off=%d size=%d", fh, node and node.inode, off, size)
         if node is not None:
             return await node.read(off, size)
+        version = self._versions.get(fh)
+        if version is not None:
+            return version.read(off, size)
         assert self.area is not None
         return await self.area.read(self._area_fhs[fh], off, size)
 
     @_edge
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        if fh in self._files or self.area is None:
+        if fh in self._files or fh in self._versions or self.area is None:
             raise errors.ReadOnly("read-only")
         fastloop.quiet()
         return await self.area.write(self._area_fhs[fh], off, buf)
@@ -314,16 +413,22 @@ class Operations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         if fh in self._area_fhs:
             assert self.area is not None
-            await self.area.flush(self._area_fhs[fh])
+            try:
+                await self.area.flush(self._area_fhs[fh])
+            finally:
+                await self.kernel.barrier()
 
     @_edge
     async def release(self, fh: int) -> None:
-        if self._files.pop(fh, None) is not None:
+        if self._files.pop(fh, None) is not None or self._versions.pop(fh, None) is not None:
             return
         area_fh = self._area_fhs.pop(fh, None)
         if area_fh is not None:
             assert self.area is not None
-            await self.area.release(area_fh)
+            try:
+                await self.area.release(area_fh)
+            finally:
+                await self.kernel.barrier()
 
     @_edge
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -404,7 +509,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         area = self._area_for(parent_inode)
-        area_fh, attr = await area.create(parent_inode, os.fsdecode(name), mode, flags)
+        area_fh, attr = await area.create(parent_inode, os.fsdecode(name), mode, flags, ctx.pid)
         fh = self._fh()
         self._area_fhs[fh] = area_fh
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), entry_attributes(attr)

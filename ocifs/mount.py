@@ -212,6 +212,7 @@ def _install_status(
 async def _main(ops: Operations, mountpoint: str, ready_fd: int | None, spin_us: int) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ops.run_invalidations)
+        nursery.start_soon(ops.watch_outside_changes)
         nursery.start_soon(_on_signals)
         nursery.start_soon(_announce_ready, mountpoint, ready_fd)
         fastloop.install(spin_us)

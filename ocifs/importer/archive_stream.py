@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ocifs.errors import DigestMismatch, InvalidInput, LimitExceeded, OcifsError
-from ocifs.importer import closure, docker
+from ocifs.errors import DigestMismatch, InvalidInput, LimitExceeded
+from ocifs.importer import classify, closure, docker, indexjson
 from ocifs.importer.commit import blob_path, blob_size, read_range
 from ocifs.importer.decoder import Decoder
 from ocifs.importer.staging import StagedFile
@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DOCUMENTS = ("index.json", "oci-layout", "manifest.json", "repositories")
-_LEGACY_METADATA = re.compile(r"^[0-9a-f]{64}/(json|VERSION)$")
 MAX_LINK_HOPS = 16
+#: Ignored members warned about one by one; beyond, only the count is reported.
+MAX_IGNORED_WARNINGS = 20
 
 
 @dataclass
@@ -80,6 +80,8 @@ class ArchiveImport:
     members: dict[str, tuple[Digest, int]] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
     docs: dict[str, bytes] = field(default_factory=dict)
+    #: members `classify.archive_member` does not accept (warned about, skipped)
+    ignored: int = 0
     _sink: _Sink | None = None
 
     def __post_init__(self) -> None:
@@ -104,14 +106,23 @@ class ArchiveImport:
             base = posixpath.dirname(name) if member.kind == "symlink" else ""
             self.links[name] = posixpath.normpath(posixpath.join(base, member.linkname))
             return False
-        if member.kind != "file" or _LEGACY_METADATA.match(name):
+        if member.kind != "file":
             return False
-        if name in _DOCUMENTS:
+        accepted = classify.archive_member(name)
+        if accepted is None:
+            self.ignored += 1
+            if self.ignored <= MAX_IGNORED_WARNINGS:
+                log.warning("%s: member %r is not part of an image archive; ignored",
+                            self.where, name)
+            return False
+        role, expected = accepted
+        if role is classify.MemberRole.LEGACY:
+            return False
+        if role is classify.MemberRole.DOCUMENT:
             if member.size > documents.MAX_DOCUMENT_BYTES:
                 raise LimitExceeded(f"{self.where}: {name} is {member.size} bytes, over the limit")
             self._sink = _Sink(name, hashlib.sha256(), None, None, doc=bytearray())
             return True
-        expected = self._blob_name(name)
         algorithm = expected.algorithm if expected else "sha256"
         hasher = hashlib.new(algorithm)
         staged = None
@@ -121,15 +132,6 @@ class ArchiveImport:
             staged = StagedFile(self.layout, algorithm, kind="archive")
         self._sink = _Sink(name, hasher, expected, staged)
         return True
-
-    def _blob_name(self, name: str) -> Digest | None:
-        parts = name.split("/")
-        if len(parts) != 3 or parts[0] != "blobs":
-            return None
-        try:
-            return digest_mod.from_parts(parts[1], parts[2])
-        except OcifsError as exc:
-            raise type(exc)(f"{self.where}: member {name}: {exc}") from None
 
     def data(self, chunk: memoryview) -> None:
         sink = self._sink
@@ -170,8 +172,13 @@ class ArchiveImport:
 
     def finish(self) -> ArchiveResult:
         """Interpret the complete archive; raises if anything is missing or invalid."""
-        if not self.complete:
+        if not self.tar.done:
             raise InvalidInput(f"{self.where}: archive is truncated (no end-of-archive marker)")
+        if not self.decoder.complete:
+            raise InvalidInput(
+                f"{self.where}: {self.decoder.format} stream is truncated (it does not end "
+                "where its last frame or member does)"
+            )
         if "oci-layout" in self.docs:
             documents.parse_oci_layout(self.docs["oci-layout"], f"{self.where}: oci-layout")
         entries = self._oci_entries()
@@ -182,6 +189,7 @@ class ArchiveImport:
         if not entries:
             raise InvalidInput(f"{self.where}: no images in the archive (empty index.json and "
                                "no manifest.json)")
+        indexjson.check_names(entries, self.where)
         view = closure.BlobView(self.layout, self.staged)
         needed: set[Digest] = set()
         for entry in entries:

@@ -18,7 +18,9 @@ Operations inside `.import/`:
   ``mv .tmp index.json`` merges it, ``mv m.json refs/app`` tags it) — this is
   how `rsync`'s temp-file-then-rename works;
 * ``ln``, ``ln -s``: not offered by the area (the adapter refuses them);
-* ``.status`` and ``.errors``: read-only reports (see `ocifs.importer.status`).
+* ``.status``, ``.errors`` and ``.pending``: read-only reports (see
+  `ocifs.importer.status`); they change as imports finish, following the rule
+  of `ocifs.tree.kernelcache` so readers always see them whole and current.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from ocifs.importer.classify import Kind
 from ocifs.importer.ingest import Ingest
 from ocifs.importer.session import Session
 from ocifs.tree.attr import IMPORT_INODE_BASE, Attr
+from ocifs.tree.kernelcache import ChangingFile, KernelCache, OpenVersion
 
-STATUS_FILES = (".status", ".errors")
+STATUS_FILES = (".status", ".errors", ".pending")
 
 
 @dataclass(eq=False)
@@ -71,13 +74,15 @@ class _File(_Node):
 @dataclass(eq=False)
 class _Report(_Node):
     render: Callable[[], bytes] = bytes
+    content: ChangingFile | None = None
 
 
 @dataclass
 class _Handle:
     node: _Node
     write: bool
-    snapshot: bytes = b""
+    version: OpenVersion | None = None
+    pid: int = 0  # the process that opened it (0: unknown)
 
 
 def recover(layout_path: str) -> list[str]:
@@ -104,10 +109,14 @@ class ImportDir:
         self._handles: dict[int, _Handle] = {}
         self._fhs = itertools.count(1)
         self._uid, self._gid = os.getuid(), os.getgid()
+        self.kernel = KernelCache()
         status = self.session.status
-        for name, render in zip(STATUS_FILES, (status.status_text, status.errors_text),
-                                strict=True):
-            self._add(self._root, _Report(next(self._inodes), name, self._root, render=render))
+        renders = (status.status_text, status.errors_text, status.pending_text)
+        for name, render in zip(STATUS_FILES, renders, strict=True):
+            inode = next(self._inodes)
+            content = ChangingFile(inode, render(), lambda: next(self._inodes))
+            self._add(self._root, _Report(inode, name, self._root, render=render, content=content))
+        status.on_change = self._reports_changed
 
     # -- helpers --------------------------------------------------------------
 
@@ -119,6 +128,19 @@ class ImportDir:
         parent.mtime_ns = time.time_ns()
         self._nodes[node.inode] = node
         return node
+
+    def _reports_changed(self) -> None:
+        """A status line was added or a pending entry changed: update the reports now
+        (appends reach `tail -f` at once; other changes get a new inode)."""
+        for name in STATUS_FILES:
+            node = self._root.children[name]
+            assert isinstance(node, _Report) and node.content is not None
+            before = node.content.data
+            if node.content.update(node.render(), self.kernel, self.root_inode, name):
+                node.inode = node.content.inode
+                self._nodes[node.inode] = node  # the retired number keeps answering
+            if node.content.data is not before:
+                node.mtime_ns = time.time_ns()
 
     def _drop(self, node: _Node) -> None:
         if node.parent is not None:
@@ -143,8 +165,9 @@ class ImportDir:
             return Attr(node.inode, stat.S_IFDIR | 0o755, 0, 2, self._uid, self._gid,
                         node.mtime_ns, mutable=True)
         if isinstance(node, _Report):
-            return Attr(node.inode, stat.S_IFREG | 0o444, len(node.render()), 1, self._uid,
-                        self._gid, time.time_ns(), mutable=True)
+            assert node.content is not None
+            return Attr(node.inode, stat.S_IFREG | 0o444, len(node.content.data), 1, self._uid,
+                        self._gid, node.mtime_ns, mutable=True, changing=True)
         assert isinstance(node, _File)
         size = node.ingest.size if node.ingest else 0
         return Attr(node.inode, stat.S_IFREG | 0o644, size, 1, self._uid, self._gid,
@@ -157,14 +180,18 @@ class ImportDir:
         return handle
 
     def _new_ingest(self, node: _File) -> Ingest:
+        if node.ingest is not None and node.ingest.state == "held":
+            node.ingest.discard()  # a temporary rewritten before it was renamed
         path = node.path()
         node.ingest = Ingest(self.session, path, classify.role_of(path))
         return node.ingest
 
-    def _open_handle(self, node: _Node, write: bool) -> int:
+    def _open_handle(self, node: _Node, write: bool, pid: int = 0) -> int:
         fh = next(self._fhs)
-        snapshot = node.render() if isinstance(node, _Report) else b""
-        self._handles[fh] = _Handle(node, write, snapshot)
+        if write and pid:
+            pid = thread_group(pid)  # FUSE gives the thread; its process is what exits
+        version = OpenVersion(node.content) if isinstance(node, _Report) and node.content else None
+        self._handles[fh] = _Handle(node, write, version, pid)
         if write and isinstance(node, _File):
             node.writers += 1
             assert node.ingest is not None
@@ -180,7 +207,12 @@ class ImportDir:
         return self._attr(node)
 
     async def getattr(self, inode: int) -> Attr:
-        return self._attr(self._node(inode))
+        node = self._node(inode)
+        if isinstance(node, _File) and node.writers and node.ingest and node.ingest.failure:
+            # The kernel asks getattr before each write() (writeback cache): this
+            # is how a writer learns, at its next write(), why its import failed.
+            raise node.ingest.failure
+        return self._attr(node)
 
     async def readdir(self, inode: int) -> list[tuple[str, Attr]]:
         d = self._dir(inode)
@@ -194,14 +226,16 @@ class ImportDir:
         classify.check_mkdir(node.path())
         return self._attr(self._add(d, node))
 
-    async def create(self, parent: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
+    async def create(
+        self, parent: int, name: str, mode: int, flags: int, pid: int = 0
+    ) -> tuple[int, Attr]:
         d = self._dir(parent)
         old = d.children.get(name)
         if isinstance(old, (_Dir, _Report)):
             raise FileExistsError(errno.EEXIST, f".import/{name}: exists")
         if isinstance(old, _File) and old.writers:
             # Another writer raced us to create it: share the file, as a disk would.
-            return self._open_handle(old, True), self._attr(old)
+            return self._open_handle(old, True, pid), self._attr(old)
         node = _File(next(self._inodes), name, d)
         path = node.path()
         role = classify.role_of(path)  # a bad digest name fails here, before any data
@@ -209,9 +243,9 @@ class ImportDir:
             await self._remove_file(old)
         self._add(d, node)
         node.ingest = Ingest(self.session, path, role)
-        return self._open_handle(node, True), self._attr(node)
+        return self._open_handle(node, True, pid), self._attr(node)
 
-    async def open(self, inode: int, flags: int) -> int:
+    async def open(self, inode: int, flags: int, pid: int = 0) -> int:
         node = self._node(inode)
         if isinstance(node, _Dir):
             raise IsADirectory(f".import/{'/'.join(node.path())}: is a directory")
@@ -222,14 +256,18 @@ class ImportDir:
             return self._open_handle(node, False)
         assert isinstance(node, _File)
         if write and (node.ingest is None or node.writers == 0):
-            self._new_ingest(node)  # reopening a finished file starts a new import
-        return self._open_handle(node, write)
+            finished = node.ingest is not None and node.ingest.state in ("done", "held")
+            if not finished or flags & os.O_TRUNC:
+                self._new_ingest(node)  # rewriting from the start (cp) is a new import
+            # else: opened to change a finished file in place: nothing happens unless
+            # it writes or truncates, which imports the changed content anew
+        return self._open_handle(node, write, pid)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handle(fh)
         node = handle.node
-        if isinstance(node, _Report):
-            return handle.snapshot[offset : offset + size]
+        if handle.version is not None:
+            return handle.version.read(offset, size)
         if isinstance(node, _File) and node.ingest is not None:
             return await node.ingest.read(offset, size)
         return b""
@@ -238,7 +276,11 @@ class ImportDir:
         node = self._handle(fh).node
         if not isinstance(node, _File) or node.ingest is None:
             raise PermissionError(errno.EBADF, "not open for writing")
-        await node.ingest.write(offset, data)
+        ingest = node.ingest
+        failed = ingest.failure is not None
+        await ingest.write(offset, data)
+        if not failed and ingest.failure is not None:
+            self.kernel.attrs(node.inode)  # so the writer's next write() asks getattr
         node.mtime_ns = time.time_ns()
         return len(data)
 
@@ -247,6 +289,8 @@ class ImportDir:
         node = handle.node
         if handle.write and isinstance(node, _File) and node.ingest is not None:
             # a reader's close must not commit what a writer has sent so far
+            if handle.pid and process_exiting(handle.pid):
+                node.ingest.writer_exited = True
             await node.ingest.flush(shared=node.writers > 1)
 
     async def release(self, fh: int) -> None:
@@ -265,6 +309,8 @@ class ImportDir:
             if not isinstance(node, _File):
                 raise PermissionError(errno.EPERM, f".import/{node.name}: cannot truncate")
             ingest = node.ingest
+            if ingest is not None and node.writers == 0 and ingest.state in ("done", "held"):
+                raise _finished(node)  # without a descriptor no close() would commit it
             if ingest is None or (node.writers == 0 and ingest.state != "open"):
                 ingest = self._new_ingest(node)
             await ingest.truncate(size)
@@ -310,14 +356,50 @@ class ImportDir:
             raise OSError(errno.ENOTEMPTY if isinstance(target, _Dir) else errno.EPERM,
                           f".import/{new_name}: cannot be replaced")
         new_path = (*dst_dir.path(), new_name)
-        if isinstance(node, _File) and node.ingest is not None and node.ingest.state == "done":
-            await self._reinterpret(node, new_path)
+        if isinstance(node, _File) and node.ingest is not None:
+            if node.ingest.state == "held":
+                await self._import_temporary(node, new_path)
+            elif node.ingest.state == "done":
+                await self._reinterpret(node, new_path)
+            elif node.ingest.temporary and node.ingest.state == "open":
+                self._rename_open_temporary(node.ingest, new_path)
         if target is not None and target is not node:
             await self._remove_file(target)
         src_dir.children.pop(name, None)
         node.name, node.parent = new_name, dst_dir
         dst_dir.children[new_name] = node
         src_dir.mtime_ns = dst_dir.mtime_ns = time.time_ns()
+
+    @staticmethod
+    def _rename_open_temporary(ingest: Ingest, new_path: tuple[str, ...]) -> None:
+        """A temporary renamed while still open: an unnamed real name just makes it
+        an ordinary import (of a plain blob: its head was not sniffed); a name
+        with a meaning has to wait until it is closed."""
+        role = classify.role_of(new_path)
+        if role.kind is Kind.AUTO and new_path[-1].startswith("."):
+            ingest.path = new_path
+        elif role.kind is Kind.AUTO:
+            ingest.path, ingest.temporary = new_path, False
+        else:
+            raise OSError(errno.EBUSY, f".import/{'/'.join(new_path)}: the file is still "
+                          "being written; rename it once it is closed")
+
+    async def _import_temporary(self, node: _File, new_path: tuple[str, ...]) -> None:
+        """A temporary renamed to its real name (GIO, rsync, editors): import it now,
+        under that name. If that fails, the rename fails and nothing is committed."""
+        held = node.ingest
+        assert held is not None
+        fresh = Ingest(self.session, new_path, classify.role_of(new_path))
+        if fresh.temporary:
+            held.path = new_path  # still a temporary name: keep holding
+            return
+        try:
+            await held.replay_into(fresh)
+            await fresh.flush()
+        finally:
+            await fresh.release()
+        held.discard()
+        node.ingest = fresh
 
     async def _reinterpret(self, node: _File, new_path: tuple[str, ...]) -> None:
         """A finished file moved to a name with a meaning gets that meaning now."""
@@ -344,6 +426,44 @@ class ImportDir:
                 node.ingest.discard()
         self._handles.clear()
         self.session.abandon_pending()
+
+
+def _finished(node: _File) -> PermissionError:
+    return PermissionError(
+        errno.EPERM,
+        f".import/{'/'.join(node.path())}: a finished import cannot be truncated by "
+        "name; open it (truncate -s, or write it again as cp does) to import new content",
+    )
+
+
+#: PF_EXITING in /proc/<pid>/stat's flags: the task is in do_exit().
+_PF_EXITING = 0x4
+
+
+def thread_group(tid: int) -> int:
+    """The process (thread group id) of thread `tid`, or `tid` if unknown."""
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return tid
+
+
+def process_exiting(pid: int) -> bool:
+    """Whether process `pid` is exiting (or gone): its descriptors are being closed
+    by the kernel (killed, or exited without closing), not by the writer itself."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return True
+    try:
+        return bool(int(fields[6]) & _PF_EXITING) or fields[0] in (b"Z", b"X")
+    except (IndexError, ValueError):
+        return False
 
 
 def _is_within(node: _Node, ancestor: _Dir) -> bool:

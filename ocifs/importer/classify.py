@@ -9,12 +9,19 @@ By path (at create, so a bad name fails before any data is copied):
   content must match that digest (sha256, sha512; others refused);
 * anything else: ``AUTO``.
 
-``AUTO`` files are sniffed at their first bytes: a tar (plain, gzip'd or zstd'd) whose first
-member is named like an image archive's (``oci-layout``, ``index.json``,
-``manifest.json``, ``repositories``, ``blobs/...``, ``[sha256:]<hex>...``) is imported
-as an OCI archive or docker-save tar; anything else is a plain blob, committed
-under its sha256. Name a file by its digest to force blob handling of a layer
-tar that happens to look like an archive.
+``AUTO`` files are sniffed at their first bytes (holes read as zeros): a tar
+(plain, gzip'd or zstd'd) with, within its first `SNIFF_LIMIT` bytes, a member
+that `archive_member` accepts is imported as an OCI archive or docker-save tar;
+anything else is a plain blob, committed under its sha256. Name a file by its
+digest to force blob handling of a layer tar that happens to look like an archive.
+
+`archive_member` is the one rule for which members of an image archive mean
+something, used both here and by the importer (`ocifs.importer.archive_stream`):
+``oci-layout``, ``index.json``, ``manifest.json``, ``repositories``,
+``blobs/<alg>/<hex>``, and docker-save's layers and configs, named by their
+digest (``<hex>.json``, ``<hex>/layer.tar``, ``<hex>.tar.gz``, ``sha256:<hex>``,
+...; the legacy ``<hex>/json`` and ``<hex>/VERSION`` are read by nobody).
+Every other member is ignored with a warning.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from ocifs.errors import InvalidInput, Unsupported
 from ocifs.importer.decoder import Decoder
 from ocifs.importer.tarstream import Member, TarStream
 from ocifs.model import digest as digest_mod
+from ocifs.model import reference
 from ocifs.model.digest import Digest
 from ocifs.model.naming import ref_path
 
@@ -52,20 +60,65 @@ class Role:
 
 _DIGEST_LIKE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 _HEXISH = re.compile(r"^[0-9a-fA-F]{32,}$")
-_ARCHIVE_FIRST = re.compile(
-    r"^(oci-layout|index\.json|manifest\.json|repositories|blobs(/.*)?"
-    r"|(sha256:|sha512:)?[0-9a-f]{64,128}([./].*)?)$"
-)
+
+#: Members whose content is kept in memory and interpreted.
+ARCHIVE_DOCUMENTS = ("index.json", "oci-layout", "manifest.json", "repositories")
+_DOCKER_FILE = re.compile(r"^(sha256:|sha512:)?[0-9a-f]{64,128}([./].*)?$")
+_DOCKER_LEGACY = re.compile(r"^[0-9a-f]{64}/(json|VERSION)$")
+
+
+class MemberRole(enum.Enum):
+    DOCUMENT = "document"  # kept in memory: index.json, manifest.json, ...
+    BLOB = "blob"  # blobs/<alg>/<hex>: checked against its name
+    DOCKER_FILE = "docker file"  # a docker-save layer or config, known by manifest.json
+    LEGACY = "legacy"  # docker-save metadata nobody reads: skipped quietly
+
+
+def archive_member(name: str) -> tuple[MemberRole, Digest | None] | None:
+    """What a (normalized) member name of an image archive is; None: ignore it."""
+    if name in ARCHIVE_DOCUMENTS:
+        return MemberRole.DOCUMENT, None
+    parts = name.split("/")
+    if len(parts) == 3 and parts[0] == "blobs":
+        try:
+            return MemberRole.BLOB, digest_mod.from_parts(parts[1], parts[2])
+        except (InvalidInput, Unsupported):
+            return None
+    if _DOCKER_LEGACY.match(name):
+        return MemberRole.LEGACY, None
+    if _DOCKER_FILE.match(name):
+        return MemberRole.DOCKER_FILE, None
+    return None
+
+
+#: Algorithm names a user may mean in `<alg>:<hex>` (registered or not, any case).
+_DIGEST_ALGORITHMS = frozenset({"sha256", "sha512", "sha384", "sha1", "md5", "blake3"})
 
 
 def _digest_name(name: str) -> Digest | None:
-    """`sha256:<hex>` names are digests; `image:latest` is just a name."""
+    """`sha256:<hex>` names are digests; `image:latest` is just a name.
+
+    A name that looks like a digest but is not a valid one (`SHA256:<hex>`,
+    `sha256:`, a stray space, a short or non-hex encoding) is refused: storing it
+    as an unnamed blob would silently skip the verification the user asked for.
+    """
+    if ":" not in name:
+        return None
+    algorithm, _, encoded = name.partition(":")
+    looks = (
+        algorithm.strip().lower() in _DIGEST_ALGORITHMS
+        or _HEXISH.match(encoded.strip()) is not None
+    )
     m = _DIGEST_LIKE.match(name)
-    if m is None:
+    if not looks and (m is None or m.group(1) not in digest_mod.HEX_LENGTHS):
         return None
-    if m.group(1) not in digest_mod.HEX_LENGTHS and not _HEXISH.match(m.group(2)):
-        return None
-    return digest_mod.parse(name)
+    try:
+        return digest_mod.parse(name)
+    except InvalidInput:
+        raise InvalidInput(
+            f"{name!r}: looks like a digest but is not a valid one (lower-case "
+            "<algorithm>:<hex>, nothing around it)"
+        ) from None
 
 
 def role_of(path: tuple[str, ...]) -> Role:
@@ -75,6 +128,10 @@ def role_of(path: tuple[str, ...]) -> Role:
         ref = "/".join(path[1:])
         if ref_path(ref) is None:
             raise InvalidInput(f"refs/{ref}: not a valid ref name")
+        try:
+            reference.check_ref_name(ref)
+        except InvalidInput as exc:
+            raise InvalidInput(f"refs/{ref}: {exc}") from None
         return Role(Kind.REF, ref=ref)
     if name == "index.json":
         return Role(Kind.INDEX)
@@ -98,13 +155,15 @@ def check_mkdir(path: tuple[str, ...]) -> None:
             raise InvalidInput(f"blobs/{alg}: not a digest algorithm")
 
 
-class _FirstMember:
+class _AnyAccepted:
+    """Sniffing handler: notes whether any member is one `archive_member` accepts."""
+
     def __init__(self) -> None:
-        self.name: str | None = None
+        self.found = False
 
     def begin(self, member: Member) -> bool:
-        if self.name is None and member.name:
-            self.name = member.name
+        if member.kind in ("file", "symlink", "hardlink") and archive_member(member.name):
+            self.found = True
         return False
 
     def data(self, chunk: memoryview) -> None:
@@ -123,15 +182,15 @@ def sniff_archive(head: bytes, final: bool) -> bool | None:
 
     `final` means no more bytes will come (decide with what there is).
     """
-    first = _FirstMember()
-    tar = TarStream(first)
+    seen = _AnyAccepted()
+    tar = TarStream(seen)
     decoder = Decoder(tar)
     try:
         decoder.feed(head)
     except Exception:  # a decoding or parsing failure means "not an archive"
-        return False
-    if first.name is not None:
-        return bool(_ARCHIVE_FIRST.match(first.name))
+        return seen.found or False
+    if seen.found:
+        return True
     if tar.done or final or len(head) >= SNIFF_LIMIT:
         return False
     return None

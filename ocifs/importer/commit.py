@@ -14,6 +14,7 @@ import stat
 from collections.abc import Iterable
 
 from ocifs import durable
+from ocifs.errors import NotDurable
 from ocifs.importer.staging import StagedFile
 from ocifs.model.digest import Digest
 
@@ -60,5 +61,12 @@ def commit_blobs(layout: str, blobs: Iterable[tuple[Digest, StagedFile]]) -> lis
         dirs.add(os.path.dirname(final))
         new.append(digest)
     for path in sorted(dirs):
-        durable.fsync_dir(path)
+        try:
+            durable.fsync_dir(path)
+        except OSError as exc:
+            raise NotDurable(
+                f"{len(new)} new blob(s) are in {path}, but the fsync of that directory "
+                f"failed ({os.strerror(exc.errno) if exc.errno else exc}): they may not "
+                "survive a crash, and nothing referencing them was merged into index.json"
+            ) from None
     return new

@@ -19,7 +19,7 @@ from typing import Any
 from isal import isal_zlib
 
 from ocifs.errors import DigestMismatch, InvalidInput
-from ocifs.model import documents
+from ocifs.model import documents, reference
 from ocifs.model import mediatypes as mt
 from ocifs.model.digest import Digest
 from ocifs.model.dockersave import (
@@ -79,6 +79,11 @@ def synthesize(
         tags = item.get("RepoTags") or []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise InvalidInput(f"{at}: 'RepoTags' must be an array of strings")
+        for tag in tags:  # as `ctr images import`: one bad tag refuses the archive
+            try:
+                reference.parse_docker_ref(tag)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{at}: refused, RepoTags {exc}") from None
         config = resolve(item["Config"])
         raw = _read_all(config, documents.MAX_DOCUMENT_BYTES)
         cfg = documents.load_json(raw, f"{at}: config")

@@ -26,7 +26,7 @@ from typing import Any
 from ocifs import durable
 from ocifs.errors import InvalidInput
 from ocifs.importer.staging import LOCK_FILE, staging_dir
-from ocifs.model import documents
+from ocifs.model import documents, reference
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
 
@@ -39,6 +39,25 @@ def entry_name(entry: Entry) -> str | None:
         return None
     name = ann.get(CONTAINERD_NAME) or ann.get(REF_NAME)
     return name if isinstance(name, str) and name else None
+
+
+def check_names(entries: Sequence[Entry], where: str) -> None:
+    """Refuse entries whose name would become a ref but is not a valid reference.
+
+    Checked for every entry before anything is committed, so an import is
+    refused whole (one line naming the tag), never partly tagged.
+    """
+    for entry in entries:
+        ann = entry.get("annotations") or {}
+        if not isinstance(ann, dict):
+            continue
+        try:
+            if CONTAINERD_NAME in ann:
+                reference.parse_docker_ref(ann[CONTAINERD_NAME], allow_digest=True)
+            if REF_NAME in ann:
+                reference.check_ref_name(ann[REF_NAME])
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: refused, tag {exc}") from None
 
 
 def merge(existing: list[Entry], new: Sequence[Entry]) -> list[Entry] | None:

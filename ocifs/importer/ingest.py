@@ -4,12 +4,17 @@ Lifecycle (containerd's begin/write/commit/abort, adapted to FUSE):
 
 * writes are staged — plain files into one staging file, hashed in order by a
   `Pipeline`; image archives parsed as they stream (`ArchiveImport`);
+* the first error (while writing or verifying) is kept in `failure`: later
+  writes are dropped, every flush raises it, so the writer's `close()` gets its
+  errno and the status one FAILED line with its reason;
 * `flush` verifies and commits what was written since the last flush; its
   error is what `close()` reports. A flush with no new writes does nothing —
-  unless the content as it stands verifies (the empty blob): `dd`, shell
-  redirection and `touch` flush before writing, and must not fail;
+  unless the content as it stands verifies (the empty blob), or nothing was
+  ever written to a name that needs content (it fails, unrecorded: `dd` and
+  shell redirection flush a duplicate before writing and ignore that);
 * `release` (errors are discarded by the kernel) records anything that never
-  verified in the status and removes staging.
+  verified in the status and removes staging — except for a hidden temporary
+  (`temporary`), whose content is held until it is renamed.
 
 The state lives per file, not per descriptor: with the writeback cache the
 kernel may send one descriptor's pages through another. Everything runs on
@@ -29,16 +34,17 @@ from ocifs.errors import (
     DigestMismatch,
     InvalidInput,
     LimitExceeded,
+    NotDurable,
     NotFound,
     OcifsError,
     Unsupported,
 )
-from ocifs.importer import classify, closure
+from ocifs.importer import classify, closure, indexjson
 from ocifs.importer.archive_stream import ArchiveImport
 from ocifs.importer.classify import Kind, Role
 from ocifs.importer.commit import blob_path, read_range
 from ocifs.importer.indexjson import entry_name
-from ocifs.importer.pending import PendingEntry
+from ocifs.importer.pending import Batch, PendingEntry
 from ocifs.importer.pipeline import Pipeline
 from ocifs.importer.session import Session
 from ocifs.importer.staging import StagedFile
@@ -52,6 +58,8 @@ from ocifs.model.digest import Digest
 #: Archive bytes written ahead of a gap (sparse `cp`) kept until the gap fills.
 MAX_AHEAD = 16 << 20
 _RECENT = 4  # archive chunks kept to check (and serve) re-sent pages
+#: Roles whose content is one JSON document, held to MAX_DOCUMENT_BYTES.
+_DOCUMENT_KINDS = (Kind.INDEX, Kind.LAYOUT_MARKER, Kind.REF)
 
 
 class Ingest:
@@ -61,17 +69,34 @@ class Ingest:
         self.s = session
         self.path = path
         self.role = role
-        self.mode: str | None = None if role.kind is Kind.AUTO else "blob"
+        #: a hidden unnamed file (`.goutputstream-*`, rsync's `.name.XXXXXX`): the
+        #: temporary of a write-then-rename writer. Its content is kept staged at
+        #: close ("held"), and imported only when it is renamed to a real name, so
+        #: a rename that fails leaves nothing committed.
+        self.temporary = role.kind is Kind.AUTO and path[-1].startswith(".")
+        self.mode: str | None = (
+            None if role.kind is Kind.AUTO and not self.temporary else "blob"
+        )
         self.staged: StagedFile | None = None
         self.archive: ArchiveImport | None = None
         self.pipeline: Pipeline | None = None
-        self.head = bytearray()  # AUTO: leading bytes until sniffed
+        self.head = bytearray()  # AUTO: leading bytes until sniffed (holes: zeros)
+        self.head_ranges: list[tuple[int, int]] = []  # ...and which were written
+        self.extended = 0  # size last set by a truncate while undecided
         self.size = 0
         self.dirty = False
-        self.state = "open"  # open -> done (verified/committed) | aborted; writes reopen
+        # open -> done (verified/committed) | held (temporary, see above) | aborted;
+        # writes reopen
+        self.state = "open"
         self.committed: Digest | None = None
         self.doc: bytes | None = None  # index.json / oci-layout content once processed
         self.error = ""
+        #: the first error met while writing or verifying; every later write is
+        #: dropped and every flush raises it again (see `write`)
+        self.failure: OcifsError | OSError | None = None
+        #: the process that opened the file for writing was exiting when it was
+        #: flushed (killed, or exited without closing it)
+        self.writer_exited = False
         # archive mode: stream position, writes ahead of a gap, recent chunks
         self.fed = 0
         self.ahead: dict[int, bytes] = {}
@@ -87,42 +112,124 @@ class Ingest:
     # -- writing --------------------------------------------------------------
 
     async def write(self, offset: int, data: bytes) -> None:
+        """Stage `data`; the first error is kept (see `failure`), never raised here.
+
+        With the writeback cache this runs after the writer's write() returned:
+        failing it would only make the kernel report a generic EIO at close().
+        The kept error reaches the writer instead through its next write()
+        (the area fails `getattr`, which the kernel asks first) and close().
+        """
         async with self._lock:
-            await self._write(offset, data)
+            if self.failure is not None:
+                return  # the import has failed: what still arrives is dropped
+            try:
+                await self._write(offset, data)
+            except (OcifsError, OSError) as exc:
+                if self.state == "aborted":
+                    raise
+                await self._fail(exc)
+
+    async def _fail(self, exc: OcifsError | OSError) -> None:
+        """Keep the first error, report it once, and free what was staged."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        self.error = (
+            str(exc) if isinstance(exc, OcifsError) else f"{self.name}: {_os_message(exc)}"
+        )
+        if isinstance(exc, NotDurable):
+            # what is true: the import is in index.json, only its durability is unknown
+            self.s.status.record("UNSYNCED", self.name, self.error)
+        else:
+            self.s.status.record("FAILED", self.name, self.error)
+        if self.pipeline is not None:
+            try:
+                await self.pipeline.drain()
+            except Exception:
+                pass
+        self.discard()
 
     async def _write(self, offset: int, data: bytes) -> None:
         if self.state == "aborted":
             raise NotFound(f"{self.name}: import was aborted (file removed)")
-        if self.state == "done":
+        if self.state in ("done", "held"):
             await self._reopen()
         self.dirty = True
         self.size = max(self.size, offset + len(data))
+        if self.role.kind in _DOCUMENT_KINDS and self.size > documents.MAX_DOCUMENT_BYTES:
+            raise LimitExceeded(  # said now, not after the rest was copied
+                f"{self.name}: over the {documents.MAX_DOCUMENT_BYTES} byte document limit"
+            )
         if self.mode is None:
-            if offset == len(self.head) and len(self.head) < classify.SNIFF_LIMIT:
-                self.head += data
-                decided = classify.sniff_archive(bytes(self.head), final=False)
-                if decided is not None:
-                    await self._decide(decided)
+            # Not decided yet: keep the bytes that fall in the sniffing window where
+            # they go (holes read as zeros); judge the part written contiguously
+            # from the start, or everything once a write goes past the window.
+            cut = max(0, min(len(data), classify.SNIFF_LIMIT - offset))
+            if cut:
+                end = offset + cut
+                if len(self.head) < end:
+                    self.head.extend(bytes(end - len(self.head)))
+                self.head[offset:end] = data[:cut]
+                self.head_ranges.append((offset, end))
+            prefix = bytes(self.head[: self._head_prefix()])
+            decided = classify.sniff_archive(prefix, final=False)
+            if decided is None and cut < len(data):
+                decided = self._sniff_final()
+            if decided is None:
                 return
-            await self._decide(False)
+            await self._decide(decided)
+            if cut == len(data):
+                return
+            data, offset = data[cut:], offset + cut
         if self.mode == "archive":
             await self._archive_write(offset, data)
         else:
             await self._blob_write(offset, data)
 
+    def _head_prefix(self) -> int:
+        """Length of the undecided head written contiguously from offset 0."""
+        end = 0
+        for start, stop in sorted(self.head_ranges):
+            if start > end:
+                break
+            end = max(end, stop)
+        return end
+
+    def _sniff_final(self) -> bool:
+        """Decide with what there is: holes (never written, or made by a
+        truncate that extended the file) are zeros, as they read."""
+        head = bytes(self.head) + bytes(max(0, min(self.size, classify.SNIFF_LIMIT)
+                                            - len(self.head)))
+        return bool(classify.sniff_archive(head, final=True))
+
     async def _decide(self, archive: bool) -> None:
-        """Fix the mode of an AUTO file and replay the sniffed bytes."""
+        """Fix the mode of an AUTO file and replay the bytes written so far.
+
+        The mode follows the content, never the order or shape of the writes:
+        a sparse `cp`, or a writer that first extends the file with ftruncate,
+        gets the same answer as a plain sequential copy.
+        """
         head, self.head = bytes(self.head), bytearray()
+        prefix = self._head_prefix()
+        ranges, self.head_ranges = sorted(self.head_ranges), []
         if archive:
             self.mode = "archive"
             self.archive = ArchiveImport(self.s.layout, self.name)
             self.pipeline = Pipeline(self._parse, self.s.cpu)
-            if head:
-                await self._archive_write(0, head)
+            if prefix:
+                await self._archive_write(0, head[:prefix])
+            for start, stop in ranges:
+                if stop > prefix:
+                    start = max(start, prefix)
+                    await self._archive_write(start, head[start:stop])
         else:
             self.mode = "blob"
-            if head:
-                await self._blob_write(0, head)
+            for start, stop in ranges:
+                await self._blob_write(start, head[start:stop])
+            if self.extended > max((stop for _, stop in ranges), default=0):
+                # a truncate made the file longer than what was written: a hole
+                # (only then: it makes the hash be computed from the file at flush)
+                (await self._staged_idle()).truncate(self.extended)
 
     def _ensure_staged(self) -> StagedFile:
         if self.staged is None or self.staged.fd < 0:
@@ -164,7 +271,10 @@ class Ingest:
         if offset > self.fed:
             self.ahead[offset] = data
             if sum(len(d) for d in self.ahead.values()) > MAX_AHEAD:
-                raise Unsupported(f"{self.name}: archive written out of order")
+                # A gap this far behind is a hole (sparse cp seeks over zeros):
+                # it reads as zeros, so it is zeros. Bytes arriving for it later
+                # must be zeros too (checked as re-sent pages are).
+                await self._fill_holes(self.fed)
             return
         await self._feed(data)
         while self.fed in self.ahead:
@@ -194,38 +304,53 @@ class Ingest:
 
     async def truncate(self, size: int) -> None:
         async with self._lock:
-            await self._truncate(size)
+            if self.failure is not None:
+                raise self.failure
+            try:
+                await self._truncate(size)
+            except (OcifsError, OSError) as exc:
+                await self._fail(exc)
+                raise
 
     async def _truncate(self, size: int) -> None:
-        if self.state == "done":
+        if self.role.kind in _DOCUMENT_KINDS and size > documents.MAX_DOCUMENT_BYTES:
+            raise LimitExceeded(
+                f"{self.name}: over the {documents.MAX_DOCUMENT_BYTES} byte document limit"
+            )
+        if self.state in ("done", "held"):
             await self._reopen()
         if self.mode is None:
             if size == 0 and not self.head:
                 return
-            await self._decide(False)
+            # Still undecided: a size change says nothing about the content.
+            self.dirty = True
+            self.size = self.extended = size
+            if size < len(self.head):
+                del self.head[size:]
+                self.head_ranges = [(a, min(b, size)) for a, b in self.head_ranges if a < size]
+            return
         self.dirty = True
         if self.mode == "archive":
             if size < self.fed:
                 raise Unsupported(f"{self.name}: an archive cannot be truncated once written")
-            self._fill_gap(size)
-            await self._drain_ahead()
+            # an extension is a hole until written: filled with zeros at the end
         else:
             (await self._staged_idle()).truncate(size)
         self.size = size
 
-    def _fill_gap(self, upto: int) -> None:
-        """Holes in an archive (sparse source) read as zeros."""
-        pos = self.fed
-        for start in sorted(self.ahead):
-            if start > pos:
-                self.ahead[pos] = bytes(start - pos)
-            pos = max(pos, start + len(self.ahead[start]))
-        if upto > pos:
-            self.ahead[pos] = bytes(upto - pos)
+    async def _fill_holes(self, upto: int) -> None:
+        """Feed everything held ahead, and zeros for the holes between (and up to
+        `upto`): holes in an archive (sparse source, ftruncate) read as zeros."""
+        while self.ahead:
+            start = min(self.ahead)
+            if start > self.fed:
+                await self._feed_zeros(start)
+            await self._archive_write(start, self.ahead.pop(start))
+        await self._feed_zeros(upto)
 
-    async def _drain_ahead(self) -> None:
-        while self.fed in self.ahead:
-            await self._feed(self.ahead.pop(self.fed))
+    async def _feed_zeros(self, upto: int) -> None:
+        while self.fed < upto:
+            await self._feed(bytes(min(upto - self.fed, 1 << 20)))
 
     async def _reopen(self) -> None:
         """Writes after a successful flush (a duplicated descriptor): continue the file.
@@ -262,7 +387,8 @@ class Ingest:
 
     async def _read(self, offset: int, size: int) -> bytes:
         if self.mode is None:
-            return bytes(self.head[offset : offset + size])
+            data = bytes(self.head[offset : offset + size])
+            return data + bytes(max(0, min(size, self.size - offset) - len(data)))
         if self.mode == "blob" and self.staged is not None and self.staged.fd >= 0:
             return (await self._staged_idle()).pread(offset, size)
         if self.mode == "archive":
@@ -290,7 +416,14 @@ class Ingest:
         """
         if self.state == "aborted":
             return
+        if self.failure is not None:
+            raise self.failure
         if not self.dirty and not self._verifies_as_is():
+            problem = None if shared else self._empty_problem()
+            if problem is not None:
+                # Not recorded: dd and shell redirection flush a duplicate descriptor
+                # before writing; the import's line comes at the end (release).
+                raise problem
             return
         self.dirty = False
         try:
@@ -299,13 +432,25 @@ class Ingest:
             if shared and isinstance(exc, OcifsError):
                 self.dirty = True
                 return
-            self.error = (
-                str(exc) if isinstance(exc, OcifsError) else f"{self.name}: {_os_message(exc)}"
-            )
-            self.s.status.record("FAILED", self.name, self.error)
+            await self._fail(exc)
             raise
-        self.state = "done"
+        self.state = "held" if self.temporary else "done"
         self.error = ""
+
+    def _empty_problem(self) -> OcifsError | None:
+        """Why a file nothing was ever written to cannot be imported (None: it can,
+        or data may still come)."""
+        if (self.state != "open" or self.size or self.dirty or self.role.kind is Kind.AUTO
+                or self.staged is not None or self.committed is not None):
+            return None  # written to (or truncated) at some point: not an empty file
+        if self.role.kind is Kind.BLOB:
+            if self.role.digest is None or self.role.digest.matches(b""):
+                return None
+            return DigestMismatch(
+                f"{self.name}: nothing was written (empty content), its name says "
+                f"{self.role.digest}"
+            )
+        return InvalidInput(f"{self.name}: empty file, not a valid {self.role.kind.value}")
 
     def _verifies_as_is(self) -> bool:
         """A never-written file named by the empty blob's digest is complete."""
@@ -319,12 +464,14 @@ class Ingest:
 
     async def _complete(self) -> None:
         if self.mode is None:
-            await self._decide(bool(classify.sniff_archive(bytes(self.head), final=True)))
+            await self._decide(self._sniff_final())
         if self.mode == "archive":
             await self._complete_archive()
             return
         staged = await self._staged_idle()
         kind = self.role.kind
+        if self.temporary:
+            return  # held: imported when renamed (see `temporary`)
         if kind in (Kind.BLOB, Kind.AUTO):
             digest = await self._digest(staged)
             if self.role.digest is not None and digest != self.role.digest:
@@ -332,8 +479,17 @@ class Ingest:
                     f"{self.name}: content is {digest} ({staged.size} bytes), "
                     f"its name says {self.role.digest}"
                 )
+            size = staged.size
             await self._commit_blob(digest, staged)
-            self.s.status.record("OK", self.name, f"committed {digest} ({staged.size} bytes)")
+            if self.writer_exited and kind is Kind.AUTO:
+                self.s.status.record(
+                    "UNVERIFIED", self.name,
+                    f"committed {digest} ({size} bytes), but its writer exited without "
+                    "closing it (killed?): an unnamed file cannot be checked for "
+                    "completeness; name it by its digest to have it verified",
+                )
+            else:
+                self.s.status.record("OK", self.name, f"committed {digest} ({size} bytes)")
         elif kind is Kind.LAYOUT_MARKER:
             data = await self._read_doc(staged)
             documents.parse_oci_layout(data, self.name)
@@ -371,36 +527,41 @@ class Ingest:
     async def _complete_archive(self) -> None:
         archive, pipeline = self.archive, self.pipeline
         assert archive is not None and pipeline is not None
-        self._fill_gap(self.size)
-        await self._drain_ahead()
+        await self._fill_holes(self.size)
         await pipeline.drain()
         result = await trio.to_thread.run_sync(archive.finish, limiter=self.s.cpu)
         new = await self.s.commit(list(result.staged.items()), result.entries)
         archive.staged.clear()
         names = sorted({n for e in result.entries if (n := entry_name(e))})
+        ignored = f", {archive.ignored} unknown member(s) ignored" if archive.ignored else ""
         self.s.status.record(
             "OK", self.name,
-            f"{result.kind}: {len(new)} new blob(s), refs {', '.join(names) or '-'}",
+            f"{result.kind}: {len(new)} new blob(s), refs {', '.join(names) or '-'}{ignored}",
         )
 
     async def _complete_index(self, staged: StagedFile) -> bytes:
         data = await self._read_doc(staged)
 
         def parse_and_check() -> list[tuple[dict[str, Any], Descriptor, set[Digest]]]:
+            entries = _index_entries(data, self.name)
+            indexjson.check_names([e for e, _ in entries], self.name)
             view = closure.BlobView(self.s.layout)
-            return [(e, d, closure.missing(view, d)) for e, d in _index_entries(data, self.name)]
+            return [(e, d, closure.missing(view, d)) for e, d in entries]
 
         checked = await trio.to_thread.run_sync(parse_and_check, limiter=self.s.io)
         source = "/".join(self.path)
         ready = [e for e, _, m in checked if not m]
-        waiting = [PendingEntry(source, e, d, m) for e, d, m in checked if m]
+        batch = Batch(source, merged=len(ready))
+        batch.waited = any(m for _, _, m in checked)
+        waiting = [PendingEntry(source, e, d, m, batch) for e, d, m in checked if m]
         await self.s.commit([], ready)
-        self.s.pending.replace_source(source, waiting)
-        self.s.status.record(
-            "OK" if not waiting else "PENDING", self.name,
-            f"{len(ready)} entr{'y' if len(ready) == 1 else 'ies'} merged, "
-            f"{len(waiting)} waiting for blobs",
-        )
+        for dropped in self.s.pending.replace_source(source, waiting):
+            self.s.status.record("ABORTED", dropped.source,
+                                 "replaced by a newer index.json before its blobs arrived")
+        if waiting:
+            self.s.status.on_change()  # listed in .pending; .status gets its line at the end
+        else:
+            self.s.finish_batch(batch)
         return data
 
     async def _complete_ref(self, staged: StagedFile) -> None:
@@ -443,9 +604,15 @@ class Ingest:
                 await self.pipeline.drain()
             except Exception:
                 pass
-        if self.state == "open" and self.size and not self.error:
-            self.s.status.record("FAILED", self.name, "closed before it could be verified")
-        self.discard()
+        if self.state == "open" and not self.error:
+            if self.size:
+                self.s.status.record("FAILED", self.name, "closed before it could be verified")
+            elif (problem := self._empty_problem()) is not None:
+                self.s.status.record("FAILED", self.name, str(problem))
+            elif self.role.kind is Kind.AUTO and not self.temporary:
+                self.s.status.record("OK", self.name, "empty file; nothing to import")
+        if self.state != "held":
+            self.discard()
         self.s.poke()
 
     async def abort(self) -> None:
@@ -463,6 +630,22 @@ class Ingest:
             except Exception:
                 pass
         self.discard()
+
+    async def replay_into(self, fresh: Ingest) -> None:
+        """Write this held temporary's content into `fresh` (its new name's import)."""
+        staged = self.staged
+        assert self.state == "held" and staged is not None
+        offset = 0
+        while offset < self.size:
+            chunk = await trio.to_thread.run_sync(
+                staged.pread, offset, min(1 << 20, self.size - offset), limiter=self.s.io
+            )
+            if not chunk:
+                break
+            await fresh.write(offset, chunk)
+            offset += len(chunk)
+        if self.size > offset:
+            await fresh.truncate(self.size)
 
     def discard(self) -> None:
         if self.staged is not None:

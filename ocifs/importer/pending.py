@@ -4,8 +4,9 @@
 before the blobs it references. Its entries wait here, each with the set of
 digests still missing; every commit re-checks only the entries waiting on a
 digest that just arrived. Pending entries live in memory for the mount's
-lifetime: they are listed in `.import/.status` and logged as abandoned at
-unmount if their blobs never came.
+lifetime: they are listed in `.import/.pending` and logged as abandoned at
+unmount if their blobs never came. The entries of one index.json form a
+`Batch`: its single `.status` line is written when the last of them is settled.
 """
 
 from __future__ import annotations
@@ -20,11 +21,22 @@ from ocifs.model.digest import Digest
 
 
 @dataclass(eq=False)
+class Batch:
+    """The outcome so far of one index.json import whose entries had to wait."""
+
+    source: str
+    merged: int = 0  # entries merged (at once or later)
+    failures: list[str] = field(default_factory=list)
+    waited: bool = False  # some entries had to wait for their blobs
+
+
+@dataclass(eq=False)
 class PendingEntry:
     source: str  # the index.json path inside .import/ that brought it
     entry: dict[str, Any]
     desc: Descriptor
     missing: set[Digest]
+    batch: Batch = field(default_factory=lambda: Batch(""))
     since: float = field(default_factory=time.time)
 
     def label(self) -> str:
@@ -43,9 +55,15 @@ class Pending:
     def __init__(self) -> None:
         self.items: list[PendingEntry] = []
 
-    def replace_source(self, source: str, items: list[PendingEntry]) -> None:
-        """A new index.json at `source` replaces what the previous one left pending."""
+    def replace_source(self, source: str, items: list[PendingEntry]) -> list[Batch]:
+        """A new index.json at `source` replaces what the previous one left pending;
+        returns the batches that were dropped unfinished."""
+        dropped = {p.batch for p in self.items if p.source == source}
         self.items = [p for p in self.items if p.source != source] + items
+        return list(dropped)
+
+    def unfinished(self, batch: Batch) -> bool:
+        return any(p.batch is batch for p in self.items)
 
     def waiting_on(self, digests: set[Digest]) -> list[PendingEntry]:
         return [p for p in self.items if p.missing & digests]

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ocifs.errors import OcifsError
+from ocifs.errors import NotDurable, OcifsError
 from ocifs.importer import closure, indexjson
 from ocifs.importer.commit import commit_blobs
-from ocifs.importer.pending import Pending, PendingEntry
+from ocifs.importer.pending import Batch, Pending, PendingEntry
 from ocifs.importer.staging import StagedFile
 from ocifs.importer.status import StatusLog
 from ocifs.model.digest import Digest
@@ -68,6 +68,10 @@ class Session:
 
         try:
             new, rewritten = await trio.to_thread.run_sync(work, limiter=self.io)
+        except NotDurable:
+            self.on_change()  # index.json did change: show it
+            self.poke()
+            raise
         except BaseException:
             self.poke()
             raise
@@ -102,16 +106,29 @@ class Session:
         done: list[PendingEntry] = []
         for p, result in results.items():
             if isinstance(result, str):
-                self.status.record("FAILED", p.source, result)
+                p.batch.failures.append(f"{p.label()}: {result}")
                 done.append(p)
             elif not result:
-                self.status.record("OK", p.source, f"merged {p.label()}")
+                p.batch.merged += 1
                 done.append(p)
             else:
                 p.missing = result
         self.pending.remove(done)
         if rewritten:
             self.on_change()
+        for batch in {p.batch for p in done}:
+            if not self.pending.unfinished(batch):
+                self.finish_batch(batch)
+        self.status.on_change()  # .pending changed
+
+    def finish_batch(self, batch: Batch) -> None:
+        """The one `.status` line of an index.json import whose entries had to wait."""
+        merged = f"{batch.merged} entr{'y' if batch.merged == 1 else 'ies'} merged"
+        if batch.failures:
+            self.status.record("FAILED", batch.source, f"{merged}; " + "; ".join(batch.failures))
+        else:
+            later = " (the last once their blobs arrived)" if batch.waited else ""
+            self.status.record("OK", batch.source, merged + later)
 
     def abandon_pending(self) -> None:
         for p in self.pending.items:

@@ -29,6 +29,9 @@ class Attr:
     mtime_ns: int = 0
     rdev: int = 0
     mutable: bool = False
+    #: a regular file whose content changes underneath its readers (index.json,
+    #: .import/.status): looked up afresh every time, see ocifs.tree.kernelcache
+    changing: bool = False
 
     @property
     def is_dir(self) -> bool:

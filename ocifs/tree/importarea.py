@@ -18,11 +18,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from ocifs.tree.attr import Attr
+from ocifs.tree.kernelcache import KernelCache
 
 
 class ImportArea(Protocol):
     #: inode of `.import/` itself (>= IMPORT_INODE_BASE)
     root_inode: int
+    #: set by the FUSE adapter: where changes of the report files are announced
+    kernel: KernelCache
 
     def owns(self, inode: int) -> bool: ...
 
@@ -34,11 +37,13 @@ class ImportArea(Protocol):
 
     async def mkdir(self, parent: int, name: str, mode: int) -> Attr: ...
 
-    async def create(self, parent: int, name: str, mode: int, flags: int) -> tuple[int, Attr]:
-        """Start an ingest; returns (file handle, attributes)."""
+    async def create(
+        self, parent: int, name: str, mode: int, flags: int, pid: int = 0
+    ) -> tuple[int, Attr]:
+        """Start an ingest; returns (file handle, attributes). `pid`: the caller."""
         ...
 
-    async def open(self, inode: int, flags: int) -> int:
+    async def open(self, inode: int, flags: int, pid: int = 0) -> int:
         """Open an existing node (status files for reading, an ingest for writing)."""
         ...
 

@@ -19,6 +19,7 @@ import trio
 
 from ocifs.errors import IsADirectory, NotADirectory
 from ocifs.tree.attr import Attr
+from ocifs.tree.kernelcache import ChangingFile, OpenVersion
 
 if TYPE_CHECKING:
     from ocifs.model.digest import Digest
@@ -156,6 +157,45 @@ class BytesFile(Node):
 
     async def read(self, offset: int, size: int) -> bytes:
         return self.data[offset : offset + size]
+
+
+class ChangingBytesFile(Node):
+    """A small file whose content changes while mounted (index.json).
+
+    Its inode number follows `content` (a new one for each non-append change, see
+    `ocifs.tree.kernelcache`); the tree keeps retired numbers resolving here.
+    """
+
+    __slots__ = ("content", "mtime_ns")
+
+    def __init__(self, content: ChangingFile, mtime_ns: int = MOUNT_TIME_NS) -> None:
+        super().__init__(content.inode)
+        self.content = content
+        self.mtime_ns = mtime_ns
+
+    @property
+    def mutable(self) -> bool:
+        return True
+
+    @property
+    def data(self) -> bytes:
+        return self.content.data
+
+    def attr(self) -> Attr:
+        return Attr(
+            inode=self.content.inode,
+            mode=stat.S_IFREG | 0o444,
+            size=len(self.content.data),
+            mtime_ns=self.mtime_ns,
+            mutable=True,
+            changing=True,
+        )
+
+    def open_version(self) -> OpenVersion:
+        return OpenVersion(self.content)
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return self.content.data[offset : offset + size]
 
 
 class BlobFile(Node):

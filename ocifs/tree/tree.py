@@ -40,7 +40,8 @@ from ocifs.tree import layertree, symlinks
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE
 from ocifs.tree.blobs import BlobAccess
 from ocifs.tree.exportfile import ExportFile
-from ocifs.tree.nodes import BlobFile, BytesFile, Children, DirNode, Node
+from ocifs.tree.kernelcache import ChangingFile, KernelCache
+from ocifs.tree.nodes import BlobFile, BytesFile, ChangingBytesFile, Children, DirNode, Node
 
 if TYPE_CHECKING:
     from ocifs.layers.entry import LayerIndex
@@ -58,9 +59,6 @@ _TEST_CRASH_NAME = test_env("OCIFS_TEST_CRASH_LOOKUP")
 MAX_PLATFORM_DEPTH = catalog_mod.MAX_INDEX_DEPTH
 #: name of the file that says why a manifest or index directory is incomplete
 ERROR_FILE = "error.txt"
-
-Invalidator = Callable[[int, str | None], None]
-"""(parent inode, name) invalidates a dentry; (inode, None) an inode's attributes and data."""
 
 
 class Tree:
@@ -87,14 +85,17 @@ class Tree:
         # image directories built while their document was unreadable; retried on refresh
         self._incomplete: set[DirNode] = set()
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
-        self.invalidate: Invalidator = lambda _ino, _name: None
+        #: set by the FUSE adapter; queues kernel cache notifications
+        self.kernel = KernelCache()
 
         now = time.time_ns()
         self.root = self._register(
             DirNode(self.alloc_inode(), children={}, mutable=True, mtime_ns=now, perm=0o755)
         )
         self.oci_layout = self._register(BytesFile(self.alloc_inode(), source.oci_layout_bytes()))
-        self.index_file = self._register(BytesFile(self.alloc_inode(), b"", mutable=True))
+        self.index_file = self._register(
+            ChangingBytesFile(ChangingFile(self.alloc_inode(), b"", self.alloc_inode))
+        )
         self.refs = self._register(DirNode(self.alloc_inode(), children={}, mutable=True))
         self._refs_dirs[()] = self.refs
         self.by_digest = self._register(
@@ -189,6 +190,13 @@ class Tree:
             )
         return node
 
+    def invalidate(self, inode: int, name: str | None) -> None:
+        """(parent inode, name) drops a dentry; (inode, None) an inode's attributes and data."""
+        if name is None:
+            self.kernel.inode(inode)
+        else:
+            self.kernel.entry(inode, name)
+
     # ----- index.json, refs/ and by-digest/ ----------------------------------
 
     async def maybe_refresh(self) -> None:
@@ -217,7 +225,12 @@ class Tree:
     def refresh(self) -> None:
         """Re-read index.json and the blob set; invalidate what the kernel cached.
 
-        Synchronous, for the import area right after it rewrote index.json.
+        Synchronous, for the import area right after it rewrote index.json. The
+        one path for every change of index.json made by ocifs (imports, and
+        anything else that rewrites it must call this afterwards); changes
+        noticed from outside go through `maybe_refresh` and the same `_install`:
+        readers then see the new file whole, with its new size
+        (`ocifs.tree.kernelcache`), and the new refs/.
         """
         cat = self._read_catalog()
         if cat is not None:
@@ -227,6 +240,11 @@ class Tree:
         try:
             return catalog_mod.build(self.source)
         except OcifsError as exc:
+            if self.source.index_changed():
+                # rewritten while it was read (skopeo writes it in place): read it
+                # again at the next check rather than report a half-written file
+                log.debug("index.json changed while it was read: %s", exc)
+                return None
             log_mod.once(
                 log,
                 logging.ERROR,
@@ -249,9 +267,12 @@ class Tree:
 
     def _apply_catalog(self, cat: catalog_mod.Catalog, *, initial: bool) -> None:
         index_file = self.index_file
-        changed = index_file.data != cat.index_bytes
-        index_file.data = cat.index_bytes
-        index_file.mtime_ns = time.time_ns()
+        if index_file.data != cat.index_bytes:
+            index_file.mtime_ns = time.time_ns()
+            index_file.content.update(cat.index_bytes, self.kernel, ROOT_INODE, "index.json")
+            # the retired number keeps answering (open descriptors, fstat)
+            index_file.inode = index_file.content.inode
+            self._register(index_file)
         # refs/: one directory per ref-name prefix; a prefix that is itself a ref
         # is also that image's directory. Deepest first, so children exist.
         below: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {(): {}}
@@ -269,8 +290,6 @@ class Tree:
                 self.refs.set_children(children)
         if not initial:
             self.by_digest.reset()
-            if changed:
-                self.invalidate(index_file.inode, None)
             for name in old_top | set(below[()]):
                 self.invalidate(self.refs.inode, name)
             self.invalidate(self.refs.inode, None)
