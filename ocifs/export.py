@@ -167,5 +167,12 @@ def plan(source: Source, desc: Descriptor, names: dict[str, str]) -> ExportLayou
 
 
 def _json(obj: object) -> bytes:
-    """Compact JSON, keys in the order built (deterministic for the same source)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, keys in the order built (deterministic for the same source).
+
+    Strings holding lone surrogates (a ref name written as JSON "\\udcff") cannot
+    be UTF-8: such a document is written with \\u escapes instead, as it came.
+    """
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()

@@ -11,8 +11,11 @@ FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s: %(message)
 
 
 def setup(*, debug: bool, log_file: str | None) -> None:
+    # backslashreplace: names from images may hold lone surrogates (undecodable bytes)
     handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+        logging.FileHandler(log_file, errors="backslashreplace")
+        if log_file
+        else logging.StreamHandler(sys.stderr)
     )
     handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()

@@ -41,6 +41,9 @@ class Entry:
     #: a parent directory that no tar member named (attributes are defaults);
     #: the merge keeps a lower layer's real directory attributes over it.
     synthetic: bool = False
+    #: a sparse file: flattened (file offset, length) pairs of its data segments,
+    #: stored back to back from `data_offset`; everything else reads as zeros.
+    sparse: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -83,3 +86,21 @@ def lookup_path(children: list[dict[str, int] | None], path: str) -> int | None:
             return None
         node = kids[part]
     return node
+
+
+def sparse_pieces(entry: Entry, offset: int, size: int) -> list[tuple[int, int, int]]:
+    """(file offset, stream offset, length) of the stored data inside the file
+    range [offset, offset + size) of a sparse entry; the gaps are holes."""
+    pieces: list[tuple[int, int, int]] = []
+    sparse = entry.sparse or ()
+    end = offset + size
+    stream = entry.data_offset
+    for i in range(0, len(sparse), 2):
+        seg_off, seg_len = sparse[i], sparse[i + 1]
+        if seg_off >= end:
+            break
+        lo, hi = max(seg_off, offset), min(seg_off + seg_len, end)
+        if lo < hi:
+            pieces.append((lo, stream + lo - seg_off, hi - lo))
+        stream += seg_len
+    return pieces

@@ -67,7 +67,11 @@ def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
         log.warning("%s; showing the %d members before it", error, builder.members)
     valid = lp.produced
     try:
-        for _ in chunks:  # rest of the stream: the unpacked copy and the CRCs need it
+        # The rest of the stream (the tar's zero padding, or whatever follows) is
+        # decoded too: it belongs to the layer's uncompressed digest (diff_id) and
+        # damage in it is worth a line. It costs time only: memory is bounded by
+        # the decoder's chunk size and zero chunks are holes in the copy.
+        for _ in chunks:
             pass
         valid = lp.produced
     except TarDamaged as exc:
@@ -80,16 +84,19 @@ def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
 
 
 def unpack(reader: BlobReader, digest: Digest, compression: Compression,
-           limits: Limits, sink: BinaryIO) -> int:
-    """Write the decompressed stream to `sink` (re-creating an evicted copy)."""
+           limits: Limits, sink: BinaryIO, size: int) -> int:
+    """Write the first `size` decompressed bytes (as far as indexing decoded:
+    the same chunks, so the same CRCs) to `sink`, re-creating an evicted copy."""
     lp = LayerPass(reader, digest, compression, str(digest), limits, sink, limits.max_uncompressed)
     try:
         try:
             for _ in lp.chunks():
-                pass
+                if lp.produced >= size:
+                    break
         except TarDamaged:
             pass  # the index already records where the damage is
         lp.finish()
+        sink.truncate(size)
     finally:
         lp.close()
     return lp.produced

@@ -15,7 +15,7 @@ from typing import Any
 from ocifs.layers.entry import KINDS, Entry, LayerIndex
 from ocifs.model.mediatypes import Compression
 
-FORMAT = 2  # 2: diff_id added
+FORMAT = 3  # 2: diff_id added; 3: sparse maps
 
 
 @dataclass(slots=True)
@@ -36,7 +36,7 @@ def dumps(record: LayerRecord) -> bytes:
     idx = record.index
     rows = [
         (e.name, e.parent, int(e.kind), e.mode, e.uid, e.gid, e.size, e.mtime_ns,
-         e.data_offset, e.link, e.rdev, e.xattrs, e.identity, e.nlink, e.synthetic)
+         e.data_offset, e.link, e.rdev, e.xattrs, e.identity, e.nlink, e.synthetic, e.sparse)
         for e in idx.entries
     ]
     return marshal.dumps((
@@ -53,8 +53,8 @@ def loads(payload: bytes) -> LayerRecord | None:
             return None
         _, comp, valid, crcs, complete, error, usize, rows, children, diff_id = obj
         entries = [
-            Entry(n, p, KINDS[k], m, u, g, s, t, o, lk, r, x, i, nl, sy)
-            for (n, p, k, m, u, g, s, t, o, lk, r, x, i, nl, sy) in rows
+            Entry(n, p, KINDS[k], m, u, g, s, t, o, lk, r, x, i, nl, sy, sp)
+            for (n, p, k, m, u, g, s, t, o, lk, r, x, i, nl, sy, sp) in rows
         ]
         if len(children) != len(entries):
             return None

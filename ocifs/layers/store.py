@@ -26,7 +26,7 @@ from ocifs import log as log_mod
 from ocifs.cache import DiskCache
 from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
 from ocifs.layers import indexer, serial
-from ocifs.layers.entry import Entry, Kind, LayerIndex
+from ocifs.layers.entry import Entry, Kind, LayerIndex, sparse_pieces
 from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
 from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.merge import MergedTree, merge
@@ -279,7 +279,8 @@ class LayerStore:
                 for i in range(len(descs)):
                     nursery.start_soon(one, i)
             ready = [ix for ix in indexes if ix is not None]
-            return await trio.to_thread.run_sync(merge, ready, limiter=self.limiter)
+            names = [str(d.digest) for d in descs]
+            return await trio.to_thread.run_sync(merge, ready, names, limiter=self.limiter)
 
         return await self._merged.get(tuple(d.digest for d in descs), compute)
 
@@ -293,7 +294,18 @@ class LayerStore:
             return b""
         size = min(size, entry.size - offset)
         layer = await self._layer(desc)
-        start = entry.data_offset + offset
+        if entry.sparse is None:
+            return await self._read_stream(desc, layer, entry, entry.data_offset + offset, size)
+        out = bytearray(size)  # holes read as zeros, as `tar -x` restores them
+        for file_off, stream_off, length in sparse_pieces(entry, offset, size):
+            data = await self._read_stream(desc, layer, entry, stream_off, length)
+            out[file_off - offset : file_off - offset + length] = data
+        return bytes(out)
+
+    async def _read_stream(
+        self, desc: Descriptor, layer: _Layer, entry: Entry, start: int, size: int
+    ) -> bytes:
+        """`size` bytes of the layer's decompressed stream at `start`."""
         if start + size > layer.record.valid_size:
             raise LayerCorrupt(
                 f"layer {desc.digest}: data of {entry.name!r} lies past the damage at "
@@ -375,7 +387,9 @@ class LayerStore:
                 temp, sink = self.cache.new_temp(DATA_KIND)
                 try:
                     with sink:  # the pass checks the blob's digest
-                        indexer.unpack(blob, desc.digest, record.compression, self.limits, sink)
+                        indexer.unpack(
+                            blob, desc.digest, record.compression, self.limits, sink, size
+                        )
                     self.cache.commit_file(temp, DATA_KIND, key)
                 finally:
                     temp.unlink(missing_ok=True)

@@ -5,6 +5,13 @@ the root, missing parents are synthesised, a later member replaces an earlier
 one of the same name (a directory replaced by a non-directory loses its
 subtree; a directory over a directory only updates attributes), and hard links
 resolve against the tree built so far, inside the root only.
+
+A member that cannot be shown (a name component the rule of
+`model.naming.name_problem` rejects, a path or link target over PATH_MAX, an
+out-of-range header field) is hidden with a warning naming it; the rest of the
+layer is served. A whiteout below a non-directory of the same layer is dropped:
+there is nothing below a file to white out (`umoci repack` writes these when a
+directory became a file), and it must not turn that file into a directory.
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ from ocifs.errors import LimitExceeded
 from ocifs.layers import tarwalk
 from ocifs.layers.entry import Entry, Kind, LayerIndex, lookup_path
 from ocifs.layers.limits import Limits
-from ocifs.layers.names import normalise
+from ocifs.layers.names import WHITEOUT_PREFIX, normalise
 from ocifs.layers.tarwalk import Member
+from ocifs.model.naming import NAME_MAX, name_problem
 
 log = logging.getLogger(__name__)
+
+#: Hidden members logged one by one per layer; the rest are counted in one line.
+HIDDEN_LOGGED = 20
 
 _KIND_OF_TYPE = {
     tarwalk.SYMLINK: Kind.SYMLINK,
@@ -45,6 +56,39 @@ class IndexBuilder:
         self.entries: list[Entry] = [_synthetic_dir("", 0, 0)]
         self.children: list[dict[str, int] | None] = [{}]
         self.members = 0
+        self.hidden = 0
+        # one int object per distinct mode/uid/gid/mtime value, not one per member
+        self._ints: dict[int, int] = {}
+        #: identities that hard links share (link counts are only counted for these)
+        self._linked: set[int] = set()
+
+    def _hide(self, name: str, problem: str) -> None:
+        self.hidden += 1
+        if self.hidden <= HIDDEN_LOGGED:
+            log.warning("layer %s: member %r hidden: %s", self.where, name, problem)
+
+    def _problem(self, path: str, member: Member) -> str | None:
+        """Why the member at normalised `path` cannot be shown, or None."""
+        if member.problem is not None:
+            return member.problem
+        if not (len(path) <= NAME_MAX and path.isascii() and "\0" not in path):
+            # (the common case skips this: no component of a short ASCII path can fail)
+            if len(os.fsencode(path)) > self.limits.max_path_bytes:
+                return f"path longer than {self.limits.max_path_bytes} bytes"
+            for part in path.split("/"):
+                problem = name_problem(part)
+                if problem is not None:
+                    return f"name component {part[:80]!r} {problem}"
+        link = member.link
+        if link and member.type in (tarwalk.SYMLINK, tarwalk.HARDLINK):
+            if "\0" in link:
+                return "link target contains NUL"
+            if len(os.fsencode(link)) > self.limits.max_path_bytes:
+                return f"link target longer than {self.limits.max_path_bytes} bytes"
+        for key in member.xattrs or ():
+            if not key or "\0" in key or len(os.fsencode(key)) > NAME_MAX:
+                return f"xattr name {key[:80]!r} is not valid"
+        return None
 
     def add(self, member: Member) -> None:
         self.members += 1
@@ -60,16 +104,20 @@ class IndexBuilder:
                 member.name,
                 path,
             )
-        self._check_name(path, member.name)
-        if member.sparse:
-            log.warning("layer %s: sparse member %r is not supported; skipped", self.where, path)
+        problem = self._problem(path, member)
+        if problem is not None:
+            self._hide(member.name[:200], problem)
             return
         if member.type == tarwalk.HARDLINK:
             self._add_hardlink(path, member)
             return
         kind = _KIND_OF_TYPE.get(member.type, Kind.FILE)
-        if len(os.fsencode(member.link)) > self.limits.max_path_bytes:
-            raise LimitExceeded(f"layer {self.where}: link target of {path!r} is too long")
+        if "/" in path and path.rpartition("/")[2].startswith(WHITEOUT_PREFIX) and (
+            self._below_non_dir(path)
+        ):
+            log.debug("layer %s: whiteout %r lies below a non-directory; dropped",
+                      self.where, path)
+            return
         if not path:
             if kind is Kind.DIR:
                 self._set_attrs(self.entries[0], member)
@@ -89,38 +137,42 @@ class IndexBuilder:
             return
         index = len(self.entries)
         size = member.size if kind is Kind.FILE else 0
+        ints = self._ints
         self.entries.append(
             Entry(
                 name,
                 parent,
                 kind,
-                member.mode,
-                member.uid,
-                member.gid,
+                ints.setdefault(member.mode, member.mode),
+                ints.setdefault(member.uid, member.uid),
+                ints.setdefault(member.gid, member.gid),
                 size,
-                member.mtime_ns,
+                ints.setdefault(member.mtime_ns, member.mtime_ns),
                 member.data_offset if kind is Kind.FILE else 0,
                 member.link if kind is Kind.SYMLINK else "",
                 member.rdev,
                 member.xattrs,
                 index,
                 1,
+                False,
+                member.sparse if kind is Kind.FILE else None,
             )
         )
         self.children.append({} if kind is Kind.DIR else None)
         kids[name] = index
 
-    def _check_name(self, path: str, raw: str) -> None:
-        encoded = os.fsencode(path)
-        if len(encoded) > self.limits.max_path_bytes:
-            raise LimitExceeded(f"layer {self.where}: member name {raw[:80]!r}... is too long")
-        if len(encoded) > self.limits.max_name_bytes and any(
-            len(part) > self.limits.max_name_bytes for part in encoded.split(b"/")
-        ):
-            raise LimitExceeded(
-                f"layer {self.where}: a component of member {raw!r} is longer than "
-                f"{self.limits.max_name_bytes} bytes"
-            )
+    def _below_non_dir(self, path: str) -> bool:
+        """Whether a parent directory of `path` is a non-directory in this layer."""
+        node = 0
+        for part in path.split("/")[:-1]:
+            kids = self.children[node]
+            child = kids.get(part) if kids is not None else None
+            if child is None:
+                return False
+            if self.entries[child].kind is not Kind.DIR:
+                return True
+            node = child
+        return False
 
     @staticmethod
     def _set_attrs(entry: Entry, member: Member) -> None:
@@ -174,6 +226,7 @@ class IndexBuilder:
         kids = self.children[parent]
         assert kids is not None
         src = self.entries[target]
+        self._linked.add(src.identity)
         index = len(self.entries)
         self.entries.append(
             Entry(
@@ -191,6 +244,8 @@ class IndexBuilder:
                 src.xattrs,
                 src.identity,
                 1,
+                False,
+                src.sparse,
             )
         )
         self.children.append(None)
@@ -201,9 +256,13 @@ class IndexBuilder:
 
     def finish(self, complete: bool, error: str | None, uncompressed_size: int) -> LayerIndex:
         """Link counts over the names still reachable, and the finished index."""
+        if self.hidden > HIDDEN_LOGGED:
+            log.warning("layer %s: %d more members hidden (not logged one by one)",
+                        self.where, self.hidden - HIDDEN_LOGGED)
         entries, children = self.entries, self.children
-        links: dict[int, int] = {}
-        stack = [0]
+        shared = self._linked
+        links: dict[int, int] = {}  # only identities with hard links: memory
+        stack = [0] if shared else []
         while stack:
             kids = children[stack.pop()]
             assert kids is not None
@@ -211,7 +270,7 @@ class IndexBuilder:
                 entry = entries[child]
                 if entry.kind is Kind.DIR:
                     stack.append(child)
-                else:
+                elif entry.identity in shared:
                     links[entry.identity] = links.get(entry.identity, 0) + 1
         for entry, kids in zip(entries, children, strict=True):
             if kids is not None:

@@ -21,6 +21,9 @@ _MEDIA_TYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
 )
 
+#: Sizes are int64 in the spec (and in stat): anything larger cannot be a blob.
+MAX_SIZE = (1 << 63) - 1
+
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
 
@@ -74,6 +77,8 @@ def parse(obj: object, where: str) -> Descriptor:
     size = obj.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise InvalidInput(f"{where}: size must be a non-negative integer")
+    if size > MAX_SIZE:
+        raise InvalidInput(f"{where}: size {size} is out of range (2^63 and above)")
     annotations = obj.get("annotations") or {}
     if not isinstance(annotations, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()

@@ -46,11 +46,13 @@ _TYPE_BITS = {
 def entry_attr(inode: int, entry: Entry, link: str | None = None) -> Attr:
     """`link`: the symlink target shown, when it is not the stored one (its size is shown)."""
     size = entry.size if entry.kind == Kind.FILE else 0
+    perm = entry.mode & 0o7777
     if entry.kind == Kind.SYMLINK:
         size = len((entry.link if link is None else link).encode("utf-8", "surrogateescape"))
+        perm = 0o777  # what lstat shows after `tar -x` (Linux symlinks have no mode)
     return Attr(
         inode=inode,
-        mode=_TYPE_BITS[entry.kind] | (entry.mode & 0o7777),
+        mode=_TYPE_BITS[entry.kind] | perm,
         size=size,
         nlink=max(1, entry.nlink),
         uid=entry.uid,
@@ -66,7 +68,7 @@ class MemberNode(Node):
     `link` overrides the stored symlink target (`-o symlinks=contained`).
     """
 
-    __slots__ = ("_attr", "desc", "entry", "link", "store")
+    __slots__ = ("desc", "entry", "link", "store")
 
     def __init__(
         self,
@@ -81,10 +83,10 @@ class MemberNode(Node):
         self.desc = desc
         self.entry = entry
         self.link = entry.link if link is None else link
-        self._attr = entry_attr(inode, entry, self.link)
 
     def attr(self) -> Attr:
-        return self._attr
+        # computed per call, not kept: ~150 bytes per node of a million-member layer
+        return entry_attr(self.inode, self.entry, self.link)
 
     async def read(self, offset: int, size: int) -> bytes:
         entry = self.entry

@@ -10,6 +10,7 @@ awaited, never done inline.
 
 from __future__ import annotations
 
+import logging
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -18,12 +19,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from ocifs.errors import IsADirectory, NotADirectory
+from ocifs.model.naming import name_problem
 from ocifs.tree.attr import Attr
 from ocifs.tree.kernelcache import ChangingFile, OpenVersion
 
 if TYPE_CHECKING:
     from ocifs.model.digest import Digest
     from ocifs.tree.blobs import BlobAccess
+
+log = logging.getLogger(__name__)
 
 Children = dict[str, "Node"]
 
@@ -81,7 +85,7 @@ class DirNode(Node):
     ) -> None:
         super().__init__(inode)
         self._build = build
-        self._children = children
+        self._children = None if children is None else _showable(inode, children)
         self._building: trio.Event | None = None
         self._mtime_ns = mtime_ns
         self._mutable = mutable
@@ -101,7 +105,7 @@ class DirNode(Node):
         )
 
     def set_children(self, children: Children) -> None:
-        self._children = children
+        self._children = _showable(self.inode, children)
 
     def set_builder(self, build: Callable[[], Awaitable[Children]]) -> None:
         """For builders that need the node they build (created before the closure)."""
@@ -122,11 +126,23 @@ class DirNode(Node):
         assert self._build is not None
         self._building = event = trio.Event()
         try:
-            self._children = await self._build()
+            self._children = _showable(self.inode, await self._build())
         finally:
             self._building = None
             event.set()
         return self._children
+
+
+def _showable(inode: int, children: Children) -> Children:
+    """Drop names that cannot be file names (`naming.name_problem`): lookups and
+    listings both read the dict returned here, so they always agree. Producers
+    (layer indexes, refs, platforms) drop such names first, with a warning that
+    says where they came from; this is the guard for every other directory."""
+    bad = [name for name in children if name_problem(name)]
+    for name in bad:
+        log.warning("directory inode %d: name %r %s; not shown", inode, name, name_problem(name))
+        del children[name]
+    return children
 
 
 class BytesFile(Node):

@@ -34,7 +34,7 @@ from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import Descriptor
 from ocifs.model.digest import HEX_LENGTHS, Digest
-from ocifs.model.naming import platform_dir
+from ocifs.model.naming import name_problem, platform_dir
 from ocifs.sources.base import Source
 from ocifs.tree import layertree, symlinks
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE
@@ -79,12 +79,15 @@ class Tree:
         self.export_limiter = trio.CapacityLimiter(2)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
-        self._members: dict[tuple[Digest, int], Node] = {}
+        # layer digest -> node per entry identity (a list: 8 bytes per member, no
+        # tuple key and dict slot per member)
+        self._members: dict[Digest, list[Node | None]] = {}
         self._blob_files: dict[tuple[Digest, int], BlobFile] = {}
         self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
         # image directories built while their document was unreadable; retried on refresh
         self._incomplete: set[DirNode] = set()
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
+        self._warned_names: set[tuple[Digest, str]] = set()
         #: set by the FUSE adapter; queues kernel cache notifications
         self.kernel = KernelCache()
 
@@ -170,15 +173,18 @@ class Tree:
     # ----- shared nodes ------------------------------------------------------
 
     def member_node(self, desc: Descriptor, index: LayerIndex, identity: int) -> Node:
-        key = (desc.digest, identity)
-        node = self._members.get(key)
+        nodes = self._members.get(desc.digest)
+        if nodes is None:
+            nodes = self._members[desc.digest] = [None] * len(index.entries)
+        node = nodes[identity]
         if node is None:
             entry = index.entries[identity]
             link = None
             if self.contain_symlinks and entry.kind is Kind.SYMLINK:
                 link = symlinks.contained_target(index.path(identity), entry.link)
-            node = layertree.MemberNode(self.alloc_inode(), self.layers, desc, entry, link)
-            self._members[key] = node
+            node = nodes[identity] = layertree.MemberNode(
+                self.alloc_inode(), self.layers, desc, entry, link
+            )
         return node
 
     def blob_file(self, digest: Digest, size: int) -> BlobFile:
@@ -421,7 +427,7 @@ class Tree:
         if kind == "index":
             index = documents.parse_index(data, where, lenient=True)
             self._check_media_type(desc, index.own_media_type)
-            children["platforms"] = self._platforms_dir(index, names, depth + 1)
+            children["platforms"] = self._platforms_dir(index, desc.digest, names, depth + 1)
         elif kind == "manifest":
             manifest = documents.parse_manifest(data, where)
             self._check_media_type(desc, manifest.own_media_type)
@@ -463,14 +469,30 @@ class Tree:
                 "this manifest does not exist in the archive; ocifs synthesized it "
                 "from the docker-save manifest.json and the image config"
             )
-        return (json.dumps(raw, indent=2, ensure_ascii=False) + "\n").encode()
+        text = json.dumps(raw, indent=2, ensure_ascii=False) + "\n"
+        try:
+            return text.encode()
+        except UnicodeEncodeError:  # lone surrogates (JSON "\udcff"): keep them as escapes
+            return (json.dumps(raw, indent=2) + "\n").encode()
 
-    def _platforms_dir(self, index: documents.Index, names: dict[str, str], depth: int) -> DirNode:
+    def _platforms_dir(
+        self, index: documents.Index, index_digest: Digest, names: dict[str, str], depth: int
+    ) -> DirNode:
         children: Children = {}
         for desc in index.manifests:
             name = platform_dir(desc.platform, desc.digest.hex)
             if name in children:
                 name = f"{name}-{desc.digest.hex[:12]}"
+            problem = name_problem(name)
+            if problem is not None:
+                if (index_digest, name) in self._warned_names:
+                    continue  # the same index seen from another place: said once
+                self._warned_names.add((index_digest, name))
+                log.warning(
+                    "index %s: platform directory name %r %s; %s is only under by-digest/",
+                    index_digest, name, problem, desc.digest,
+                )
+                continue
             children[name] = self._new_image_dir(desc, names, depth)
         return DirNode(self.alloc_inode(), children=children)
 

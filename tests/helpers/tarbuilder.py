@@ -99,7 +99,47 @@ class Raw:
     data: bytes | None = None
 
 
-Member = File | Dir | Symlink | Hardlink | Fifo | Char | Block | Raw
+@dataclass
+class RawBytes:
+    """Bytes written into the stream as they are (whole 512-byte blocks: hand-made headers)."""
+
+    data: bytes
+
+
+Member = File | Dir | Symlink | Hardlink | Fifo | Char | Block | Raw | RawBytes
+
+#: (start, end) of the numeric fields of a tar header.
+FIELDS = {
+    "mode": (100, 108),
+    "uid": (108, 116),
+    "gid": (116, 124),
+    "size": (124, 136),
+    "mtime": (136, 148),
+    "devmajor": (329, 337),
+    "devminor": (337, 345),
+}
+
+
+def base256(value: int, width: int) -> bytes:
+    """GNU base-256 encoding of a numeric field (negative values included)."""
+    if value < 0:
+        return value.to_bytes(width, "big", signed=True)
+    return bytes([0x80]) + value.to_bytes(width - 1, "big")
+
+
+def header(info: tarfile.TarInfo, data: bytes = b"", **fields: bytes) -> bytes:
+    """`info` as a GNU-format header (plus its data, padded), with the raw bytes of
+    some numeric `fields` replaced (`uid=base256(-5, 8)`) and the checksum redone."""
+    block = bytearray(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape"))
+    last = len(block) - tarfile.BLOCKSIZE  # long names come first as their own blocks
+    for name, raw in fields.items():
+        start, end = FIELDS[name]
+        assert len(raw) == end - start, name
+        block[last + start : last + end] = raw
+    block[last + 148 : last + 156] = b"        "
+    checksum = sum(block[last : last + tarfile.BLOCKSIZE])
+    block[last + 148 : last + 156] = b"%06o\0 " % checksum
+    return bytes(block) + data + bytes(-len(data) % tarfile.BLOCKSIZE)
 
 
 def build(members: Iterable[Member], fmt: int = tarfile.PAX_FORMAT) -> bytes:
@@ -107,7 +147,11 @@ def build(members: Iterable[Member], fmt: int = tarfile.PAX_FORMAT) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=fmt) as tf:
         for m in members:
-            if isinstance(m, Raw):
+            if isinstance(m, RawBytes):
+                assert tf.fileobj is not None and len(m.data) % tarfile.BLOCKSIZE == 0
+                tf.fileobj.write(m.data)
+                tf.offset += len(m.data)
+            elif isinstance(m, Raw):
                 tf.addfile(m.info, io.BytesIO(m.data) if m.data is not None else None)
             elif isinstance(m, File):
                 ti = m.info(tarfile.REGTYPE)

@@ -116,42 +116,69 @@ KINDS = st.sampled_from(["file", "dir", "link"])
 LAYER = st.lists(st.tuples(PATHS, KINDS), max_size=8)
 
 
-def model_layer(members: list[tuple[str, str]]) -> dict[str, str]:
-    """Per-layer tree as an extractor builds it: path -> kind, parents implied."""
+def model_layer(members: list[tuple[str, str]]) -> tuple[dict[str, str], set[str]]:
+    """Per-layer tree as an extractor builds it: path -> kind, parents implied;
+    and which directories were only implied (synthesised). A whiteout below an
+    existing non-directory is dropped (nothing below a file to white out)."""
     tree: dict[str, str] = {}
+    synth: set[str] = set()
     for path, kind in members:
         parts = path.split("/")
+        if parts[-1].startswith(".wh."):
+            below_file = False
+            for i in range(1, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent not in tree:
+                    break
+                if tree[parent] != "dir":
+                    below_file = True
+                    break
+            if below_file:
+                continue
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if tree.get(parent) != "dir":
                 for p in [p for p in tree if p.startswith(parent + "/")]:
                     del tree[p]
                 tree[parent] = "dir"
+                synth.add(parent)
         if kind != "dir" or tree.get(path) != "dir":
             for p in [p for p in tree if p.startswith(path + "/")]:
                 del tree[p]
         tree[path] = kind if tree.get(path) != "dir" or kind != "dir" else "dir"
-    return tree
+        if kind == "dir":
+            synth.discard(path)
+    return tree, synth & {p for p, k in tree.items() if k == "dir"}
 
 
-def model_merge(layers: list[dict[str, str]]) -> dict[str, str]:
+def model_merge(layers: list[tuple[dict[str, str], set[str]]]) -> dict[str, str]:
     merged: dict[str, str] = {}
-    for layer in layers:
+    for layer, synth in layers:
         for path in sorted(layer, key=lambda p: p.count("/")):
             d, base = posixpath.split(path)
             if base == ".wh..wh..opq":
                 for p in [p for p in merged if p.startswith(d + "/" if d else "")]:
-                    if p not in layer:
-                        del merged[p]
+                    del merged[p]
             elif base.startswith(".wh."):
                 victim = posixpath.join(d, base[4:])
                 for p in [p for p in merged if p == victim or p.startswith(victim + "/")]:
-                    if p not in layer:
-                        del merged[p]
+                    del merged[p]
+        skipped: list[str] = []
         for path in sorted(layer, key=lambda p: p.count("/")):
             if any(part.startswith(".wh.") for part in path.split("/")):
                 continue
+            if any(path.startswith(s + "/") for s in skipped):
+                continue
             kind = layer[path]
+            if kind == "dir" and path in synth and merged.get(path) != "dir":
+                below = [p[len(path) + 1 :] for p in layer if p.startswith(path + "/")]
+                if all(
+                    any(part.startswith(".wh.") for part in rel.split("/"))
+                    or (layer[path + "/" + rel] == "dir" and path + "/" + rel in synth)
+                    for rel in below
+                ):
+                    skipped.append(path)  # only whiteouts, and no lower directory here
+                    continue
             if not (kind == "dir" and merged.get(path) == "dir"):
                 for p in [p for p in merged if p.startswith(path + "/")]:
                     del merged[p]
@@ -177,7 +204,7 @@ def test_merge_matches_model(layers: list[list[tuple[str, str]]]) -> None:
     for path, (kind, _) in listing(tree, indexes).items():
         got[path] = kinds[Kind[kind]]
     per_layer = [model_layer(layer) for layer in layers]
-    for idx, model in zip(indexes, per_layer, strict=True):
+    for idx, (model, _synth) in zip(indexes, per_layer, strict=True):
         reachable = {}
         stack = [0]
         while stack:

@@ -181,18 +181,47 @@ def test_truncated_layer_shows_entries_before_damage(tmp_path: Path, how: str) -
     trio.run(main)
 
 
-def test_media_type_mismatch_uses_magic_and_bomb_guard(tmp_path: Path) -> None:
+def test_media_type_mismatch_uses_magic(tmp_path: Path) -> None:
     src = tb.BlobSource(tmp_path)
     lying = src.add(tb.compress(tb.build([tb.File("x", b"x")]), "zst"), media_type=tb.MEDIA["gz"])
-    bomb = src.layer([tb.File("zeros", bytes(8 << 20))], "gz")
 
     async def main() -> None:
-        st = LayerStore(src, DiskCache(tmp_path / "cache"),
-                        limits=Limits(max_ratio=10, ratio_floor=1 << 20))
+        st = LayerStore(src, DiskCache(tmp_path / "cache"))
         idx = await st.index(lying)
         assert idx.lookup("x") is not None
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("how", ["gz", "zst"])
+def test_zeros_are_not_a_bomb(tmp_path: Path, how: str) -> None:
+    """No ratio limit: a real layer of zeros is served, and 256 MiB of zeros behind a
+    tiny tar are accepted; zeros cost no disk in the unpacked copy; the absolute
+    decompressed-bytes limit and the time limit still hold."""
+    src = tb.BlobSource(tmp_path)
+    zeros = src.layer([tb.File("zeros", bytes(32 << 20)), tb.File("after", b"after")], how)
+    tail = src.add(tb.compress(tb.build([tb.File("x", b"x")]) + bytes(256 << 20), how), how)
+
+    async def main() -> None:
+        st = LayerStore(src, DiskCache(tmp_path / "cache"))
+        idx = await st.index(zeros)
+        big = idx.entries[idx.lookup("zeros") or 0]
+        assert await st.read(zeros, big, 20 << 20, 4096) == bytes(4096)
+        after = idx.entries[idx.lookup("after") or 0]
+        assert await st.read(zeros, after, 0, 100) == b"after"
+        small = await st.index(tail)
+        assert small.complete and small.lookup("x") is not None
+        copy = next((tmp_path / "cache" / "layer-data").rglob(f"*{zeros.digest.hex}*"), None)
+        if copy is not None and copy.stat().st_size > 32 << 20:  # the unpacked copy
+            assert copy.stat().st_blocks * 512 < 8 << 20  # zeros are holes, not written
+        capped = LayerStore(src, DiskCache(tmp_path / "cache2"),
+                            limits=Limits(max_uncompressed=8 << 20))
         with pytest.raises(LimitExceeded):
-            await st.index(bomb)
+            await capped.index(zeros)
+        out_of_time = LayerStore(src, DiskCache(tmp_path / "cache3"),
+                                 limits=Limits(max_index_seconds=-1))
+        with pytest.raises(LimitExceeded, match="took longer than"):
+            await out_of_time.index(zeros)
 
     trio.run(main)
 
