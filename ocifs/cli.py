@@ -13,9 +13,9 @@ import re
 import shutil
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ocifs import __version__, cli_inspect
+from ocifs import cli_inspect, package_version
 from ocifs.errors import MountError, OcifsError
 
 if TYPE_CHECKING:
@@ -49,9 +49,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: the package metadata's version, read only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kw: Any) -> None:
+        print(f"ocifs {package_version()}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocifs", description="Mount container images as filesystems.")
-    p.add_argument("--version", action="version", version=f"ocifs {__version__}")
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("mount", help="mount an OCI layout, OCI archive or docker-save tar")
@@ -115,7 +126,9 @@ def _split_options(raw: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    inherited = _open_fds()  # before ocifs opens anything of its own
     args = _parser().parse_args(argv)
+    args.inherited_fds = inherited
     try:
         if args.command == "mount":
             return _mount(args)
@@ -240,9 +253,12 @@ def _daemonize(
             os.close(read_fd)
             os.setsid()
             os.chdir("/")
+            _close_inherited(args.inherited_fds, keep=write_fd)
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
+            if devnull > 2:
+                os.close(devnull)
             _setup_log(args, log_file)
             status = _serve(args, source, mountpoint, opts, ready_fd=write_fd)
         finally:
@@ -259,6 +275,37 @@ def _daemonize(
         file=sys.stderr,
     )
     return EXIT_ERROR
+
+
+def _open_fds() -> set[int]:
+    """Descriptors open in this process now (those the caller passed us, at start-up)."""
+    try:
+        listed = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return set()
+    return {fd for fd in listed if _is_open(fd)}  # drops the listing's own descriptor
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _close_inherited(inherited: set[int], keep: int) -> None:
+    """Close what the caller passed us (its flocks, pipes, sockets), except 0-2 and `keep`.
+
+    A detached daemon outlives `ocifs mount`: holding the caller's descriptors
+    would keep a shell's `flock` held, or a pipe reader waiting for EOF, until
+    unmount. Descriptors ocifs opened itself (the source, the cache) stay open.
+    """
+    for fd in sorted(inherited - {0, 1, 2, keep}):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _default_log_file() -> str:

@@ -143,6 +143,19 @@ def open_locked(path: str, flags: int, mode: int = 0o644) -> int:
 
 
 @contextmanager
+def layout_lock_if_free(lock_path: str) -> Iterator[bool]:
+    """Hold the layout lock if nobody else does (yields True), else yield False at once.
+
+    For housekeeping that is simply skipped when another process is active.
+    """
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        yield try_lock(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def layout_lock(lock_path: str, timeout: float) -> Iterator[None]:
     """Hold the layout lock (flock on a dedicated file) around a read-modify-write.
 

@@ -442,7 +442,11 @@ class Operations(pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         value = None
         if not self._in_area(inode):
-            value = self.tree.get(inode).xattrs().get(os.fsdecode(name))
+            node = self.tree.get(inode)
+            key = os.fsdecode(name)
+            value = node.virtual_xattrs().get(key)
+            if value is None:
+                value = node.xattrs().get(key)
         if value is None:
             absent = errno.EOPNOTSUPP if name in NOT_SUPPORTED_WHEN_ABSENT else errno.ENODATA
             raise pyfuse3.FUSEError(absent)
@@ -452,7 +456,11 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
         if self._in_area(inode):
             return []
-        return [os.fsencode(name) for name in self.tree.get(inode).xattrs()]
+        # Virtual attributes (user.ocifs.layer) are answered but not listed, so
+        # copying tools (cp -a, rsync -X, tar --xattrs) take only the image's own.
+        node = self.tree.get(inode)
+        virtual = node.virtual_xattrs()
+        return [os.fsencode(name) for name in node.xattrs() if name not in virtual]
 
     @_edge
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

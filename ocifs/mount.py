@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,6 +153,44 @@ def _set_readahead(mountpoint: str) -> None:
         log.debug("could not set readahead: %s", exc)
 
 
+#: What pyfuse3 raises when libfuse fails, saying only which call failed.
+_GENERIC_FAILURES = ("fuse_session_new() failed", "fuse_session_mount failed")
+
+
+def _init_fuse(ops: Operations, mountpoint: str, options: set[str]) -> None:
+    """`pyfuse3.init`, failing with libfuse's own reason in one line.
+
+    libfuse (and the fusermount3 it runs for non-root users) explains a failure
+    only on file descriptor 2 -- `unknown option(s)`, `option allow_other only
+    allowed if 'user_allow_other' is set` -- while pyfuse3 raises a bare
+    `fuse_session_new() failed`, and a detached daemon's stderr is /dev/null.
+    So fd 2 goes to a temporary file for the call: on failure its text is the
+    reason; on success anything said there is logged as a warning.
+    """
+    with tempfile.TemporaryFile() as said:
+        saved = os.dup(2)
+        try:
+            os.dup2(said.fileno(), 2)
+            try:
+                pyfuse3.init(ops, mountpoint, options)
+            finally:
+                os.dup2(saved, 2)
+        except RuntimeError as exc:
+            said.seek(0)
+            reason = "; ".join(_libfuse_lines(said.read())) or str(exc)
+            raise MountError(f"{mountpoint}: cannot mount: {reason}") from None
+        finally:
+            os.close(saved)
+        said.seek(0)
+        for line in _libfuse_lines(said.read()):
+            log.warning("libfuse: %s", line)
+
+
+def _libfuse_lines(text: bytes) -> list[str]:
+    lines = [line.strip() for line in text.decode(errors="replace").splitlines()]
+    return [line for line in lines if line and line not in _GENERIC_FAILURES]
+
+
 def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | None) -> int:
     """Mount and serve until unmounted or signalled. Returns the exit status."""
     from ocifs.layers.store import LayerStore
@@ -170,10 +209,7 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
         source.writable = False
     _install_status(source, mountpoint, cache, tree, area)
     ops = Operations(tree, area)
-    try:
-        pyfuse3.init(ops, mountpoint, _fuse_options(source, opts))
-    except RuntimeError as exc:
-        raise MountError(f"{mountpoint}: cannot mount: {exc}") from None
+    _init_fuse(ops, mountpoint, _fuse_options(source, opts))
     log.info("mounted %s (%s) on %s", source.path, source.kind, mountpoint)
     status = 0
     try:

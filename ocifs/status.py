@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ocifs import __version__
+from ocifs import package_version
 
 if TYPE_CHECKING:
     from ocifs.cache import DiskCache
@@ -66,7 +66,7 @@ class StatusReport:
         f = self.facts
         doc = {
             "format": FORMAT,
-            "version": __version__,
+            "version": package_version(),
             "pid": f.pid,
             "mountpoint": f.mountpoint,
             "source": f.source,

@@ -117,6 +117,9 @@ class ImportDir:
             content = ChangingFile(inode, render(), lambda: next(self._inodes))
             self._add(self._root, _Report(inode, name, self._root, render=render, content=content))
         status.on_change = self._reports_changed
+        # refs/ exists from the start, so `cp manifest.json .import/refs/app` works as
+        # the README shows it; nested names need their parents (`mkdir -p`) first.
+        self._add(self._root, _Dir(next(self._inodes), "refs", self._root))
 
     # -- helpers --------------------------------------------------------------
 
@@ -426,6 +429,7 @@ class ImportDir:
                 node.ingest.discard()
         self._handles.clear()
         self.session.abandon_pending()
+        staging.remove_if_unused(self.session.layout)
 
 
 def _finished(node: _File) -> PermissionError:

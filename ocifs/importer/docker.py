@@ -1,11 +1,12 @@
 """`docker save` archives: names from RepoTags and synthesized manifests.
 
 A legacy docker-save tar has no manifests, only `manifest.json` listing each
-image's config file, layer files and RepoTags. Like `ctr images import`, ocifs
-synthesizes a Docker schema-2 manifest per image (deterministic JSON, so
-importing the same archive twice yields the same digest), with each layer's
-digest being the sha256 of the layer file as stored — for the usual
-uncompressed layers that is the config's diff_id, which is checked.
+image's config file, layer files and RepoTags. Like `skopeo copy
+docker-archive:... oci:...`, ocifs synthesizes an OCI image manifest per image
+(`ocifs.model.dockersave`: deterministic JSON, so importing the same archive
+twice, or mounting it, yields the same digest), with each layer's digest being
+the sha256 of the layer file as stored — for the usual uncompressed layers that
+is the config's diff_id, which is checked.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from ocifs.model import documents, reference
 from ocifs.model import mediatypes as mt
 from ocifs.model.digest import Digest
 from ocifs.model.dockersave import (
-    DOCKER_LAYER,
-    DOCKER_LAYER_GZIP,
     check_item,
+    config_descriptor,
+    layer_descriptor,
     manifest_document,
+    manifest_entry,
     tag_entries,
 )
 
@@ -100,21 +102,9 @@ def synthesize(
                 raise DigestMismatch(
                     f"{at}: layer {path} has diff_id {actual}, config says {diff_id}"
                 )
-            layer_descs.append(
-                {
-                    "mediaType": DOCKER_LAYER_GZIP if gz else DOCKER_LAYER,
-                    "size": ref.size,
-                    "digest": str(ref.digest),
-                }
-            )
-        config_desc = {
-            "mediaType": mt.DOCKER_CONFIG,
-            "size": config.size,
-            "digest": str(config.digest),
-        }
-        data = manifest_document(config_desc, layer_descs)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        base = {"mediaType": mt.DOCKER_MANIFEST, "digest": digest, "size": len(data)}
-        entries = tag_entries(base, item, at)
+            compression = mt.Compression.GZIP if gz else mt.Compression.NONE
+            layer_descs.append(layer_descriptor(compression, str(ref.digest), ref.size))
+        data = manifest_document(config_descriptor(str(config.digest), config.size), layer_descs)
+        entries = tag_entries(manifest_entry(data), item, at)
         out.append((data, entries))
     return out

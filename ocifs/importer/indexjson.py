@@ -100,8 +100,9 @@ def update(layout: str, new: Sequence[Entry], lock_timeout: float) -> bool:
     if not new:
         return False
     path = os.path.join(layout, "index.json")
-    durable.makedirs(staging_dir(layout))
     with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
+        # Under the lock: `staging.remove_if_unused` removes it only under the lock.
+        durable.makedirs(staging_dir(layout))
         obj = _load(path)
         merged = merge(list(obj.get("manifests") or []), new)
         if merged is None:

@@ -13,6 +13,7 @@ digest is recomputed from the file at verification time.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -68,8 +69,55 @@ def _creator_alive(name: str) -> bool:
     return True
 
 
+def remove_if_unused(layout: str) -> None:
+    """Remove an empty staging directory, so the layout is left as it was found.
+
+    Taken under the layout lock (without waiting: if another process holds it,
+    it is using the directory) because `indexjson.update` creates and uses the
+    directory under that lock; ingests that create staging files without the
+    lock retry if the directory vanishes (`open_staging`). A directory that is
+    not empty belongs to a live ingest of another mount, or to a crash that the
+    next mount's `recover` cleans up. The lock file itself stays (documented).
+    """
+    sdir = staging_dir(layout)
+    if not os.path.isdir(sdir):
+        return
+    try:
+        with durable.layout_lock_if_free(os.path.join(layout, LOCK_FILE)) as free:
+            if free:
+                os.rmdir(sdir)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            log.warning("%s: cannot remove: %s", sdir, exc.strerror)
+
+
+def open_staging(layout: str, kind: str) -> tuple[str, int]:
+    """Create and lock a new staging file: (path, fd).
+
+    The directory is created if missing, and again if another mount's
+    `remove_if_unused` removed it in between (it never removes a non-empty one).
+    """
+    for _attempt in range(10):
+        durable.makedirs(staging_dir(layout))
+        path = new_staging_path(layout, kind)
+        try:
+            return path, durable.open_locked(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(errno.ENOENT, f"{staging_dir(layout)}: keeps disappearing")
+
+
 def recover(layout: str) -> list[str]:
-    """Remove stale staging files left by a crash (those no live process has locked)."""
+    """Remove stale staging files left by a crash (those no live process has locked).
+
+    The directory itself is removed too if that leaves it empty.
+    """
+    removed = _remove_stale(layout)
+    remove_if_unused(layout)
+    return removed
+
+
+def _remove_stale(layout: str) -> list[str]:
     sdir = staging_dir(layout)
     removed: list[str] = []
     try:
@@ -106,9 +154,7 @@ class StagedFile:
     """One staging file with an incremental hash. Not thread-safe: one user at a time."""
 
     def __init__(self, layout: str, algorithm: str = "sha256", kind: str = "ingest") -> None:
-        durable.makedirs(staging_dir(layout))
-        self.path = new_staging_path(layout, kind)
-        self.fd = durable.open_locked(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        self.path, self.fd = open_staging(layout, kind)
         self.algorithm = algorithm
         self.size = 0
         self._hasher: _Hash | None = hashlib.new(algorithm)

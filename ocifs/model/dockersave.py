@@ -4,6 +4,15 @@ Legacy docker-save tars carry no manifest. Both the archive source (mounting)
 and the importer (`.import/`) synthesize one, and they must produce the same
 bytes so that mounting and importing the same archive give the same digests:
 this module is the one serialization of those documents.
+
+The synthesized manifest is an OCI image manifest, as `skopeo copy
+docker-archive:... oci:...` writes one (an OCI layout should hold OCI images:
+umoci refuses Docker media types), with the config and layer blobs unchanged:
+the config keeps its bytes under `application/vnd.oci.image.config.v1+json`,
+an uncompressed layer is `application/vnd.oci.image.layer.v1.tar` (`+gzip`,
+`+zstd` for compressed members). The JSON is Go's encoding of the image-spec
+structs, as skopeo writes it: compact, keys schemaVersion, mediaType, config,
+layers, descriptors as mediaType, digest, size.
 """
 
 from __future__ import annotations
@@ -15,12 +24,16 @@ from typing import Any
 from ocifs.errors import InvalidInput
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
+from ocifs.model.digest import of_bytes as digest_of
 
 log = logging.getLogger(__name__)
 
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+#: OCI layer media type of a docker-save layer member, by its compression.
+LAYER_TYPES = {
+    mt.Compression.NONE: "application/vnd.oci.image.layer.v1.tar",
+    mt.Compression.GZIP: "application/vnd.oci.image.layer.v1.tar+gzip",
+    mt.Compression.ZSTD: "application/vnd.oci.image.layer.v1.tar+zstd",
+}
 
 
 def dumps(obj: object) -> bytes:
@@ -54,11 +67,29 @@ def check_item(item: object, where: str) -> dict[str, Any]:
     return item
 
 
+def descriptor(media_type: str, digest: str, size: int) -> dict[str, Any]:
+    """A descriptor, keys in image-spec (Go struct) order."""
+    return {"mediaType": media_type, "digest": digest, "size": size}
+
+
+def config_descriptor(digest: str, size: int) -> dict[str, Any]:
+    return descriptor(mt.OCI_CONFIG, digest, size)
+
+
+def layer_descriptor(compression: mt.Compression, digest: str, size: int) -> dict[str, Any]:
+    return descriptor(LAYER_TYPES[compression], digest, size)
+
+
 def manifest_document(config: dict[str, Any], layers: list[dict[str, Any]]) -> bytes:
-    """A Docker schema-2 manifest for a legacy docker-save image."""
+    """The OCI image manifest synthesized for a legacy docker-save image."""
     return dumps(
-        {"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST, "config": config, "layers": layers}
+        {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config, "layers": layers}
     )
+
+
+def manifest_entry(manifest: bytes) -> dict[str, Any]:
+    """The index.json descriptor of a synthesized manifest (before its name annotations)."""
+    return descriptor(mt.OCI_MANIFEST, str(digest_of(manifest)), len(manifest))
 
 
 def index_document(entries: list[dict[str, Any]]) -> bytes:

@@ -1,11 +1,10 @@
 """`docker save` / `podman save` tars as Sources: legacy and OCI-in-docker-save.
 
 Legacy format (`manifest.json` = [{Config, RepoTags, Layers}], `<id>/layer.tar`):
-there is no manifest blob, so one Docker schema-2 manifest per image is
-synthesized, byte for byte as `ocifs.importer.docker` writes it on import (same
-digest whether an archive is mounted or imported): compact JSON, keys in the
-order schemaVersion, mediaType, config, layers; descriptors as mediaType, size,
-digest. The config descriptor is the config member (digest = sha256 of its
+there is no manifest blob, so one OCI image manifest per image is synthesized
+(`ocifs.model.dockersave`), byte for byte as `ocifs.importer.docker` writes it
+on import (same digest whether an archive is mounted or imported). The config
+descriptor is the config member (digest = sha256 of its
 bytes). A plain layer's digest is the config's `rootfs.diff_ids[i]` (an
 uncompressed layer's diff_id is its digest; the tree verifies it as it reads); a
 compressed layer member gets the sha256 of the member, computed once and cached.
@@ -39,12 +38,12 @@ from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
 from ocifs.model.digest import Digest
 from ocifs.model.dockersave import (
-    DOCKER_LAYER,
-    DOCKER_LAYER_GZIP,
-    DOCKER_LAYER_ZSTD,
     check_item,
+    config_descriptor,
     index_document,
+    layer_descriptor,
     manifest_document,
+    manifest_entry,
     tag_entries,
 )
 from ocifs.sources.base import BlobReader, BytesReader, Source
@@ -105,7 +104,7 @@ class Synthesized:
 
 
 class Synthesizer:
-    """Builds Docker schema-2 manifests for manifest.json items (see the module docstring)."""
+    """Builds OCI image manifests for manifest.json items (see the module docstring)."""
 
     def __init__(self, archive: ArchiveFile, cache: DiskCache) -> None:
         self.archive = archive
@@ -134,7 +133,7 @@ class Synthesizer:
         layers = []
         for path, diff_id in zip(paths, diff_ids, strict=True):
             member = self._member(path, "layer", where)
-            media_type, digest = self._layer(member, diff_id, where)
+            compression, digest = self._layer(member, diff_id, where)
             other = blobs.get(digest)
             if other is not None and other.size != member.size:
                 raise InvalidInput(
@@ -142,22 +141,18 @@ class Synthesizer:
                     f"but {other.size} in {other.name}"
                 )
             blobs[digest] = member
-            layers.append({"mediaType": media_type, "size": member.size, "digest": str(digest)})
-        config = {
-            "mediaType": mt.DOCKER_CONFIG,
-            "size": config_member.size,
-            "digest": str(config_digest),
-        }
+            layers.append(layer_descriptor(compression, str(digest), member.size))
+        config = config_descriptor(str(config_digest), config_member.size)
         return Synthesized(manifest_document(config, layers), blobs)
 
-    def _layer(self, member: Member, diff_id: str, where: str) -> tuple[str, Digest]:
+    def _layer(
+        self, member: Member, diff_id: str, where: str
+    ) -> tuple[mt.Compression, Digest]:
         kind = mt.sniff_compression(member.magic)
-        if kind is mt.Compression.GZIP:
-            return DOCKER_LAYER_GZIP, _member_sha256(self.archive, member, self.cache)
-        if kind is mt.Compression.ZSTD:
-            return DOCKER_LAYER_ZSTD, _member_sha256(self.archive, member, self.cache)
+        if kind in (mt.Compression.GZIP, mt.Compression.ZSTD):
+            return kind, _member_sha256(self.archive, member, self.cache)
         try:
-            return DOCKER_LAYER, digest_mod.parse(diff_id)
+            return mt.Compression.NONE, digest_mod.parse(diff_id)
         except OcifsError as exc:
             raise InvalidInput(f"{where}: layer {member.name}: diff_id: {exc}") from None
 
@@ -197,12 +192,7 @@ class DockerArchive(Source):
             digest = digest_mod.of_bytes(image.manifest)
             self._manifests[digest] = image.manifest
             self._members.update(image.blobs)
-            base = {
-                "mediaType": mt.DOCKER_MANIFEST,
-                "digest": str(digest),
-                "size": len(image.manifest),
-            }
-            entries.extend(tag_entries(base, item, where))
+            entries.extend(tag_entries(manifest_entry(image.manifest), item, where))
         if not entries:
             raise InvalidInput(errors[0])
         self._index = index_document(entries)
@@ -309,11 +299,7 @@ class DockerOciArchive(OciArchive):
                 self._extra.update(
                     (d, m) for d, m in image.blobs.items() if d not in self.blob_members
                 )
-                base = {
-                    "mediaType": mt.DOCKER_MANIFEST,
-                    "digest": str(digest),
-                    "size": len(image.manifest),
-                }
+                base = manifest_entry(image.manifest)
             used.add(base["digest"])
             out.extend(tag_entries(base, item, where))
         out.extend(e for e in existing if e["digest"] not in used)

@@ -4,6 +4,15 @@ Directories are per place in the tree (a directory inode has one parent), but
 files, symlinks and special files are shared by (layer digest, identity): the
 same layer seen from two images, a hard link, and the rootfs view of a file all
 reach one inode, so the kernel's page cache is shared between them too.
+
+Provenance: every layer entry answers `getxattr user.ocifs.layer` with
+`<n> <layer digest>`, the position of the layer that supplied it in the image's
+manifest (what `layers/<n>/` shows) and the layer's digest. Because the answer
+is per inode, member nodes are shared per (layer digest, identity, position):
+the same layer at another position in another image gets its own inodes. The
+attribute is not listed by listxattr (like CephFS's `ceph.*` virtual
+attributes), so `cp -a`, `rsync -X` and `tar --xattrs` copy only what the
+image stores.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ if TYPE_CHECKING:
     from ocifs.layers.merge import MergedTree
     from ocifs.layers.store import LayerStore
     from ocifs.model.descriptor import Descriptor
+    from ocifs.model.digest import Digest
     from ocifs.model.documents import Manifest
     from ocifs.tree.tree import Tree
 
@@ -62,13 +72,21 @@ def entry_attr(inode: int, entry: Entry, link: str | None = None) -> Attr:
     )
 
 
+#: The virtual xattr naming the layer an entry comes from (see the module docstring).
+LAYER_XATTR = "user.ocifs.layer"
+
+
+def layer_xattr(position: int, digest: Digest) -> dict[str, bytes]:
+    return {LAYER_XATTR: f"{position} {digest}".encode()}
+
+
 class MemberNode(Node):
-    """A non-directory layer entry (file, symlink, device, fifo).
+    """A non-directory layer entry (file, symlink, device, fifo) of the layer at `position`.
 
     `link` overrides the stored symlink target (`-o symlinks=contained`).
     """
 
-    __slots__ = ("desc", "entry", "link", "store")
+    __slots__ = ("desc", "entry", "link", "position", "store")
 
     def __init__(
         self,
@@ -76,12 +94,14 @@ class MemberNode(Node):
         store: LayerStore,
         desc: Descriptor,
         entry: Entry,
+        position: int,
         link: str | None = None,
     ) -> None:
         super().__init__(inode)
         self.store = store
         self.desc = desc
         self.entry = entry
+        self.position = position
         self.link = entry.link if link is None else link
 
     def attr(self) -> Attr:
@@ -105,17 +125,28 @@ class MemberNode(Node):
     def xattrs(self) -> dict[str, bytes]:
         return self.entry.xattrs or {}
 
+    def virtual_xattrs(self) -> dict[str, bytes]:
+        return layer_xattr(self.position, self.desc.digest)
+
 
 class EntryDir(DirNode):
-    """A directory that takes its attributes from a layer entry."""
+    """A directory that takes its attributes from a layer entry.
 
-    __slots__ = ("entry",)
+    `origin` is (position, digest) of the layer that entry belongs to.
+    """
+
+    __slots__ = ("entry", "origin")
 
     def __init__(
-        self, inode: int, entry: Entry | None, build: Callable[[], Awaitable[Children]] | None
+        self,
+        inode: int,
+        entry: Entry | None,
+        build: Callable[[], Awaitable[Children]] | None,
+        origin: tuple[int, Digest] | None = None,
     ) -> None:
         super().__init__(inode, build)
         self.entry = entry
+        self.origin = origin
 
     def attr(self) -> Attr:
         if self.entry is None:
@@ -125,24 +156,29 @@ class EntryDir(DirNode):
     def xattrs(self) -> dict[str, bytes]:
         return (self.entry.xattrs or {}) if self.entry is not None else {}
 
+    def virtual_xattrs(self) -> dict[str, bytes]:
+        return layer_xattr(*self.origin) if self.origin is not None else {}
 
-def layer_dir(tree: Tree, desc: Descriptor, index: LayerIndex, idx: int) -> EntryDir:
-    """The directory entry `idx` of one layer's tree, children built on first use."""
+
+def layer_dir(
+    tree: Tree, desc: Descriptor, index: LayerIndex, idx: int, position: int
+) -> EntryDir:
+    """The directory entry `idx` of the tree of the layer at `position`, built on first use."""
 
     async def build() -> Children:
         children: Children = {}
         for name, child in (index.children[idx] or {}).items():
             entry = index.entries[child]
             if entry.kind == Kind.DIR:
-                children[name] = layer_dir(tree, desc, index, child)
+                children[name] = layer_dir(tree, desc, index, child, position)
             else:
-                children[name] = tree.member_node(desc, index, entry.identity)
+                children[name] = tree.member_node(desc, index, entry.identity, position)
         return children
 
-    return EntryDir(tree.alloc_inode(), index.entries[idx], build)
+    return EntryDir(tree.alloc_inode(), index.entries[idx], build, (position, desc.digest))
 
 
-def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
+def layer_root(tree: Tree, desc: Descriptor, position: int) -> EntryDir:
     """`layers/<n>/`: indexing starts on first lookup or listing, not before.
 
     Its own attributes are fixed (0555, mount time) rather than the tar's `./`
@@ -150,7 +186,7 @@ def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
     (tar would report "file changed as we read it").
     """
     store = tree.layers
-    node = EntryDir(tree.alloc_inode(), None, None)
+    node = EntryDir(tree.alloc_inode(), None, None, (position, desc.digest))
 
     async def build() -> Children:
         try:
@@ -158,7 +194,7 @@ def layer_root(tree: Tree, desc: Descriptor) -> EntryDir:
         except OcifsError as exc:
             log_mod.once(log, logging.ERROR, str(exc), cause=str(exc))
             raise
-        inner = layer_dir(tree, desc, index, 0)
+        inner = layer_dir(tree, desc, index, 0, position)
         return await inner.children()
 
     node.set_builder(build)
@@ -178,10 +214,13 @@ def rootfs_dir(
             if entry.kind == Kind.DIR:
                 children[name] = rootfs_dir(tree, descs, indexes, merged, child)
             else:
-                children[name] = tree.member_node(descs[c_layer], indexes[c_layer], entry.identity)
+                children[name] = tree.member_node(
+                    descs[c_layer], indexes[c_layer], entry.identity, c_layer
+                )
         return children
 
-    return EntryDir(tree.alloc_inode(), indexes[layer_no].entries[entry_idx], build)
+    origin = (layer_no, descs[layer_no].digest)
+    return EntryDir(tree.alloc_inode(), indexes[layer_no].entries[entry_idx], build, origin)
 
 
 def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:

@@ -67,6 +67,10 @@ class Node:
     def xattrs(self) -> dict[str, bytes]:
         return {}
 
+    def virtual_xattrs(self) -> dict[str, bytes]:
+        """Attributes ocifs answers about this node (not the image's; not listed)."""
+        return {}
+
 
 class DirNode(Node):
     """A directory whose children come from an async builder, built once."""

@@ -79,9 +79,10 @@ class Tree:
         self.export_limiter = trio.CapacityLimiter(2)
         self.nodes: dict[int, Node] = {}
         self._next_inode = ROOT_INODE
-        # layer digest -> node per entry identity (a list: 8 bytes per member, no
-        # tuple key and dict slot per member)
-        self._members: dict[Digest, list[Node | None]] = {}
+        # (layer digest, its position in the image) -> node per entry identity (a
+        # list: 8 bytes per member, no tuple key and dict slot per member); the
+        # position is part of the key for the provenance xattr (user.ocifs.layer)
+        self._members: dict[tuple[Digest, int], list[Node | None]] = {}
         self._blob_files: dict[tuple[Digest, int], BlobFile] = {}
         self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
         # image directories built while their document was unreadable; retried on refresh
@@ -172,10 +173,14 @@ class Tree:
 
     # ----- shared nodes ------------------------------------------------------
 
-    def member_node(self, desc: Descriptor, index: LayerIndex, identity: int) -> Node:
-        nodes = self._members.get(desc.digest)
+    def member_node(
+        self, desc: Descriptor, index: LayerIndex, identity: int, position: int
+    ) -> Node:
+        """The one inode of a layer entry, per position of its layer (provenance xattr)."""
+        key = (desc.digest, position)
+        nodes = self._members.get(key)
         if nodes is None:
-            nodes = self._members[desc.digest] = [None] * len(index.entries)
+            nodes = self._members[key] = [None] * len(index.entries)
         node = nodes[identity]
         if node is None:
             entry = index.entries[identity]
@@ -183,7 +188,7 @@ class Tree:
             if self.contain_symlinks and entry.kind is Kind.SYMLINK:
                 link = symlinks.contained_target(index.path(identity), entry.link)
             node = nodes[identity] = layertree.MemberNode(
-                self.alloc_inode(), self.layers, desc, entry, link
+                self.alloc_inode(), self.layers, desc, entry, position, link
             )
         return node
 
@@ -502,7 +507,7 @@ class Tree:
             compression = mt.layer_compression(desc.media_type)
             children[f"{n}{compression.value}"] = self.blob_file(desc.digest, desc.size)
             if compression is not mt.Compression.UNKNOWN:
-                children[str(n)] = layertree.layer_root(self, desc)
+                children[str(n)] = layertree.layer_root(self, desc, n)
         return DirNode(self.alloc_inode(), children=children)
 
     # ----- blobs/ ------------------------------------------------------------

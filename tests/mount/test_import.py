@@ -188,7 +188,7 @@ def test_failures_fail_close_and_change_nothing(mount_image: Any, layout: Path,
                                                 images: dict[str, Path], tmp_path: Path) -> None:
     m = mount_image(layout)
     m.expect_log("import failed")
-    (m.path / ".import/refs").mkdir()
+    (m.path / ".import/refs").mkdir(exist_ok=True)
     before = layoutcheck.snapshot(str(layout))
     for case, src, name, strerror in _failure_cases(images, tmp_path):
         result = sh("cp", src, m.path / ".import" / name)
@@ -292,7 +292,7 @@ def test_concurrent_imports_from_processes_and_two_daemons(mount_image: Any, lay
     a = mount_image(layout)
     b = mount_image(layout)  # a second ocifs process on the same layout
     for m in (a, b):
-        (m.path / ".import/refs").mkdir()
+        (m.path / ".import/refs").mkdir(exist_ok=True)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(8) as pool:
         results = pool.map(_concurrent_worker, [(str((a, b)[w % 2].path), w) for w in range(8)])

@@ -120,13 +120,13 @@ def test_layer_symlink_resolves_to_member(cache: DiskCache) -> None:
 
 
 def test_gzip_layers_get_member_digests(cache: DiskCache) -> None:
-    """whiteout_dir.tar has `*.tar.gz` layers: diff.tar.gzip, digest of the stored bytes."""
+    """whiteout_dir.tar has `*.tar.gz` layers: OCI tar+gzip, digest of the stored bytes."""
     source = open_source(str(MUTATE / "whiteout_dir.tar"), cache)
     try:
         (entry,) = json.loads(source.index_bytes())["manifests"]
         manifest = check_closure(source, entry)
         assert {d.media_type for d in manifest.layers} == {
-            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            "application/vnd.oci.image.layer.v1.tar+gzip"
         }
         assert source.synthesized(digest_mod.parse(entry["digest"]))
     finally:

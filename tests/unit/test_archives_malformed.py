@@ -575,7 +575,7 @@ def test_v25_without_manifest_blob_synthesizes_one(tmp_path: Path, cache: DiskCa
     members = v25_members(img, index, with_manifest=False)
     source = open_source(str(write_tar(tmp_path / "a.tar", members)), cache)
     (got,) = json.loads(source.index_bytes())["manifests"]
-    assert got["mediaType"] == mt.DOCKER_MANIFEST
+    assert got["mediaType"] == mt.OCI_MANIFEST
     digest = digest_mod.parse(got["digest"])
     assert source.synthesized(digest)
     manifest = json.loads(read_all(source, got["digest"]))

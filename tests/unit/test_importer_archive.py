@@ -96,15 +96,20 @@ def test_oci_archive_imports_and_tools_read_it(
 
 
 @pytest.mark.parametrize("kind", ["docker", "docker.zst"])
-def test_docker_archive_synthesizes_schema2_manifest(
+def test_docker_archive_synthesizes_oci_manifest(
     made: dict[str, Path], layout: str, kind: str
 ) -> None:
     assert import_archive(layout, made[kind].read_bytes(), 4096) == ["example.com/app:v1"]
     index = json.loads(Path(layout, "index.json").read_bytes())
     (entry,) = index["manifests"]
-    assert entry["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert entry["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     blob = Path(layout, "blobs", *entry["digest"].split(":")).read_bytes()
     manifest = json.loads(blob)
+    assert manifest["mediaType"] == entry["mediaType"]
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert {x["mediaType"] for x in manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar"
+    }
     config_path = Path(layout, "blobs", *manifest["config"]["digest"].split(":"))
     config = json.loads(config_path.read_bytes())
     assert [x["digest"] for x in manifest["layers"]] == config["rootfs"]["diff_ids"]
