@@ -30,7 +30,7 @@ from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME, Descriptor
 from ocifs.model.digest import Digest
-from ocifs.model.dockerref import familiar_tag, oci_ref_name
+from ocifs.model.reference import familiar_tag, oci_ref_name
 from ocifs.model.tarlayout import Member, TarLayout
 from ocifs.sources.base import Source
 

@@ -6,6 +6,8 @@ normalization, as `ctr images import` applies it to docker-save `RepoTags`
 and `''`, upper-case repositories, `../../etc:passwd` or names with spaces are
 refused. `check_ref_name` is the OCI image spec's grammar for
 `org.opencontainers.image.ref.name` (`v1`, `app/1.0`, a full reference).
+`familiar_tag` and `oci_ref_name` name an exported image as containerd's
+exporter and `docker save` do (RepoTags, the OCI ref name).
 """
 
 from __future__ import annotations
@@ -80,3 +82,39 @@ def check_ref_name(text: object) -> str:
     if not isinstance(text, str) or not _OCI_REF_NAME.match(text):
         raise InvalidInput(f"{text!r}: not a valid ref name (OCI image spec grammar)")
     return text
+
+
+def _has_domain(first: str) -> bool:
+    return "." in first or ":" in first or first == "localhost" or first.lower() != first
+
+
+def _tagged(name: str) -> str | None:
+    """The normalized `domain/path:tag` of a name that carries a tag (no digest), else None."""
+    if "@" in name or name.rfind(":") <= name.rfind("/"):
+        return None
+    try:
+        return parse_docker_ref(name)
+    except InvalidInput:
+        return None
+
+
+def familiar_tag(name: str) -> str | None:
+    """`repo:tag` as `docker save` writes it in RepoTags; None if `name` has no tag."""
+    full = _tagged(name)
+    if full is None:
+        return None
+    domain, path = full.split("/", 1)
+    if domain == DEFAULT_DOMAIN:
+        if path.startswith("library/") and path.count("/") == 1:
+            path = path[len("library/") :]
+        return path
+    return full
+
+
+def oci_ref_name(name: str) -> str:
+    """What containerd writes into `org.opencontainers.image.ref.name` for an image name:
+    the tag of a full reference with a registry (`docker.io/library/busybox:latest`
+    -> `latest`), else the name itself."""
+    first, slash, _ = name.partition("/")
+    full = _tagged(name) if slash and _has_domain(first) else None
+    return name if full is None else full.rsplit(":", 1)[1]

@@ -11,7 +11,7 @@ import pytest
 
 from ocifs.export import names_of
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
-from ocifs.model.dockerref import familiar_tag, oci_ref_name
+from ocifs.model.reference import familiar_tag, oci_ref_name
 from ocifs.model.tarlayout import Member, TarLayout, member_header
 from tests.conftest import FIXTURES
 
