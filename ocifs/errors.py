@@ -80,5 +80,16 @@ class MountError(OcifsError):
     """The mount could not be set up (mountpoint problems, FUSE unavailable)."""
 
 
+class RegistryError(OcifsError):
+    """A registry could not be reached, refused a request or answered nonsense.
+
+    The message names the URL (or reference) and the cause in one line.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class NotDurable(OcifsError):
     """A change was made and is visible, but its fsync failed: it may not survive a crash."""
