@@ -9,25 +9,19 @@ reference without tag or digest is not `:latest`: it means the whole repository
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ocifs.errors import InvalidInput, Unsupported
 from ocifs.model import digest as digest_mod
 from ocifs.model.digest import Digest
+from ocifs.model.reference import COMPONENT_RE as _COMPONENT
+from ocifs.model.reference import DOMAIN_RE as _HOST
+from ocifs.model.reference import TAG_RE as _TAG
 
 PREFIX = "docker://"
 DOCKER_HUB = "docker.io"
 #: where Docker Hub's API actually answers
 DOCKER_HUB_API = "registry-1.docker.io"
-
-# distribution/reference grammar (reference.go), path components lower case.
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_HOST = re.compile(
-    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.?)+(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Reference:
