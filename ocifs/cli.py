@@ -66,7 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     m = sub.add_parser("mount", help="mount an OCI layout, OCI archive or docker-save tar")
-    m.add_argument("source", help="OCI image layout directory, OCI archive or docker-save tar")
+    m.add_argument(
+        "source",
+        help="OCI image layout directory, OCI archive, docker-save tar, or "
+        "docker://HOST[:PORT]/REPO[:TAG|@DIGEST]",
+    )
     m.add_argument("mountpoint", help="an existing, empty directory")
     m.add_argument("-f", "--foreground", action="store_true", help="stay attached; log to stderr")
     m.add_argument(
@@ -105,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
         help="how long an import waits for another process's lock on index.json before "
         "failing with EBUSY (default 30)",
     )
+
+    from ocifs.registry import options as registry_options
+
+    registry_options.add_arguments(m)
 
     u = sub.add_parser("umount", help="unmount an ocifs mount (also one whose daemon died)")
     u.add_argument("mountpoint")
@@ -197,13 +205,24 @@ def _mount(args: argparse.Namespace) -> int:
         lock_timeout=args.lock_timeout,
         symlinks=symlink_policy(options),
     )
-    source_path = os.path.abspath(args.source)
+    from ocifs.registry.reference import is_registry_reference
+
+    remote = is_registry_reference(args.source)
+    source_path = args.source if remote else os.path.abspath(args.source)
     mountpoint = os.path.abspath(args.mountpoint)
     check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse: missing (is the fuse kernel module loaded?)")
     # Source errors are reported here, before anything is started.
-    source = open_source(source_path, build_cache(opts))
+    if remote:
+        # retries while resolving are logged by the daemon, not printed here
+        logging.getLogger("ocifs").addHandler(logging.NullHandler())
+        from ocifs.registry.options import from_args
+        from ocifs.sources.registry import open_registry
+
+        source: Source = open_registry(source_path, from_args(args), build_cache(opts))
+    else:
+        source = open_source(source_path, build_cache(opts))
     if args.foreground:
         _setup_log(args, args.log)
         return _serve(args, source, mountpoint, opts, ready_fd=None)

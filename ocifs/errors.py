@@ -92,5 +92,16 @@ class AlreadyExists(OcifsError):
     """A name is taken and the operation must not replace it."""
 
 
+class RegistryError(OcifsError):
+    """A registry could not be reached, refused a request or answered nonsense.
+
+    The message names the URL (or reference) and the cause in one line.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class NotDurable(OcifsError):
     """A change was made and is visible, but its fsync failed: it may not survive a crash."""

@@ -23,7 +23,7 @@ def setup(*, debug: bool, log_file: str | None) -> None:
     _SEEN.clear()  # "once" is per log: what the CLI met before the daemon's log began
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     # pyfuse3 and trio are chatty at DEBUG; keep them at INFO unless asked.
-    for name in ("pyfuse3", "trio"):
+    for name in ("pyfuse3", "trio", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
     pyfuse3_log = logging.getLogger("pyfuse3")
     for old in [f for f in pyfuse3_log.filters if isinstance(f, _GoneRequestFilter)]:

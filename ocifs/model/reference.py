@@ -30,6 +30,10 @@ _REFERENCE = re.compile(
     re.ASCII,
 )
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
+#: one repository path component, a tag, a registry `host[:port]`, each whole
+COMPONENT_RE = re.compile(rf"^{_PATH_COMPONENT}$", re.ASCII)
+TAG_RE = re.compile(rf"^{_TAG}$", re.ASCII)
+DOMAIN_RE = re.compile(rf"^{_DOMAIN}$", re.ASCII)
 NAME_TOTAL_MAX = 255
 DEFAULT_DOMAIN = "docker.io"
 _OCI_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"

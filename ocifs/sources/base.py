@@ -11,6 +11,8 @@ blob listings and a changed index.json are read off the trio thread);
 `index_changed` (one stat) is called on the trio thread. No method may block
 on a file another program controls: opens are non-blocking and anything but a
 regular file is refused (`open_regular`).
+Remote sources (`remote = True`, registries) may wait on the network in any
+method but `index_changed`; the tree calls those only from worker threads.
 """
 
 from __future__ import annotations
@@ -236,6 +238,10 @@ class Source(ABC):
     kind: str = ""
     #: whether `.import/` is offered (layout directories only).
     writable: bool = False
+    #: True when `open_blob(...).pread` may wait on the network (registries): the
+    #: tree then calls it in worker threads, and such readers verify blobs
+    #: themselves (BlobAccess skips its own sequential check).
+    remote: bool = False
 
     def __init__(self, path: str) -> None:
         self.path = path

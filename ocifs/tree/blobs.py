@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 INLINE_HASH_LIMIT = 4 * 1024 * 1024
 MAX_OPEN_READERS = 256
 _QUEUE_CHUNKS = 64
+#: reads of remote blobs in flight (each may wait for a download in a thread)
+REMOTE_READERS = 16
 
 
 class _Verifier:
@@ -107,6 +109,8 @@ class BlobAccess:
         self._verified: set[Digest] = set()
         self._verifiers: dict[Digest, _Verifier] = {}
         self._limiter = trio.CapacityLimiter(2)
+        #: reads of remote blobs, which may wait for a download in a thread
+        self._remote = trio.CapacityLimiter(REMOTE_READERS)
 
     def reader(self, digest: Digest, declared_size: int | None) -> BlobReader:
         """An open reader, with its size checked against the descriptor.
@@ -168,6 +172,14 @@ class BlobAccess:
         self, digest: Digest, declared_size: int | None, offset: int, size: int
     ) -> bytes:
         reader = self.reader(digest, declared_size)
+        if self.source.remote:
+            # The reader may wait on the network; it verifies the blob itself.
+            ready = getattr(reader, "ready", None)
+            if ready is not None and ready(offset, size):
+                return reader.pread(offset, size)  # a local, verified copy
+            return await trio.to_thread.run_sync(
+                reader.pread, offset, size, limiter=self._remote
+            )
         if isinstance(reader, FileRegionReader):
             data = reader.pread(offset, size)  # a regular file: a page-cache copy, inline
             if reader.changed():

@@ -1,0 +1,246 @@
+"""scripts/bench registry: ocifs on a registry repository against skopeo (+ umoci), issue 12.
+
+A real registry (Debian's docker-registry) on 127.0.0.1 holds the bench image (the Debian
+minbase gzip layer of bench/data.py) and an image whose one layer is the bench's random blob
+(1 GiB; 32 MiB with --quick). Rounds alternate the workloads; figures are medians with
+min-max. The machine is shared: treat every figure as noisy.
+
+  A  ocifs mount docker://... (empty cache) + cat refs/gz/rootfs/etc/os-release + umount
+     (--quick: the synthetic tree's big file instead of os-release)
+  B  skopeo copy docker://... oci:... + umoci unpack + cat rootfs/etc/os-release
+  C  skopeo copy docker://... oci:... alone
+  D  cold read of the blob through a fresh mount (empty cache), MiB/s
+  E  repeat read of the blob through a new mount (blob in the cache), MiB/s
+  F  the same blob read from a local layout mount, MiB/s (what E should match)
+  G  requests the registry saw for mount + find rootfs with the layers cached
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import data as data_mod
+from tests.helpers.registry import Registry, push, start_registry
+
+REPO = Path(__file__).resolve().parent.parent
+OCIFS = [sys.executable, "-m", "ocifs"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench registry] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(*args: str | Path, **kw: object) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, **kw)  # type: ignore[call-overload]
+
+
+def blob_layout(meta: dict, dest: Path) -> None:
+    """A layout whose one layer (typed as a tar, never opened as one) is the random blob."""
+    if (dest / "index.json").exists():
+        return
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    src = Path(meta["dir"]) / "blob.bin"
+    hexd = meta["blob"]["hex"]
+    try:
+        os.link(src, blobs / hexd)
+    except OSError:
+        shutil.copyfile(src, blobs / hexd)
+    config_hex = meta["layout"]["config"]
+    shutil.copyfile(Path(meta["dir"]) / "oci/blobs/sha256" / config_hex, blobs / config_hex)
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": f"sha256:{config_hex}", "size": (blobs / config_hex).stat().st_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": f"sha256:{hexd}", "size": meta["blob"]["bytes"]}],
+    }).encode()  # fmt: skip
+    mhex = hashlib.sha256(manifest).hexdigest()
+    (blobs / mhex).write_bytes(manifest)
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    entry = {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": f"sha256:{mhex}",
+        "size": len(manifest),
+        "annotations": {"org.opencontainers.image.ref.name": "blob"},
+    }
+    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+
+
+class Bench:
+    def __init__(self, work: Path, reg: Registry, meta: dict) -> None:
+        self.work = work
+        self.reg = reg
+        self.meta = meta
+        self.mnt = work / "mnt"
+        self.mnt.mkdir(exist_ok=True)
+        self.n = 0
+        native = Path(meta["dir"]) / "native"
+        self.cat = (
+            "etc/os-release" if (native / "etc/os-release").is_file() else meta["layer"]["big_path"]
+        )
+
+    def mount(self, source: str, cache: Path, *extra: str) -> None:
+        sh(*OCIFS, "mount", source, self.mnt, "--cache-dir", cache,
+           "--log", self.work / "ocifs.log", *extra)  # fmt: skip
+
+    def umount(self) -> None:
+        sh("fusermount3", "-u", self.mnt)
+
+    def fresh(self, name: str) -> Path:
+        self.n += 1
+        d = self.work / f"{name}-{self.n}"
+        shutil.rmtree(d, ignore_errors=True)
+        return d
+
+    # -- workloads: each returns seconds (or a figure) --------------------------------
+
+    def a_ocifs_cat(self) -> float:
+        cache = self.fresh("cache")
+        t = time.perf_counter()
+        self.mount(self.reg.ref("bench:gz"), cache, "--tls-verify=false")
+        try:
+            (self.mnt / "refs/gz/rootfs" / self.cat).read_bytes()
+        finally:
+            self.umount()
+        dt = time.perf_counter() - t
+        shutil.rmtree(cache, ignore_errors=True)
+        return dt
+
+    def b_skopeo_umoci(self) -> float:
+        dest, bundle = self.fresh("copy"), self.fresh("bundle")
+        t = time.perf_counter()
+        sh("skopeo", "copy", "-q", "--src-tls-verify=false", self.reg.ref("bench:gz"),
+           f"oci:{dest}:gz")  # fmt: skip
+        rootless = [] if os.geteuid() == 0 else ["--rootless"]
+        sh("umoci", "unpack", *rootless, "--image", f"{dest}:gz", bundle)
+        (bundle / "rootfs" / self.cat).read_bytes()
+        dt = time.perf_counter() - t
+        shutil.rmtree(dest)
+        shutil.rmtree(bundle)
+        return dt
+
+    def c_skopeo(self) -> float:
+        dest = self.fresh("copy")
+        t = time.perf_counter()
+        sh("skopeo", "copy", "-q", "--src-tls-verify=false", self.reg.ref("bench:gz"),
+           f"oci:{dest}:gz")  # fmt: skip
+        dt = time.perf_counter() - t
+        shutil.rmtree(dest)
+        return dt
+
+    def _read(self, path: Path) -> float:
+        t = time.perf_counter()
+        with open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+        return time.perf_counter() - t
+
+    def d_e_blob(self) -> tuple[float, float]:
+        cache = self.fresh("cache")
+        self.mount(self.reg.ref("blob:1"), cache, "--tls-verify=false")
+        try:
+            cold = self._read(self.mnt / "refs/1/layers/0.tar")
+        finally:
+            self.umount()
+        self.mount(self.reg.ref("blob:1"), cache, "--tls-verify=false")
+        try:
+            warm = self._read(self.mnt / "refs/1/layers/0.tar")
+        finally:
+            self.umount()
+        shutil.rmtree(cache, ignore_errors=True)
+        return cold, warm
+
+    def f_local_blob(self) -> float:
+        cache = self.fresh("cache")
+        self.mount(str(self.work / "blob-layout"), cache)
+        try:
+            dt = self._read(self.mnt / "refs/blob/layers/0.tar")
+        finally:
+            self.umount()
+        shutil.rmtree(cache, ignore_errors=True)
+        return dt
+
+    def g_requests(self) -> list[str]:
+        cache = self.fresh("cache")
+        before = 0
+        for _ in range(2):  # the first fills the cache; the second is counted
+            before = len(self.reg.requests())
+            self.mount(self.reg.ref("bench:gz"), cache, "--tls-verify=false")
+            try:
+                sh("find", self.mnt / "refs/gz/rootfs")
+            finally:
+                self.umount()
+        shutil.rmtree(cache, ignore_errors=True)
+        return self.reg.requests()[before:]
+
+
+def stats(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}{chr(0x2013)}{max(values):.3f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench registry", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small data, one round")
+    ap.add_argument("-n", "--rounds", type=int, default=None, help="timed rounds (3; quick 1)")
+    ap.add_argument(
+        "--bench-dir", default=os.environ.get("OCIFS_BENCH_DIR", "/var/tmp/ocifs-bench")
+    )
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
+    bench_dir = Path(args.bench_dir)
+    meta = data_mod.build(bench_dir, args.quick)
+    work = bench_dir / ("work-registry-quick" if args.quick else "work-registry")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    blob_layout(meta, work / "blob-layout")
+    reg = start_registry(work / "registry")
+    try:
+        log(f"registry on {reg.host}; pushing the bench image and the blob")
+        push(Path(meta["dir"]) / "oci", "gz", reg, "bench:gz")
+        push(work / "blob-layout", "blob", reg, "blob:1")
+        b = Bench(work, reg, meta)
+        res: dict[str, list[float]] = {k: [] for k in "ABCDEF"}
+        for r in range(rounds + 1):  # round 0 warms up
+            a, bb, c = b.a_ocifs_cat(), b.b_skopeo_umoci(), b.c_skopeo()
+            d, e = b.d_e_blob()
+            f = b.f_local_blob()
+            if r == 0:
+                continue
+            for k, v in zip("ABCDEF", (a, bb, c, d, e, f), strict=True):
+                res[k].append(v)
+            log(f"round {r}: A {a:.2f} B {bb:.2f} C {c:.2f} D {d:.2f} E {e:.2f} F {f:.2f} s")
+        requests = b.g_requests()
+    finally:
+        reg.stop()
+    mib = meta["blob"]["bytes"] / 2**20
+    rate = lambda k: [mib / v for v in res[k]]  # noqa: E731
+    ratios_ab = [a / bb for a, bb in zip(res["A"], res["B"], strict=True)]
+    ratios_ac = [a / c for a, c in zip(res["A"], res["C"], strict=True)]
+    print(f"# registry bench ({'quick' if args.quick else 'full'}, {rounds} rounds, "
+          f"blob {mib:.0f} MiB; shared machine: noisy)\n")  # fmt: skip
+    print("| workload | median (min-max) |\n|---|---|")
+    print(f"| A ocifs mount + cat os-release, s | {stats(res['A'])} |")
+    print(f"| B skopeo copy + umoci unpack + cat, s | {stats(res['B'])} |")
+    print(f"| C skopeo copy, s | {stats(res['C'])} |")
+    print(f"| A/B (goal <= 0.25) | {stats(ratios_ab)} |")
+    print(f"| A/C (goal <= 0.5) | {stats(ratios_ac)} |")
+    print(f"| D cold blob read, MiB/s (goal >= 500) | {stats(rate('D'))} |")
+    print(f"| E repeat blob read (cache), MiB/s | {stats(rate('E'))} |")
+    print(f"| F local layout blob read, MiB/s | {stats(rate('F'))} |")
+    print(f"\nG: requests for mount + find rootfs with the layer cached: {requests}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

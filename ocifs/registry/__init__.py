@@ -1,0 +1,1 @@
+"""Talking to an OCI distribution registry: references, credentials, HTTP. No FUSE here."""

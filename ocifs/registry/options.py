@@ -1,0 +1,71 @@
+"""The `ocifs mount` options for registry sources, named as skopeo names them."""
+
+from __future__ import annotations
+
+import argparse
+
+from ocifs.sources.registry import RegistryOptions
+
+DEFAULT_REFRESH = 60.0
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _refresh(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 7 * 86_400:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r} (0 to 604800)")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("registry sources (docker://HOST[:PORT]/REPO[:TAG|@DIGEST])")
+    g.add_argument("--creds", metavar="USER:PASS", help="credentials for the registry")
+    g.add_argument(
+        "--authfile",
+        metavar="FILE",
+        help="auth file (default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+        "~/.config/containers/auth.json, ~/.docker/config.json)",
+    )
+    g.add_argument(
+        "--cert-dir",
+        metavar="DIR",
+        help="CA certificates (*.crt) and client certificate (*.cert + *.key) for TLS",
+    )
+    g.add_argument(
+        "--tls-verify",
+        metavar="BOOL",
+        type=_bool,
+        default=True,
+        nargs="?",
+        const=True,
+        help="verify the registry's TLS certificate (default true); false also allows "
+        "plain http for a registry that does not speak TLS",
+    )
+    g.add_argument(
+        "--refresh",
+        metavar="SECONDS",
+        type=_refresh,
+        default=DEFAULT_REFRESH,
+        help=f"re-resolve tags after this many seconds (default {DEFAULT_REFRESH:g}; 0 never)",
+    )
+
+
+def from_args(args: argparse.Namespace) -> RegistryOptions:
+    return RegistryOptions(
+        creds=args.creds,
+        authfile=args.authfile,
+        cert_dir=args.cert_dir,
+        tls_verify=args.tls_verify,
+        refresh=args.refresh,
+    )

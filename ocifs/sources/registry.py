@@ -1,0 +1,672 @@
+"""A repository in an OCI distribution registry as a Source, fetched lazily.
+
+At mount the tag list (or the one tag or digest) is resolved: `HEAD` on each
+tag's manifest gives its digest, media type and size, and those become the
+synthesized `index.json` (one entry per tag, named by the tag). Nothing else
+is fetched until it is opened.
+
+Trust. A manifest is fetched by digest (or, when a registry gives no digest on
+`HEAD`, by tag and hashed) and its bytes must hash to that digest; the
+`Docker-Content-Digest` header only says which digest to ask for, it never
+vouches for content. Verified manifests are cached by digest (kind
+`registry-manifest`).
+
+Blobs are downloaded once, whole, into the persistent cache (kind
+`registry-blob`, keyed by digest) by one background thread per blob, with
+range requests to resume after connection errors; the copy is committed only
+if it hashes to the digest. Reads are answered as follows:
+
+- from the verified copy once it exists (this mount or an earlier one);
+- a read that continues a sequential pass (starts at 0 or where an earlier
+  read ended) is answered from the bytes downloaded so far, except the read
+  that reaches the end of the blob, which waits for verification and fails
+  (EIO) if the digest does not match: a reader of the whole blob either gets
+  every verified byte or an error, as with local blobs;
+- any other (random) read waits for the verified copy.
+
+A download that fails (registry gone, truncated answers after the retries)
+fails the reads waiting on it with BlobUnavailable (EIO), logs the URL and the
+cause, and leaves nothing in the cache; reads in the next FAILURE_HOLD seconds
+get the same error, the first one after that starts a new download.
+A digest mismatch marks the blob bad for the rest of the mount.
+
+Layer trees and rootfs/ go through the LayerStore like any other source, so
+their indexes and unpacked copies are shared with local layouts by digest.
+`--refresh SECONDS` re-resolves the tags in a background thread once that much
+time has passed since the last resolution; `index_changed()` reports a new
+view once it is ready, so the trio thread never waits on the network.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ocifs.cache import DiskCache
+from ocifs.errors import BlobUnavailable, OcifsError, RegistryError
+from ocifs.model import digest as digest_mod
+from ocifs.model import documents
+from ocifs.model import mediatypes as mt
+from ocifs.model.descriptor import REF_NAME
+from ocifs.model.digest import Digest
+from ocifs.registry import auth
+from ocifs.registry.client import ClientOptions, RegistryClient, describe
+from ocifs.registry.reference import Reference
+from ocifs.registry.reference import parse as parse_reference
+from ocifs.sources.base import BlobReader, BytesReader, Source, clamp
+
+log = logging.getLogger(__name__)
+
+BLOB_KIND = "registry-blob"
+MANIFEST_KIND = "registry-manifest"
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+#: seconds a failed download answers new reads with its error before one retries it
+FAILURE_HOLD = 5.0
+#: how far from the furthest read so far a read still counts as sequential: the
+#: kernel's readahead sends several reads at once, in no guaranteed order
+STREAM_WINDOW = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryOptions:
+    creds: str | None = None
+    authfile: str | None = None
+    cert_dir: str | None = None
+    tls_verify: bool = True
+    #: seconds after which tags are re-resolved; 0: never
+    refresh: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    size: int
+    media_type: str
+    manifest: bool  # fetched from /manifests/ rather than /blobs/
+
+
+def open_registry(text: str, options: RegistryOptions, cache: DiskCache) -> RegistrySource:
+    """Parse, connect, authenticate and resolve; one-line errors naming the reference."""
+    ref = parse_reference(text)
+    try:
+        creds = auth.find(ref, options.creds, options.authfile)
+        client = RegistryClient(
+            ref,
+            ClientOptions(
+                tls_verify=options.tls_verify, cert_dir=options.cert_dir, credentials=creds
+            ),
+        )
+        return RegistrySource(ref, client, cache, refresh=options.refresh)
+    except OcifsError as exc:
+        raise RegistryError(f"{ref}: {exc}") from None
+
+
+class RegistrySource(Source):
+    """See the module docstring."""
+
+    kind = "registry"
+    remote = True
+
+    def __init__(
+        self, ref: Reference, client: RegistryClient, cache: DiskCache, *, refresh: float
+    ) -> None:
+        super().__init__(str(ref))
+        self.ref = ref
+        self.client = client
+        self.cache = cache
+        self.refresh_s = refresh
+        self._lock = threading.Lock()
+        self._known: dict[Digest, _Known] = {}
+        self._manifests: OrderedDict[Digest, bytes] = OrderedDict()
+        self._downloads: dict[Digest, _Download] = {}
+        self._closed = False
+        self._spent_fds: list[int] = []
+        client.ping()
+        self._index = self._resolve()
+        self._resolved_at = time.monotonic()
+        self._pending: bytes | None = None
+        self._refreshing = False
+
+    # -- Source -----------------------------------------------------------------
+
+    def oci_layout_bytes(self) -> bytes:
+        return OCI_LAYOUT
+
+    def index_bytes(self) -> bytes:
+        with self._lock:
+            if self._pending is not None:
+                self._index, self._pending = self._pending, None
+            return self._index
+
+    def index_changed(self) -> bool:
+        with self._lock:
+            if self._pending is not None:
+                return True
+            due = time.monotonic() - self._resolved_at >= self.refresh_s
+            if self.refresh_s <= 0 or not due or self._refreshing or self._closed:
+                return False
+            self._refreshing = True
+        threading.Thread(target=self._refresh, name="ocifs-refresh", daemon=True).start()
+        return False
+
+    def blob_size(self, digest: Digest) -> int | None:
+        with self._lock:
+            known = self._known.get(digest)
+        return None if known is None else known.size
+
+    def open_blob(self, digest: Digest) -> BlobReader:
+        with self._lock:
+            known = self._known.get(digest)
+            if known is None:
+                raise BlobUnavailable(
+                    f"blob {digest}: not referenced by anything resolved in {self.ref.repo_str}"
+                )
+            if known.manifest:
+                return _ManifestReader(self, digest, known.size)
+            download = self._downloads.get(digest)
+            if download is None:
+                download = self._downloads[digest] = _Download(self, digest, known.size)
+            return download
+
+    def list_blobs(self) -> list[Digest]:
+        with self._lock:
+            return sorted(self._known)
+
+    def identity(self) -> str:
+        return self.ref.repo_str
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            downloads = list(self._downloads.values())
+        for download in downloads:
+            download.stop()
+        self.client.close()
+        for fd in self._spent_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._spent_fds.clear()
+
+    # -- tags -> index.json -------------------------------------------------------
+
+    def _resolve(self) -> bytes:
+        """The synthesized index.json: one descriptor per tag (or the one digest)."""
+        ref = self.ref
+        entries: list[dict[str, Any]] = []
+        if ref.digest is not None:
+            entries.append(self._describe(str(ref.digest), ref.tag or str(ref.digest)))
+        elif ref.tag is not None:
+            entries.append(self._describe(ref.tag, ref.tag))
+        else:
+            tags = sorted(set(self.client.list_tags()))
+            workers = self.client.options.max_connections
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(self._describe_listed, tags))
+            entries.extend(e for e in results if e is not None)
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+        return (json.dumps(index, indent=2) + "\n").encode()
+
+    def _describe_listed(self, tag: str) -> dict[str, Any] | None:
+        try:
+            return self._describe(tag, tag)
+        except RegistryError as exc:
+            if exc.status == 404:  # deleted between listing and resolving
+                log.warning("%s:%s: listed but gone (%s); not shown", self.ref.repo_str, tag, exc)
+                return None
+            raise
+
+    def _describe(self, reference: str, name: str) -> dict[str, Any]:
+        """Descriptor of the manifest `reference` (a tag or digest) points at, named `name`.
+
+        From a `HEAD`: digest, media type and size. The manifest itself is fetched
+        (by digest, and checked against it) when its directory is opened; only a
+        registry that gives no digest on `HEAD` makes us fetch it by tag now.
+        """
+        try:
+            head = self.client.head_manifest(reference)
+        except RegistryError as exc:
+            if exc.status == 404:
+                what = "manifest" if reference.startswith(("sha256:", "sha512:")) else "tag"
+                raise RegistryError(f"{what} {reference!r} not found (404)", status=404) from None
+            raise
+        digest = _header_digest(head.headers.get("Docker-Content-Digest"))
+        if reference.startswith(("sha256:", "sha512:")):
+            digest = digest_mod.parse(reference)
+        media_type = head.headers.get("Content-Type", "").split(";")[0].strip()
+        length = head.headers.get("Content-Length", "")
+        if digest is not None and documents.kind_of(media_type) != "other" and length.isdigit():
+            size = int(length)
+            with self._lock:
+                known = self._known.setdefault(digest, _Known(size, media_type, True))
+            if known.size != size or not known.manifest:
+                raise RegistryError(f"{reference}: registry answers disagree about {digest}")
+        else:
+            asked = digest
+            data, digest = self._manifest_by_tag(reference)
+            if asked is not None and digest != asked:
+                raise RegistryError(f"{reference}: the manifest hashes to {digest}")
+            size = len(data)
+            media_type = self._media_type(digest)
+        return {
+            "mediaType": media_type,
+            "digest": str(digest),
+            "size": size,
+            "annotations": {REF_NAME: name},
+        }
+
+    def _manifest_by_tag(self, tag: str) -> tuple[bytes, Digest]:
+        """For registries that give no digest on HEAD: fetch by tag and hash."""
+        response = self.client.get_manifest(tag)
+        data = self._limited_body(response)
+        digest = digest_mod.of_bytes(data)
+        header = response.headers.get("Docker-Content-Digest")
+        if header and header != str(digest):
+            raise RegistryError(
+                f"{response.url}: Docker-Content-Digest says {header} but the manifest "
+                f"hashes to {digest}"
+            )
+        self._remember_manifest(digest, data, response.headers.get("content-type", ""))
+        return data, digest
+
+    @staticmethod
+    def _limited_body(response: httpx.Response) -> bytes:
+        data = response.content
+        if len(data) > documents.MAX_DOCUMENT_BYTES:
+            raise RegistryError(f"{response.url}: manifest larger than the document limit")
+        return data
+
+    def _media_type(self, digest: Digest) -> str:
+        """The type the manifest declares (learned when it was remembered)."""
+        with self._lock:
+            known = self._known.get(digest)
+        return known.media_type if known is not None else mt.OCI_MANIFEST
+
+    def _refresh(self) -> None:
+        try:
+            data = self._resolve()
+        except OcifsError as exc:
+            log.warning("refresh of %s failed (keeping the previous view): %s", self.ref, exc)
+            data = None
+        with self._lock:
+            if data is not None and data != self._index:
+                self._pending = data
+                log.info("%s: tags changed", self.ref)
+            self._resolved_at = time.monotonic()
+            self._refreshing = False
+
+    # -- manifests ----------------------------------------------------------------
+
+    def manifest_bytes(self, digest: Digest) -> bytes:
+        """A verified manifest or index, from memory, the cache or the registry."""
+        return self._manifest_for(digest, str(digest))
+
+    def _manifest_for(self, digest: Digest, asked_as: str) -> bytes:
+        with self._lock:
+            data = self._manifests.get(digest)
+        if data is not None:
+            return data
+        cached = self.cache.get(MANIFEST_KIND, str(digest))
+        if cached is not None and digest.matches(cached):
+            content_type = ""
+            self._remember_manifest(digest, cached, content_type, store=False)
+            return cached
+        response = self.client.get_manifest(str(digest))
+        data = self._limited_body(response)
+        if not digest.matches(data):
+            raise RegistryError(
+                f"{response.url}: manifest does not hash to {digest} (asked for {asked_as})"
+            )
+        self._remember_manifest(digest, data, response.headers.get("content-type", ""))
+        return data
+
+    def _remember_manifest(
+        self, digest: Digest, data: bytes, content_type: str, *, store: bool = True
+    ) -> None:
+        """Keep a verified manifest; learn the sizes and types of what it references."""
+        if store:
+            self.cache.put(MANIFEST_KIND, str(digest), data)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        media_type = doc.get("mediaType") if isinstance(doc, dict) else None
+        if not isinstance(media_type, str) or not media_type:
+            media_type = content_type.split(";")[0].strip() or mt.OCI_MANIFEST
+        learned: dict[Digest, _Known] = {digest: _Known(len(data), media_type, True)}
+        if isinstance(doc, dict):
+            for entry in doc.get("manifests") or []:
+                self._learn(learned, entry, manifest=True)
+            self._learn(learned, doc.get("config"), manifest=False)
+            for key in ("layers", "blobs"):
+                for entry in doc.get(key) or []:
+                    self._learn(learned, entry, manifest=False)
+        with self._lock:
+            for d, known in learned.items():
+                self._known.setdefault(d, known)
+            self._manifests[digest] = data
+            while len(self._manifests) > 1024:
+                self._manifests.popitem(last=False)
+
+    @staticmethod
+    def _learn(learned: dict[Digest, _Known], entry: object, *, manifest: bool) -> None:
+        if not isinstance(entry, dict):
+            return
+        size, media_type = entry.get("size"), entry.get("mediaType", "")
+        try:
+            d = digest_mod.parse(entry.get("digest"))
+        except OcifsError:
+            return
+        if not isinstance(size, int) or size < 0 or not isinstance(media_type, str):
+            return
+        is_manifest = manifest and documents.kind_of(media_type) != "other"
+        learned.setdefault(d, _Known(size, media_type, is_manifest))
+
+    def spent_fds(self) -> list[int]:
+        with self._lock:
+            return list(self._spent_fds)
+
+    def spent_fd(self, fd: int) -> None:
+        """Close later: a reader may still be about to pread it."""
+        with self._lock:
+            self._spent_fds.append(fd)
+
+
+def _header_digest(value: str | None) -> Digest | None:
+    if not value:
+        return None
+    try:
+        return digest_mod.parse(value)
+    except OcifsError:
+        return None
+
+
+class _ManifestReader:
+    """A manifest's bytes, fetched (and verified) on the first read."""
+
+    __slots__ = ("_digest", "_size", "_source")
+
+    def __init__(self, source: RegistrySource, digest: Digest, size: int) -> None:
+        self._source = source
+        self._digest = digest
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def pread(self, offset: int, size: int) -> bytes:
+        try:
+            data = self._source.manifest_bytes(self._digest)
+        except OcifsError as exc:
+            raise BlobUnavailable(f"manifest {self._digest}: {exc}") from None
+        return BytesReader(data).pread(offset, size)
+
+    def close(self) -> None:
+        pass
+
+
+class _Failed(Exception):
+    """A download attempt that ended; `permanent` for content that can never be right."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class _Download:
+    """One blob's download into the cache, and the reads waiting on it (module docstring).
+
+    It is the blob's BlobReader too: every reader of the digest shares it.
+    """
+
+    def __init__(self, source: RegistrySource, digest: Digest, size: int) -> None:
+        self.source = source
+        self.digest = digest
+        self._size = size
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._have = 0
+        self._temp_fd = -1
+        self._verified_fd = -1
+        self._error: str | None = None
+        self._permanent = False
+        self._failed_at = 0.0
+        self._stop = False
+        #: furthest end of a read of a sequential pass; lowest end a pass waits for
+        self._frontier = 0
+        self._waiting = 1 << 62
+        self._url = source.client.repo_url(f"blobs/{digest}")
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        pass  # shared; the download goes on so the next reader finds the blob cached
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+        with self._cond:  # unmounting: no read is left to use them
+            for fd in {self._verified_fd, self._temp_fd} - {-1}:
+                if fd not in self.source.spent_fds():
+                    os.close(fd)
+            self._verified_fd = self._temp_fd = -1
+
+    def ready(self, offset: int, size: int) -> bool:
+        """Whether `pread` would answer without waiting (the verified copy is open)."""
+        return self._verified_fd >= 0
+
+    def pread(self, offset: int, size: int) -> bytes:
+        n = clamp(offset, size, self._size)
+        if n == 0:
+            return b""
+        end = offset + n
+        with self._cond:
+            fd = self._verified_fd
+            if fd < 0:
+                fd = self._from_cache()
+            if fd < 0:
+                # part of a sequential pass: it starts at 0 or near the furthest read so far
+                streamed = offset == 0 or abs(offset - self._frontier) <= STREAM_WINDOW
+                if streamed:
+                    self._frontier = max(self._frontier, end)
+                self._start()
+                while True:
+                    if streamed:  # set before looking at _have, which is set before it is read
+                        self._waiting = min(self._waiting, end)
+                    if self._verified_fd >= 0:
+                        fd = self._verified_fd
+                        break
+                    if self._error is not None:
+                        raise BlobUnavailable(f"blob {self.digest}: {self._error}")
+                    if self._stop:
+                        raise BlobUnavailable(f"blob {self.digest}: unmounting")
+                    if streamed and end < self._size and self._have >= end:
+                        fd = self._temp_fd
+                        break
+                    self._cond.wait(1.0)
+        return os.pread(fd, n, offset)
+
+    def _from_cache(self) -> int:
+        """A verified copy left by an earlier mount (or another process)."""
+        if self._thread is not None:
+            return -1
+        fd = self.source.cache.open_file(BLOB_KIND, str(self.digest), self._size)
+        if fd is not None:
+            self._verified_fd = fd
+            return fd
+        return -1
+
+    def _start(self) -> None:
+        """Start a download unless one runs; a failed one is retried unless it was permanent
+        or failed less than FAILURE_HOLD seconds ago (the reads of one `read()` call, the
+        kernel's readahead and its retry, all get that failure instead of a new download)."""
+        if self._thread is not None and (self._thread.is_alive() or self._error is None):
+            return
+        if self._error is not None and (
+            self._permanent or time.monotonic() - self._failed_at < FAILURE_HOLD
+        ):
+            return
+        self._error = None
+        self._have = 0
+        self._thread = threading.Thread(target=self._run, name="ocifs-blob", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        cache = self.source.cache
+        temp, sink = cache.new_temp(BLOB_KIND)
+        rfd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+        with self._cond:
+            self._temp_fd = rfd
+        committed = False
+        try:
+            with sink:
+                self._fetch(sink.fileno())
+            cache.commit_file(temp, BLOB_KIND, str(self.digest))
+            committed = True
+            with self._cond:
+                self._verified_fd = rfd
+                self._cond.notify_all()
+            log.info("fetched blob %s (%d bytes)", self.digest, self._size)
+        except _Failed as exc:
+            if self._stop:
+                log.info("GET %s: stopped (unmounting)", self._url)
+            else:
+                log.error("GET %s: %s", self._url, exc)
+            with self._cond:
+                self._error = str(exc)
+                self._permanent = exc.permanent
+                self._failed_at = time.monotonic()
+                self._cond.notify_all()
+        except Exception as exc:
+            log.exception("GET %s: unexpected failure", self._url)
+            with self._cond:
+                self._error = f"download failed: {exc!r}"
+                self._failed_at = time.monotonic()
+                self._cond.notify_all()
+        finally:
+            if not committed:
+                temp.unlink(missing_ok=True)
+                self.source.spent_fd(rfd)
+
+    def _fetch(self, out: int) -> None:
+        """Download the blob into `out`, resuming with ranges; verify it."""
+        options = self.source.client.options
+        hasher = _Hasher(self.digest)
+        failures = 0
+        try:
+            while True:
+                try:
+                    self._attempt(out, hasher)
+                except (httpx.TransportError, _Short) as exc:
+                    failures += 1
+                    have = self._have
+                    if failures > options.retries:
+                        raise _Failed(
+                            f"{describe(exc)} at byte {have} of {self._size} "
+                            f"(after {failures} attempts)"
+                        ) from None
+                    delay = options.backoff * (2 ** (failures - 1))
+                    log.warning(
+                        "GET %s: %s at byte %d; resuming in %.2f s",
+                        self._url,
+                        describe(exc),
+                        have,
+                        delay,
+                    )
+                    time.sleep(delay)
+                    continue
+                except RegistryError as exc:
+                    raise _Failed(str(exc)) from None
+                break
+            matches = hasher.hexdigest() == self.digest.hex
+        finally:
+            hasher.close()
+        if not matches:
+            raise _Failed("content does not match its digest (not cached)", permanent=True)
+
+    def _attempt(self, out: int, hasher: _Hasher) -> None:
+        """One request for the bytes from `self._have` on; advances `self._have`."""
+        have = self._have
+        with self.source.client.blob_stream(str(self.digest), have) as response:
+            skip = 0
+            if response.status_code == 206:
+                content_range = response.headers.get("Content-Range", "")
+                if not content_range.startswith(f"bytes {have}-"):
+                    raise _Failed(f"asked for bytes {have}- but got range {content_range!r}")
+            elif have:
+                skip = have  # ranges ignored: the whole blob again
+            encoded = response.headers.get("Content-Encoding", "identity") != "identity"
+            chunks = response.iter_bytes() if encoded else response.iter_raw()
+            for chunk in chunks:
+                if self._stop:
+                    raise _Failed("unmounting")
+                if skip:
+                    if len(chunk) <= skip:
+                        skip -= len(chunk)
+                        continue
+                    chunk, skip = chunk[skip:], 0
+                if len(chunk) > self._size - have:
+                    raise _Failed(
+                        f"larger than the {self._size} bytes its descriptor says", permanent=True
+                    )
+                view = memoryview(chunk)
+                while view:
+                    written = os.pwrite(out, view, have)
+                    view = view[written:]
+                    have += written
+                hasher.update(chunk)
+                self._have = have
+                if have >= self._waiting:  # wake readers only when one can go on
+                    with self._cond:
+                        self._waiting = 1 << 62
+                        self._cond.notify_all()
+        if have < self._size:
+            raise _Short(f"answer ended at byte {have} of {self._size}")
+
+
+class _Hasher:
+    """sha256/sha512 in a helper thread: hashlib releases the GIL for large updates,
+    so hashing overlaps with receiving the next bytes."""
+
+    def __init__(self, digest: Digest) -> None:
+        self._hash = digest.hasher()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, name="ocifs-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+class _Short(Exception):
+    """A response that ended cleanly but early (resumed like a connection error)."""

@@ -1,0 +1,145 @@
+"""An HTTP proxy in front of a real registry that misbehaves on blob downloads.
+
+Modes (set `proxy.mode`, optionally limited to one digest with `proxy.digest`), applied
+to blob downloads and to manifests fetched by digest:
+- "pass": forward unchanged;
+- "truncate": announce the full Content-Length, send half the body, close;
+  with `fail_next` > 0, only that many times (then forward);
+- "corrupt": send the right length with one byte flipped in the middle;
+- "busy" / "unavailable": answer the next `fail_next` blob requests with 429
+  (`Retry-After: 1`) / 503, then forward;
+- "slow": forward blob bodies in 64 KiB pieces with a pause between them
+  (so a test can kill the registry mid-read).
+Everything else (manifests by tag, tags, auth, HEAD) is forwarded unchanged. `blob_bytes`
+counts body bytes sent for blobs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
+
+
+class FaultProxy:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream  # host:port, plain http
+        self.mode = "pass"
+        self.digest: str | None = None
+        self.blob_bytes = 0
+        self.pause = 0.05
+        self.fail_next = 0
+        self.refused: list[int] = []  # statuses answered instead of forwarding
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                proxy._forward(self)
+
+            def do_GET(self) -> None:
+                proxy._forward(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def ref(self, repo: str) -> str:
+        return f"docker://{self.host}/{repo}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _faulty(self, path: str) -> bool:
+        if not ("/blobs/" in path or "/manifests/sha" in path) or self.mode == "pass":
+            return False
+        return self.digest is None or path.endswith(self.digest)
+
+    def _refuse(self, h: BaseHTTPRequestHandler) -> bool:
+        if self.mode not in ("busy", "unavailable") or not self._faulty(h.path):
+            return False
+        if self.fail_next <= 0:
+            return False
+        self.fail_next -= 1
+        status = 429 if self.mode == "busy" else 503
+        self.refused.append(status)
+        h.send_response(status)
+        if status == 429:
+            h.send_header("Retry-After", "1")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+        return True
+
+    def _forward(self, h: BaseHTTPRequestHandler) -> None:
+        if self._refuse(h):
+            return
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP | {"host"}}
+        try:
+            conn = http.client.HTTPConnection(self.upstream, timeout=30)
+            conn.request(h.command, h.path, headers=headers)
+            resp = conn.getresponse()
+        except OSError as exc:
+            body = f"upstream: {exc}\n".encode()
+            h.send_response(502)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+            return
+        faulty = self._faulty(h.path) and h.command == "GET" and resp.status in (200, 206)
+        if faulty and self.mode == "truncate" and self.fail_next:
+            self.fail_next -= 1
+            self.refused.append(resp.status)
+        elif faulty and self.mode == "truncate" and self.refused:
+            faulty = False  # the limited failures are spent
+        h.send_response(resp.status)
+        length = resp.getheader("Content-Length")
+        for k, v in resp.getheaders():
+            if k.lower() not in _HOP:
+                h.send_header(k, v)
+        h.end_headers()
+        if h.command == "HEAD":
+            conn.close()
+            return
+        total = int(length) if length is not None else None
+        sent = 0
+        try:
+            while True:
+                chunk = resp.read(65536)
+                if not chunk:
+                    break
+                if faulty and self.mode == "truncate" and total and sent + len(chunk) > total // 2:
+                    chunk = chunk[: total // 2 - sent]
+                    h.wfile.write(chunk)
+                    h.wfile.flush()
+                    h.close_connection = True
+                    break
+                if (
+                    faulty
+                    and self.mode == "corrupt"
+                    and total
+                    and sent <= total // 2 < sent + len(chunk)
+                ):
+                    i = total // 2 - sent
+                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
+                h.wfile.write(chunk)
+                sent += len(chunk)
+                if "/blobs/" in h.path:
+                    self.blob_bytes += len(chunk)
+                if faulty and self.mode == "slow":
+                    h.wfile.flush()
+                    threading.Event().wait(self.pause)
+        except (OSError, http.client.HTTPException):
+            h.close_connection = True
+        finally:
+            conn.close()
+        if total is not None and sent < total:
+            h.close_connection = True
