@@ -118,7 +118,48 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("mountpoint")
     u.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
     cli_inspect.add_commands(sub)
+
+    _add_init_parser(sub)
+    _add_gc_parser(sub)
     return p
+
+
+def _add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    i = sub.add_parser("init", help="create an empty OCI image layout")
+    i.add_argument("layout", help="a new or empty directory")
+    i.set_defaults(run=_init)
+
+
+def _add_gc_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    g = sub.add_parser("gc", help="remove blobs that index.json does not reach")
+    g.add_argument("layout", help="an OCI image layout directory (may be mounted)")
+    g.add_argument("-n", "--dry-run", action="store_true", help="only list what would go")
+    g.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=_grace,
+        default=None,
+        help="spare unreferenced blobs younger than this (default 3600): an import may be "
+        "about to reference them. 0 is safe only when nothing imports into the layout",
+    )
+    g.add_argument(
+        "--lock-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=30.0,
+        help="how long to wait for another process's lock on index.json (default 30)",
+    )
+    g.set_defaults(run=_gc)
+
+
+def _grace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid seconds {text!r} (0 or more)")
+    return value
 
 
 def _split_options(raw: list[str]) -> list[str]:
@@ -130,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.inherited_fds = inherited
     try:
+        run = getattr(args, "run", None)
+        if run is not None:
+            try:
+                return int(run(args))
+            except OSError as exc:  # the layout's own files: permissions, disk full...
+                where = exc.filename or getattr(args, "layout", "")
+                raise OcifsError(f"{where}: {exc.strerror or exc}") from None
         if args.command == "mount":
             return _mount(args)
         if args.command in ("list", "status"):
@@ -342,6 +390,52 @@ def _umount(args: argparse.Namespace) -> int:
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise MountError(f"{mountpoint}: cannot unmount: {detail}")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    """`ocifs init DIR`: an empty layout; an existing layout is left alone."""
+    from ocifs.layout.init import init_layout
+
+    path = os.path.abspath(args.layout)
+    if not init_layout(path):
+        print(f"ocifs: {path}: already an OCI image layout (nothing changed)", file=sys.stderr)
+    return 0
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _gc(args: argparse.Namespace) -> int:
+    """`ocifs gc LAYOUT`: one line per removed blob, then a summary."""
+    from ocifs.layout.collect import DEFAULT_GRACE, collect
+    from ocifs.sources.layout_dir import LayoutDir
+
+    path = os.path.abspath(args.layout)
+    LayoutDir(path, writable=False)  # not a layout: one line, nothing touched
+    grace = DEFAULT_GRACE if args.grace is None else args.grace
+    result = collect(path, dry_run=args.dry_run, grace=grace, lock_timeout=args.lock_timeout)
+    verb = "would remove" if args.dry_run else "removed"
+    for blob in result.removed:
+        print(f"{verb} {blob.digest} ({blob.size} bytes)")
+    print(
+        f"{verb} {len(result.removed)} blob(s), "
+        f"{'would free' if args.dry_run else 'freed'} {result.freed} bytes "
+        f"({_human(result.freed)}); {result.reachable} reachable blob(s) kept"
+    )
+    if result.kept_young:
+        size = sum(b.size for b in result.kept_young)
+        print(
+            f"kept {len(result.kept_young)} unreferenced blob(s) ({size} bytes) younger than "
+            f"{grace:g} s: an import may still reference them (--grace 0 removes them; "
+            "safe only when nothing imports into the layout)"
+        )
     return 0
 
 

@@ -37,6 +37,12 @@ STEPS = (
     "index-rename",  # rename temp -> index.json
     "index-dirsync",  # fsync of the layout directory
 )
+#: Steps of removals and `ocifs init` (the index-* steps above apply to untag/retag too).
+REMOVAL_STEPS = (
+    "blob-unlink",  # removing an unreferenced blob (rm in blobs/, ocifs gc)
+    "blob-unlink-dirsync",  # fsync of blobs/<alg>/ after removals
+    "init-write",  # ocifs init: writing oci-layout / index.json
+)
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -105,6 +111,12 @@ def fsync_dir(path: str, step: str = "blob-dirsync") -> None:
 def rename(src: str, dst: str, step: str = "blob-rename") -> None:
     checkpoint(step)
     os.rename(src, dst)
+
+
+def unlink(path: str, step: str = "blob-unlink") -> None:
+    """Remove a file (an unreferenced blob); the caller fsyncs the directory after."""
+    checkpoint(step)
+    os.unlink(path)
 
 
 def makedirs(path: str) -> None:
@@ -204,7 +216,7 @@ def work_lock(lock_path: str, timeout: float) -> Iterator[bool]:
         os.close(fd)  # releases the flock
 
 
-def replace_file(path: str, data: bytes, tmp_dir: str) -> None:
+def replace_file(path: str, data: bytes, tmp_dir: str, step: str = "index-write") -> None:
     """Atomically replace `path` with `data`: temp file, fsync, rename, fsync dir.
 
     The temp file lives in `tmp_dir` (same filesystem, locked while it exists)
@@ -213,7 +225,7 @@ def replace_file(path: str, data: bytes, tmp_dir: str) -> None:
     tmp = os.path.join(tmp_dir, f"index-{os.getpid()}-{os.urandom(6).hex()}.tmp")
     fd = open_locked(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
-        checkpoint("index-write")
+        checkpoint(step)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]

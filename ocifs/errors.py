@@ -80,6 +80,18 @@ class MountError(OcifsError):
     """The mount could not be set up (mountpoint problems, FUSE unavailable)."""
 
 
+class InUse(OcifsError):
+    """A blob cannot be removed: index.json still reaches it (the message names the ref)."""
+
+
+class NotEmpty(OcifsError):
+    """A directory of refs still holds refs, or a rename target is in the way."""
+
+
+class AlreadyExists(OcifsError):
+    """A name is taken and the operation must not replace it."""
+
+
 class RegistryError(OcifsError):
     """A registry could not be reached, refused a request or answered nonsense.
 

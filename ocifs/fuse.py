@@ -28,6 +28,7 @@ import trio
 from ocifs import errors, fastloop
 from ocifs.tree import permissions, space
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
+from ocifs.tree.edits import TreeEdits
 from ocifs.tree.importarea import ImportArea
 from ocifs.tree.kernelcache import KernelCache, OpenVersion
 from ocifs.tree.nodes import BytesFile, ChangingBytesFile, GeneratedFile, Node
@@ -76,6 +77,9 @@ _ERRNO: list[tuple[type[errors.OcifsError], int]] = [
     (errors.LimitExceeded, errno.EFBIG),
     (errors.NameTooLong, errno.ENAMETOOLONG),
     (errors.LockTimeout, errno.EBUSY),
+    (errors.InUse, errno.EBUSY),
+    (errors.NotEmpty, errno.ENOTEMPTY),
+    (errors.AlreadyExists, errno.EEXIST),
     (errors.TooDeep, errno.ELOOP),
 ]
 
@@ -206,10 +210,13 @@ class Operations(pyfuse3.Operations):
 
     supports_dot_lookup = False
 
-    def __init__(self, tree: Tree, import_area: ImportArea | None = None) -> None:
+    def __init__(
+        self, tree: Tree, import_area: ImportArea | None = None, edits: TreeEdits | None = None
+    ) -> None:
         super().__init__()
         self.tree = tree
         self.area = import_area
+        self.edits = edits
         # The writeback cache batches `.import/` writes into 1 MiB requests
         # (BASELINES §4: 352 -> 512 MiB/s); read-only content is unaffected.
         self.enable_writeback_cache = import_area is not None
@@ -218,6 +225,7 @@ class Operations(pyfuse3.Operations):
         self._versions: dict[int, OpenVersion] = {}
         self._area_fhs: dict[int, int] = {}
         self._dirs: dict[int, list[tuple[bytes, Attr]]] = {}
+        self._dir_owner: dict[int, tuple[int, int]] = {}  # fh -> (pid, inode), for edits
         #: directory inode -> its parent's, for `..` entries (a directory has one parent)
         self._parents: dict[int, int] = {}
         self._space: tuple[float, space.Space] | None = None
@@ -311,9 +319,12 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        fh = self._fh()
         if self._in_area(inode):
             assert self.area is not None
             listing = await self.area.readdir(inode)
+        elif self.edits is not None and not self._track_dir(fh, ctx.pid, inode):
+            listing = []  # inside an image this process is removing recursively (edits.py)
         else:
             children = await self.tree.listdir(inode)
             listing = [(name, node.attr()) for name, node in children.items()]
@@ -323,7 +334,6 @@ class Operations(pyfuse3.Operations):
             if attr.is_dir:
                 self._parents[attr.inode] = inode
         dots = [(".", await self._attr_of(inode)), ("..", await self._parent_attr(inode))]
-        fh = self._fh()
         self._dirs[fh] = [(os.fsencode(name), attr) for name, attr in dots + sorted(listing)]
         return fh
 
@@ -353,9 +363,18 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, name, entry_attributes(attr), i + 1):
                 break
 
+    def _track_dir(self, fh: int, pid: int, inode: int) -> bool:
+        """Note who opened a directory; False if that process must see it empty."""
+        assert self.edits is not None
+        self._dir_owner[fh] = (pid, inode)
+        return self.edits.opened_dir(pid, inode)
+
     @_edge
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
+        owner = self._dir_owner.pop(fh, None)
+        if owner is not None and self.edits is not None:
+            self.edits.closed_dir(*owner)
 
     # ----- files -----------------------------------------------------------
 
@@ -501,9 +520,12 @@ class Operations(pyfuse3.Operations):
 
         Only `.import/` accepts writes. A directory where `unlink`, `rmdir` or
         `rename` succeed must answer True here too, or file managers will not
-        offer those actions there.
+        offer those actions there: `refs/` and its directories of refs (untag,
+        retag) and `blobs/<alg>/` (blob deletion), see `TreeEdits.accepts_edits`.
         """
-        return self._in_area(inode) and bool(attr.mode & 0o222)
+        if self._in_area(inode):
+            return bool(attr.mode & 0o222)
+        return self.edits is not None and self.edits.accepts_edits(inode)
 
     # ----- writes: only inside .import/ ----------------------------------
 
@@ -545,13 +567,26 @@ class Operations(pyfuse3.Operations):
         area_fh = self._area_fhs.get(fh) if fh is not None else None
         return entry_attributes(await self.area.setattr(inode, size, area_fh))
 
+    def _edits(self) -> TreeEdits:
+        if self.edits is None:
+            raise errors.ReadOnly("read-only")
+        return self.edits
+
     @_edge
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._area_for(parent_inode).unlink(parent_inode, os.fsdecode(name))
+        if self._in_area(parent_inode):
+            await self._area_for(parent_inode).unlink(parent_inode, os.fsdecode(name))
+        else:
+            await self._edits().unlink(parent_inode, os.fsdecode(name), ctx.pid)
 
     @_edge
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await self._area_for(parent_inode).rmdir(parent_inode, os.fsdecode(name))
+        if self._in_area(parent_inode):
+            await self._area_for(parent_inode).rmdir(parent_inode, os.fsdecode(name))
+        elif parent_inode == ROOT_INODE and name == IMPORT_NAME.encode():
+            raise errors.ReadOnly(".import: cannot be removed")
+        else:
+            await self._edits().rmdir(parent_inode, os.fsdecode(name), ctx.pid)
 
     @_edge
     async def rename(
@@ -563,6 +598,15 @@ class Operations(pyfuse3.Operations):
         flags: int,
         ctx: pyfuse3.RequestContext,
     ) -> None:
+        if not self._in_area(parent_inode_old) and not self._in_area(parent_inode_new):
+            await self._edits().rename(
+                parent_inode_old,
+                os.fsdecode(name_old),
+                parent_inode_new,
+                os.fsdecode(name_new),
+                flags,
+            )
+            return
         area = self._area_for(parent_inode_old)
         self._area_for(parent_inode_new)
         await area.rename(

@@ -196,19 +196,23 @@ def serve(source: Source, mountpoint: str, opts: MountOptions, ready_fd: int | N
     from ocifs.layers.store import LayerStore
 
     cache = build_cache(opts)
+    if opts.read_only:
+        source.writable = False
     tree = Tree(
         source, LayerStore(source, cache), contain_symlinks=opts.symlinks == symlinks.CONTAINED
     )
     area = None
-    if source.writable and not opts.read_only:
+    if source.writable:
         from ocifs.importer.area import ImportDir, recover
+        from ocifs.tree.edits import TreeEdits
 
         recover(source.path)
         area = ImportDir(source.path, tree.refresh, lock_timeout=opts.lock_timeout)
+        edits = TreeEdits(tree, source.path, opts.lock_timeout, area.session.status.record)
     else:
-        source.writable = False
+        edits = None
     _install_status(source, mountpoint, cache, tree, area)
-    ops = Operations(tree, area)
+    ops = Operations(tree, area, edits)
     _init_fuse(ops, mountpoint, _fuse_options(source, opts))
     log.info("mounted %s (%s) on %s", source.path, source.kind, mountpoint)
     status = 0

@@ -4,7 +4,8 @@ The Python cousin of containerd's content-store ``Commit``: the caller has
 verified size and digest; here each staging file is fsynced, renamed into place
 (skipped when the blob already exists: content addressing makes a second copy a
 no-op, and existing blobs are never rewritten), and every directory that gained
-a name is fsynced once. Blocking: run from a worker thread.
+a name is fsynced once. A committed blob gets mtime = commit time, which is
+what `ocifs gc`'s grace period measures. Blocking: run from a worker thread.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def read_range(path: str, offset: int, size: int) -> bytes:
         os.close(fd)
 
 
+def _touch(target: str | int) -> None:
+    """Set a new blob's mtime to its commit time: `ocifs gc` spares blobs younger
+    than its grace period, and an import is about to reference this one. (A blob
+    already present is not touched: existing blobs are never modified.)"""
+    try:
+        os.utime(target)
+    except OSError:
+        pass  # a read-only or foreign-owned blob: gc's grace is then counted from its write
+
+
 def commit_blobs(layout: str, blobs: Iterable[tuple[Digest, StagedFile]]) -> list[Digest]:
     """Rename verified staging files into blobs/; returns the digests that are new.
 
@@ -55,6 +66,7 @@ def commit_blobs(layout: str, blobs: Iterable[tuple[Digest, StagedFile]]) -> lis
             staged.discard()
             continue
         durable.makedirs(os.path.dirname(final))
+        _touch(staged.fd)
         durable.fsync_fd(staged.fd)
         durable.rename(staged.path, final)
         staged.detach()

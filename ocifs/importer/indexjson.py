@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ocifs import durable
-from ocifs.errors import InvalidInput
+from ocifs.errors import BlobUnavailable, InvalidInput
 from ocifs.importer.staging import LOCK_FILE, staging_dir
 from ocifs.model import documents, reference
 from ocifs.model import mediatypes as mt
@@ -79,7 +79,8 @@ def merge(existing: list[Entry], new: Sequence[Entry]) -> list[Entry] | None:
     return result if changed else None
 
 
-def _load(path: str) -> dict[str, Any]:
+def load_index(path: str) -> dict[str, Any]:
+    """index.json as a dict (an absent file reads as an empty index)."""
     try:
         with open(path, "rb") as f:
             data = f.read(documents.MAX_DOCUMENT_BYTES + 1)
@@ -92,23 +93,68 @@ def _load(path: str) -> dict[str, Any]:
     return obj
 
 
-def update(layout: str, new: Sequence[Entry], lock_timeout: float) -> bool:
+Edit = Callable[[list[Entry]], list[Entry] | None]
+
+
+def rewrite(layout: str, edit: Edit, lock_timeout: float) -> bool:
+    """Apply `edit` to the manifests list of `<layout>/index.json` under the layout lock.
+
+    `edit` gets the list as re-read under the lock and returns the new list, or
+    None for "nothing to change" (then the file is not rewritten). It may raise
+    to abort: index.json stays as it was. Returns True if the file was rewritten.
+    Blocking (waits for the lock, fsyncs): call from a worker thread.
+    """
+    path = os.path.join(layout, "index.json")
+    with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
+        # Under the lock: `staging.remove_if_unused` removes it only under the lock.
+        durable.makedirs(staging_dir(layout))
+        obj = load_index(path)
+        edited = edit(list(obj.get("manifests") or []))
+        if edited is None:
+            return False
+        obj["manifests"] = edited
+        obj.setdefault("schemaVersion", 2)
+        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        durable.replace_file(path, data, staging_dir(layout))
+    return True
+
+
+def _check_present(layout: str, entries: Sequence[Entry]) -> None:
+    """Every blob the new entries need is still there (under the lock, so `ocifs gc`,
+    which holds it while deleting, cannot remove one before index.json names it)."""
+    from ocifs.importer import closure
+    from ocifs.model import descriptor
+
+    view = closure.BlobView(layout)
+    for entry in entries:
+        desc = descriptor.parse(entry, "index entry")
+        gone = closure.missing(view, desc)
+        if gone:
+            names = ", ".join(sorted(str(d) for d in gone)[:3])
+            raise BlobUnavailable(
+                f"blob(s) {names} were removed while this import ran (ocifs gc or rm in "
+                "blobs/?); nothing was tagged: import again"
+            )
+
+
+def update(
+    layout: str, new: Sequence[Entry], lock_timeout: float, *, check_present: bool = False
+) -> bool:
     """Merge `new` into `<layout>/index.json`; True if the file was rewritten.
+
+    `check_present`: re-check under the lock that every blob the new entries
+    reach is still there (importers pass it: `ocifs gc` holds the same lock
+    while it deletes, so an entry can never name a blob gc just removed).
 
     Blocking (waits for the lock, fsyncs): call from a worker thread.
     """
     if not new:
         return False
-    path = os.path.join(layout, "index.json")
-    with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
-        # Under the lock: `staging.remove_if_unused` removes it only under the lock.
-        durable.makedirs(staging_dir(layout))
-        obj = _load(path)
-        merged = merge(list(obj.get("manifests") or []), new)
-        if merged is None:
-            return False
-        obj["manifests"] = merged
-        obj.setdefault("schemaVersion", 2)
-        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-        durable.replace_file(path, data, staging_dir(layout))
-    return True
+
+    def edit(existing: list[Entry]) -> list[Entry] | None:
+        merged = merge(existing, new)
+        if merged is not None and check_present:
+            _check_present(layout, new)
+        return merged
+
+    return rewrite(layout, edit, lock_timeout)

@@ -64,7 +64,9 @@ class Session:
 
         def work() -> tuple[list[Digest], bool]:
             new = commit_blobs(self.layout, blobs)
-            return new, indexjson.update(self.layout, entries, self.lock_timeout)
+            return new, indexjson.update(
+                self.layout, entries, self.lock_timeout, check_present=True
+            )
 
         try:
             new, rewritten = await trio.to_thread.run_sync(work, limiter=self.io)
@@ -96,7 +98,10 @@ class Session:
                 except OcifsError as exc:
                     results[p] = str(exc)
             ready = [p.entry for p, r in results.items() if r == set()]
-            return results, indexjson.update(self.layout, ready, self.lock_timeout)
+            rewritten = indexjson.update(
+                self.layout, ready, self.lock_timeout, check_present=True
+            )
+            return results, rewritten
 
         try:
             results, rewritten = await trio.to_thread.run_sync(work, limiter=self.io)

@@ -74,6 +74,14 @@ def _read_small(path: str, what: str) -> bytes:
         os.close(fd)
 
 
+def _is_empty(path: str) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
+
+
 class LayoutDir(Source):
     """See the module docstring. Validates `oci-layout` and `index.json` on open."""
 
@@ -86,23 +94,36 @@ class LayoutDir(Source):
         if not os.path.isdir(path):
             raise NotAnImage(f"{path}: not a directory")
         self.writable = writable
+        if not os.path.exists(os.path.join(path, "oci-layout")) and _is_empty(path):
+            raise NotAnImage(
+                f"{path}: empty directory, not an OCI image layout "
+                f"(create one with `ocifs init {path}`)"
+            )
         self._layout_path = os.path.join(path, "oci-layout")
         self._index_path = os.path.join(path, "index.json")
         self._oci_layout = _read_small(self._layout_path, "oci-layout")
         documents.parse_oci_layout(self._oci_layout, self._layout_path)
-        self._index_stamp: tuple[int, int, int, int] | None = None
+        self._index_stamp: tuple[int, ...] | None = None
         # Validate now so a broken index.json is a mount error, not a broken mount.
         documents.parse_index(self.index_bytes(), self._index_path, lenient=True)
 
     def oci_layout_bytes(self) -> bytes:
         return self._oci_layout
 
-    def _stamp(self) -> tuple[int, int, int, int] | None:
+    def _stamp(self) -> tuple[int, ...] | None:
+        """index.json's identity, and the mtimes of blobs/<alg>/ (so a blob removed by
+        `ocifs gc` or another mount shows in the next listing of blobs/)."""
         try:
             st = os.stat(self._index_path, follow_symlinks=False)
         except OSError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        dirs = []
+        for alg in sorted(digest_mod.HEX_LENGTHS):
+            try:
+                dirs.append(os.stat(os.path.join(self.path, "blobs", alg)).st_mtime_ns)
+            except OSError:
+                dirs.append(0)
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, *dirs)
 
     def index_bytes(self) -> bytes:
         # Stamp first: an index.json that cannot be read is then not re-read (and

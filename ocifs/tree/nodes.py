@@ -75,7 +75,7 @@ class Node:
 class DirNode(Node):
     """A directory whose children come from an async builder, built once."""
 
-    __slots__ = ("_build", "_building", "_children", "_mtime_ns", "_mutable", "_perm")
+    __slots__ = ("_build", "_building", "_children", "_mtime_ns", "_mutable", "_owner", "_perm")
 
     def __init__(
         self,
@@ -86,8 +86,10 @@ class DirNode(Node):
         mtime_ns: int = MOUNT_TIME_NS,
         mutable: bool = False,
         perm: int = 0o555,
+        owner: tuple[int, int] = (0, 0),
     ) -> None:
         super().__init__(inode)
+        self._owner = owner
         self._build = build
         self._children = None if children is None else _showable(inode, children)
         self._building: trio.Event | None = None
@@ -104,6 +106,8 @@ class DirNode(Node):
             inode=self.inode,
             mode=stat.S_IFDIR | self._perm,
             nlink=2,
+            uid=self._owner[0],
+            gid=self._owner[1],
             mtime_ns=self._mtime_ns,
             mutable=self._mutable,
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -88,6 +89,13 @@ class Tree:
         # image directories built while their document was unreadable; retried on refresh
         self._incomplete: set[DirNode] = set()
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
+        #: inode -> refs/ path of every directory currently under refs/ (refs/ itself: ())
+        self.refs_paths: dict[int, tuple[str, ...]] = {}
+        # Directories whose entries can be removed or renamed (rmdir refs/x untags,
+        # rm blobs/<alg>/<hex> deletes) are writable by the mount's owner, so the
+        # kernel's permission check (default_permissions) lets those requests through.
+        self._edit_perm = 0o755 if source.writable else 0o555
+        self._edit_owner = (os.getuid(), os.getgid()) if source.writable else (0, 0)
         self._warned_names: set[tuple[Digest, str]] = set()
         #: set by the FUSE adapter; queues kernel cache notifications
         self.kernel = KernelCache()
@@ -100,7 +108,15 @@ class Tree:
         self.index_file = self._register(
             ChangingBytesFile(ChangingFile(self.alloc_inode(), b"", self.alloc_inode))
         )
-        self.refs = self._register(DirNode(self.alloc_inode(), children={}, mutable=True))
+        self.refs = self._register(
+            DirNode(
+                self.alloc_inode(),
+                children={},
+                mutable=True,
+                perm=self._edit_perm,
+                owner=self._edit_owner,
+            )
+        )
         self._refs_dirs[()] = self.refs
         self.by_digest = self._register(
             DirNode(self.alloc_inode(), self._build_by_digest, mutable=True)
@@ -109,9 +125,17 @@ class Tree:
         self._blob_algs: dict[str, DirNode] = {}
         for alg in sorted(HEX_LENGTHS):
             self._blob_algs[alg] = self._register(
-                DirNode(self.alloc_inode(), self._blob_lister(alg), mutable=True)
+                DirNode(
+                    self.alloc_inode(),
+                    self._blob_lister(alg),
+                    mutable=True,
+                    perm=self._edit_perm,
+                    owner=self._edit_owner,
+                )
             )
         self.blobs.set_children(dict(self._blob_algs))
+        #: inode of blobs/<alg>/ -> alg (where `rm` deletes blobs)
+        self.blob_alg_dirs = {node.inode: alg for alg, node in self._blob_algs.items()}
         self.root.set_children(
             {
                 "oci-layout": self.oci_layout,
@@ -233,19 +257,28 @@ class Tree:
             self._refreshing = None
             done.set()
 
-    def refresh(self) -> None:
+    def refresh(
+        self,
+        kernel_updated: frozenset[tuple[str, ...]] = frozenset(),
+        unlinked_blob: Digest | None = None,
+    ) -> None:
         """Re-read index.json and the blob set; invalidate what the kernel cached.
 
-        Synchronous, for the import area right after it rewrote index.json. The
-        one path for every change of index.json made by ocifs (imports, and
-        anything else that rewrites it must call this afterwards); changes
-        noticed from outside go through `maybe_refresh` and the same `_install`:
-        readers then see the new file whole, with its new size
-        (`ocifs.tree.kernelcache`), and the new refs/.
+        Synchronous, for the import area right after it rewrote index.json, and
+        for untag, retag and blob removal (`tree/edits.py`). The one path for
+        every change of index.json made by ocifs (anything that rewrites it must
+        call this afterwards); changes noticed from outside go through
+        `maybe_refresh` and the same `_install`: readers then see the new file
+        whole, with its new size (`ocifs.tree.kernelcache`), and the new refs/.
+        `kernel_updated` (refs/ paths) and `unlinked_blob`: dentries the kernel
+        already changed itself (the target of the rmdir, rename or unlink being
+        answered). They are not invalidated: that would wait for the directory
+        lock the very request holds, and a daemon killed meanwhile could never
+        exit.
         """
         cat = self._read_catalog()
         if cat is not None:
-            self._install(cat)
+            self._install(cat, kernel_updated, unlinked_blob)
 
     def _read_catalog(self) -> catalog_mod.Catalog | None:
         try:
@@ -263,9 +296,16 @@ class Tree:
             )
             return None
 
-    def _install(self, cat: catalog_mod.Catalog) -> None:
+    def _install(
+        self,
+        cat: catalog_mod.Catalog,
+        kernel_updated: frozenset[tuple[str, ...]] = frozenset(),
+        unlinked_blob: Digest | None = None,
+    ) -> None:
+        old = self.catalog
         self.catalog = cat
         self._apply_catalog(cat, initial=False)
+        self._invalidate_changed_refs(old, cat, kernel_updated)
         self.blob_access.forget_failures()
         self.layers.forget_failures()
         for node in self._incomplete:
@@ -273,8 +313,18 @@ class Tree:
             self.invalidate(node.inode, None)
         self._incomplete.clear()
         for alg_dir in self._blob_algs.values():
+            listed = alg_dir._children
             alg_dir.reset()
             self.invalidate(alg_dir.inode, None)
+            for name, blob in (listed or {}).items():
+                # blobs removed by `ocifs gc`, `rm` or another mount: drop their dentries
+                # (cached for a day, blob files being immutable)
+                if (
+                    isinstance(blob, BlobFile)
+                    and blob.digest != unlinked_blob
+                    and self.source.blob_size(blob.digest) is None
+                ):
+                    self.invalidate(alg_dir.inode, name)
 
     def _apply_catalog(self, cat: catalog_mod.Catalog, *, initial: bool) -> None:
         index_file = self.index_file
@@ -291,19 +341,50 @@ class Tree:
             for depth in range(1, len(path) + 1):
                 below.setdefault(path[:depth], {})
                 below[path[: depth - 1]][path[depth - 1]] = path[:depth]
-        old_top = set(self.refs._children or {})
-        built: dict[tuple[str, ...], DirNode] = {}
+        built: dict[tuple[str, ...], DirNode] = {(): self.refs}
         for path in sorted(below, key=len, reverse=True):
             children: Children = {name: built[sub] for name, sub in below[path].items()}
             if path:
                 built[path] = self._refs_dir(path, cat.refs.get(path), children, initial)
             else:
                 self.refs.set_children(children)
+        self.refs_paths = {node.inode: path for path, node in built.items()}
         if not initial:
             self.by_digest.reset()
-            for name in old_top | set(below[()]):
-                self.invalidate(self.refs.inode, name)
             self.invalidate(self.refs.inode, None)
+
+    def move_refs(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+        """The kernel moved the dentry refs/<old> to refs/<new> (a rename it asked us
+        for): keep the inodes it knows under their new paths, and drop the entries
+        it cached inside them (descriptor.json now names the new ref). Call before
+        `refresh`."""
+        for path in sorted(p for p in self._refs_dirs if p[: len(old)] == old):
+            node = self._refs_dirs.pop(path)
+            self._refs_dirs[(*new, *path[len(old) :])] = node
+            for name in node._children or {}:
+                self.invalidate(node.inode, name)
+
+    def _invalidate_changed_refs(
+        self,
+        old: catalog_mod.Catalog,
+        new: catalog_mod.Catalog,
+        skip: frozenset[tuple[str, ...]],
+    ) -> None:
+        """Invalidate the dentries of refs that appeared, vanished or point elsewhere,
+        and of the directories above them that appeared or vanished — not every
+        name under refs/ (2,000 refs: 2,000 notifications per change otherwise)."""
+        old_dirs = {p[:d] for p in old.refs for d in range(1, len(p) + 1)}
+        new_dirs = {p[:d] for p in new.refs for d in range(1, len(p) + 1)}
+        changed = {
+            p
+            for p in old.refs.keys() | new.refs.keys()
+            if (a := old.refs.get(p)) is None or (b := new.refs.get(p)) is None or a.raw != b.raw
+        }
+        targets = set(changed - skip) | ((old_dirs ^ new_dirs) - skip)
+        for path in sorted(targets):
+            parent = self._refs_dirs.get(path[:-1])
+            if parent is not None:
+                self.invalidate(parent.inode, path[-1])
 
     def _refs_dir(
         self, path: tuple[str, ...], desc: Descriptor | None, children: Children, initial: bool
@@ -312,7 +393,9 @@ class Tree:
         old = self._refs_dirs.get(path)
         inode = old.inode if old is not None else self.alloc_inode()
         if desc is None:
-            node = DirNode(inode, children=children, mutable=True)
+            node = DirNode(
+                inode, children=children, mutable=True, perm=self._edit_perm, owner=self._edit_owner
+            )
         else:
             image = self._image_dir(("refs", *path), desc)
 
@@ -331,12 +414,9 @@ class Tree:
                     merged[name] = child
                 return merged
 
-            node = DirNode(inode, build, mutable=True)
+            node = DirNode(inode, build, mutable=True, perm=self._edit_perm, owner=self._edit_owner)
         self._refs_dirs[path] = node
         self.nodes[inode] = node
-        if old is not None and not initial:
-            for name in set(old._children or {}) | set(children):
-                self.invalidate(inode, name)
         return node
 
     async def _build_by_digest(self) -> Children:

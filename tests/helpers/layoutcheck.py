@@ -145,6 +145,34 @@ def refs(layout: str) -> dict[str, str]:
     return out
 
 
+def closure(layout: str) -> set[str]:
+    """Every digest index.json reaches (manifests -> config + layers, indexes -> children)."""
+    with open(os.path.join(layout, "index.json"), "rb") as f:
+        stack = list(json.loads(f.read()).get("manifests") or [])
+    seen: set[str] = set()
+    while stack:
+        desc = stack.pop()
+        digest, mtype = desc["digest"], desc.get("mediaType")
+        if digest in seen:
+            continue
+        seen.add(digest)
+        if mtype in _INDEX | _MANIFEST:
+            alg, hex_ = digest.split(":")
+            with open(os.path.join(layout, "blobs", alg, hex_), "rb") as f:
+                doc = json.loads(f.read())
+            stack.extend(doc.get("manifests") or [] if mtype in _INDEX else
+                         [doc["config"], *(doc.get("layers") or [])])
+    return seen
+
+
+def blobs(layout: str) -> set[str]:
+    """Digests of every file under blobs/."""
+    out = set()
+    for alg in os.listdir(os.path.join(layout, "blobs")):
+        out |= {f"{alg}:{n}" for n in os.listdir(os.path.join(layout, "blobs", alg))}
+    return out
+
+
 # -- builders: real third-party tools make the inputs ---------------------------
 
 def run(*cmd: str) -> None:
