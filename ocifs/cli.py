@@ -403,17 +403,9 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 def _gc(args: argparse.Namespace) -> int:
     """`ocifs gc LAYOUT`: one line per removed blob, then a summary."""
+    from ocifs.cli_inspect import human_size
     from ocifs.layout.collect import DEFAULT_GRACE, collect
     from ocifs.sources.layout_dir import LayoutDir
 
@@ -427,7 +419,7 @@ def _gc(args: argparse.Namespace) -> int:
     print(
         f"{verb} {len(result.removed)} blob(s), "
         f"{'would free' if args.dry_run else 'freed'} {result.freed} bytes "
-        f"({_human(result.freed)}); {result.reachable} reachable blob(s) kept"
+        f"({human_size(result.freed)}); {result.reachable} reachable blob(s) kept"
     )
     if result.kept_young:
         size = sum(b.size for b in result.kept_young)

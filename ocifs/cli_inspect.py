@@ -107,7 +107,7 @@ def list_mounts(args: argparse.Namespace) -> int:
             r["source"],
             str(r["pid"] or "-"),
             "ro" if r["read_only"] else "rw",
-            _human(r["cache_used_bytes"]),
+            human_size(r["cache_used_bytes"]),
             r["state"],
         )
         for r in rows
@@ -140,7 +140,7 @@ def show_status(args: argparse.Namespace) -> int:
     print(f"daemon      pid {status['pid']}, ocifs {status['version']}, since {status['started']}")
     print(f"mode        {'read-only' if status['read_only'] else 'read-write (.import/)'}")
     print(
-        f"cache       {_human(cache['used_bytes'])} of {_human(cache['limit_bytes'])} "
+        f"cache       {human_size(cache['used_bytes'])} of {human_size(cache['limit_bytes'])} "
         f"in {cache['directory']}"
     )
     layers = status["layers"]
@@ -152,7 +152,7 @@ def show_status(args: argparse.Namespace) -> int:
         active = imports["active"]
         print(f"imports     {len(active)} being written, {imports['pending_entries']} pending")
         for item in active:
-            print(f"  .import/{item['path']}  {_human(item['bytes_received'])} received")
+            print(f"  .import/{item['path']}  {human_size(item['bytes_received'])} received")
     return 0
 
 
@@ -160,14 +160,15 @@ def _layer_line(layer: dict[str, Any]) -> str:
     done, total = layer["bytes_done"], layer["bytes_total"]
     if layer["state"] == "indexing":
         percent = 100 * done // total if total else 100
-        return f"indexing  {_human(done)} of {_human(total)} ({percent}%)"
+        return f"indexing  {human_size(done)} of {human_size(total)} ({percent}%)"
     if layer["state"] == "failed":
         return f"failed    {layer['error']}"
     took = "" if layer["seconds"] is None else f" in {layer['seconds']:.3f} s"
-    return f"{layer['state']:<9} {_human(total)}, {layer['entries']} entries{took}"
+    return f"{layer['state']:<9} {human_size(total)}, {layer['entries']} entries{took}"
 
 
-def _human(n: int | None) -> str:
+def human_size(n: int | None) -> str:
+    """A byte count for people: `512 B`, `3.2 MiB`; `-` when unknown."""
     if n is None:
         return "-"
     value = float(n)

@@ -142,12 +142,7 @@ class Ingest:
             self.s.status.record("UNSYNCED", self.name, self.error)
         else:
             self.s.status.record("FAILED", self.name, self.error)
-        if self.pipeline is not None:
-            try:
-                await self.pipeline.drain()
-            except Exception:
-                pass
-        self.discard()
+        await self._drain_and_discard()
 
     async def _write(self, offset: int, data: bytes) -> None:
         if self.state == "aborted":
@@ -619,17 +614,21 @@ class Ingest:
         async with self._lock:
             await self._abort()
 
-    async def _abort(self) -> None:
-        """`rm` of a file being imported: drop everything staged."""
-        if self.state == "open" and self.size:
-            self.s.status.record("ABORTED", self.name, "removed before it was committed")
-        self.state = "aborted"
+    async def _drain_and_discard(self) -> None:
+        """Let the worker finish (its errors no longer matter), then drop the staged data."""
         if self.pipeline is not None:
             try:
                 await self.pipeline.drain()
             except Exception:
                 pass
         self.discard()
+
+    async def _abort(self) -> None:
+        """`rm` of a file being imported: drop everything staged."""
+        if self.state == "open" and self.size:
+            self.s.status.record("ABORTED", self.name, "removed before it was committed")
+        self.state = "aborted"
+        await self._drain_and_discard()
 
     async def replay_into(self, fresh: Ingest) -> None:
         """Write this held temporary's content into `fresh` (its new name's import)."""
