@@ -31,30 +31,6 @@ def empty_layout(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A umoci layout with two tags, and skopeo-made archives of it."""
-    base = tmp_path_factory.mktemp("images")
-    src = str(base / "src")
-    layoutcheck.make_layout(src, "v1", {"a.txt": b"a\n", "big.bin": os.urandom(3_000_000)})
-    layoutcheck.make_layout(src, "v2", {"b.txt": b"b\n"})
-    out = {"layout": Path(src)}
-    out["oci"] = Path(layoutcheck.to_archive(src, "v1", str(base / "oci.tar"), "oci-archive"))
-    out["docker"] = Path(layoutcheck.to_archive(
-        src, "v2", str(base / "docker.tar"), "docker-archive", "busybox:1"))
-    gz = base / "oci.tar.gz"
-    gz.write_bytes(gzip.compress(out["oci"].read_bytes(), 1))
-    out["oci.gz"] = gz
-    subprocess.run(["zstd", "-q", "-f", str(out["docker"])], check=True)
-    out["docker.zst"] = Path(f"{out['docker']}.zst")
-    return out
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Path:
-    return empty_layout(tmp_path / "layout")
-
-
 def check_tools(layout: Path, tag: str) -> None:
     """Third-party tools read what .import/ wrote."""
     layoutcheck.check(str(layout))

@@ -15,10 +15,7 @@ import pytest
 
 from tests.conftest import _wait_gone
 from tests.helpers import layoutcheck
-from tests.mount import test_import
 from tests.mount.test_import import empty_layout
-
-images = test_import.images  # the same module-scoped fixture, built once per module
 
 STAGING = ".ocifs-staging"
 

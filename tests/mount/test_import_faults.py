@@ -25,27 +25,7 @@ import pytest
 
 from tests.conftest import require_tools
 from tests.helpers import layoutcheck
-from tests.mount.test_import import empty_layout, sh
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A umoci layout with two tags, and skopeo-made archives of it."""
-    base = tmp_path_factory.mktemp("images")
-    src = str(base / "src")
-    layoutcheck.make_layout(src, "v1", {"a.txt": b"a\n", "big.bin": os.urandom(3_000_000)})
-    layoutcheck.make_layout(src, "v2", {"b.txt": b"b\n"})
-    return {
-        "layout": Path(src),
-        "oci": Path(layoutcheck.to_archive(src, "v1", str(base / "oci.tar"), "oci-archive")),
-        "docker": Path(layoutcheck.to_archive(
-            src, "v2", str(base / "docker.tar"), "docker-archive", "busybox:1")),
-    }
-
-
-@pytest.fixture
-def layout(tmp_path: Path) -> Path:
-    return empty_layout(tmp_path / "layout")
+from tests.mount.test_import import sh
 
 
 def invariants(layout: Path) -> None:
