@@ -263,7 +263,11 @@ class DiskCache:
             if not self.directory.exists():
                 self._total = 0
                 return
-            for root, _dirs, files in os.walk(self.directory):
+            for root, dirs, files in os.walk(self.directory):
+                if root == str(self.directory) and "locks" in dirs:
+                    # building() locks: empty, and deleting one under a holder would let
+                    # a second indexer in; never counted, never evicted
+                    dirs.remove("locks")
                 for name in files:
                     if name.startswith(".tmp-"):
                         continue

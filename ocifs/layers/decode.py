@@ -114,6 +114,8 @@ class LayerPass:
         limits: Limits,
         sink: BinaryIO | None = None,
         sink_limit: int = 0,
+        *,
+        want_diff_id: bool = False,
     ) -> None:
         self.reader = reader
         self.digest = digest
@@ -130,11 +132,12 @@ class LayerPass:
         self._crc_fill = 0
         self._held = 0  # decoded bytes not yet handed out (see chunks())
         self._hasher = digest.hasher() if digest is not None else None
-        # sha256 of the decompressed stream; an uncompressed sha256 layer is its own.
+        # sha256 of the decompressed stream, only for the callers that check it (the
+        # index pass, against the config's diff_ids); an uncompressed sha256 layer is its own.
         self._own_diff_id = (
             compression is Compression.NONE and digest is not None and digest.algorithm == "sha256"
         )
-        self._diff_hasher = None if self._own_diff_id else hashlib.sha256()
+        self._diff_hasher = hashlib.sha256() if want_diff_id and not self._own_diff_id else None
         self._comp = self._compressed()
         self._deadline = time.monotonic() + limits.max_index_seconds
         self._side = _Sidecar()
@@ -218,8 +221,10 @@ class LayerPass:
     @property
     def diff_id(self) -> str:
         """`sha256:<hex>` of the decompressed bytes produced (valid after `finish`)."""
-        if self._diff_hasher is None:
+        if self._own_diff_id:
             return str(self.digest)
+        if self._diff_hasher is None:
+            raise RuntimeError("LayerPass made without want_diff_id=True")
         return f"sha256:{self._diff_hasher.hexdigest()}"
 
     def _update_crcs(self, out: bytes) -> None:

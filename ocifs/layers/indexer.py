@@ -47,7 +47,7 @@ def build(
 ) -> tuple[LayerRecord, bool]:
     """(record, whether `sink` received the whole decompressed stream)."""
     where = str(digest)
-    lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit)
+    lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit, want_diff_id=True)
     try:
         return _build(lp, limits)
     finally:
