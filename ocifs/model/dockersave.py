@@ -23,6 +23,7 @@ from typing import Any
 
 from ocifs.errors import InvalidInput
 from ocifs.model import mediatypes as mt
+from ocifs.model import reference
 from ocifs.model.descriptor import CONTAINERD_NAME, REF_NAME
 from ocifs.model.digest import of_bytes as digest_of
 
@@ -42,19 +43,15 @@ def dumps(obj: object) -> bytes:
 
 
 def normalize_name(tag: str) -> str:
-    """`busybox:1` -> `docker.io/library/busybox:1`, as containerd and docker do."""
-    if "@" in tag:
-        raise InvalidInput(f"RepoTags: {tag!r} is a digest reference, not a tag")
-    slash = tag.find("/")
-    last = tag.rsplit("/", 1)[-1]
-    if ":" not in last:
-        tag += ":latest"
-    if slash < 0:
-        return f"docker.io/library/{tag}"
-    first = tag[:slash]
-    if "." in first or ":" in first or first == "localhost":
-        return tag
-    return f"docker.io/{tag}"
+    """`busybox:1` -> `docker.io/library/busybox:1`, as containerd and docker do.
+
+    The one reference grammar (`model/reference.py`), so a name that a mount
+    shows is exactly a name an import accepts; InvalidInput otherwise.
+    """
+    try:
+        return reference.parse_docker_ref(tag)
+    except InvalidInput as exc:
+        raise InvalidInput(f"RepoTags: {exc}") from None
 
 
 def check_item(item: object, where: str) -> dict[str, Any]:
