@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from ocifs import durable
 from ocifs.errors import InUse, NotFound
+from ocifs.importer.commit import blob_path
 from ocifs.importer.staging import LOCK_FILE, recover
 from ocifs.layout import reach as reach_mod
 from ocifs.layout.reach import Blob
@@ -63,7 +64,7 @@ def remove_blob(layout: str, digest: Digest, lock_timeout: float) -> int:
     `InUse` naming the ref whose closure reaches it; `NotFound` if absent.
     No grace period: the user named this blob.
     """
-    path = reach_mod.blob_path(layout, digest)
+    path = blob_path(layout, digest)
     with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
         try:
             size = os.lstat(path).st_size
@@ -89,8 +90,6 @@ def collect(
     """Remove every blob unreachable from index.json (see `ocifs.layout.reach`)."""
     result = GcResult()
     with durable.layout_lock(os.path.join(layout, LOCK_FILE), lock_timeout):
-        if not dry_run:
-            result.stale_staging = recover(layout)
         blobs = list(reach_mod.list_blobs(layout))
         cutoff = (time.time() if now is None else now) - grace
         from_index = reach_mod.compute(layout)
@@ -105,7 +104,11 @@ def collect(
                 result.removed.append(blob)
         if not dry_run:
             for blob in result.removed:
-                durable.unlink(reach_mod.blob_path(layout, blob.digest))
+                durable.unlink(blob_path(layout, blob.digest))
             _fsync_dirs(layout, result.removed)
+    if not dry_run:
+        # after the lock: recover() takes it itself (if free) to remove the empty
+        # staging directory, and a second flock from this process would conflict
+        result.stale_staging = recover(layout)
     return result
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ocifs.errors import InvalidInput, OcifsError, Unsupported
+from ocifs.importer.commit import blob_path
 from ocifs.importer.indexjson import entry_name, load_index
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
@@ -53,10 +54,6 @@ class Reach:
 
     def __contains__(self, digest: object) -> bool:
         return digest in self.via
-
-
-def blob_path(layout: str, digest: Digest) -> str:
-    return os.path.join(layout, "blobs", digest.path_fragment)
 
 
 def list_blobs(layout: str) -> Iterator[Blob]:
@@ -104,6 +101,14 @@ def _children(doc: dict[str, Any]) -> Iterator[tuple[str, Digest]]:
                 continue  # cannot name a blob file: nothing to keep
             media_type = item.get("mediaType")
             yield (media_type if isinstance(media_type, str) else ""), digest
+    # Docker schema 1 names its layers `fsLayers[].blobSum` (shown raw, but kept by gc)
+    layers = doc.get("fsLayers")
+    for item in layers if isinstance(layers, list) else []:
+        try:
+            digest = digest_mod.parse(item.get("blobSum") if isinstance(item, dict) else None)
+        except (InvalidInput, Unsupported):
+            continue
+        yield "", digest
 
 
 def _is_document(media_type: str) -> bool:
