@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import trio
-
 from ocifs import package_version
 
 if TYPE_CHECKING:
@@ -62,6 +60,8 @@ class StatusReport:
         self.area = area
 
     async def render(self) -> bytes:
+        import trio  # here: the CLI imports this module for its names only
+
         cache_used = await trio.to_thread.run_sync(self.cache.used_bytes)
         f = self.facts
         doc = {

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
-
-from ocifs.sources.registry import RegistryOptions
+from dataclasses import dataclass
 
 DEFAULT_REFRESH = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryOptions:
+    """How to reach a registry (here, not in sources/registry.py, so that parsing the
+    command line does not import httpx and the rest of the source)."""
+
+    creds: str | None = None
+    authfile: str | None = None
+    cert_dir: str | None = None
+    tls_verify: bool = True
+    #: seconds after which tags are re-resolved; 0: never
+    refresh: float = DEFAULT_REFRESH
 
 
 def _bool(text: str) -> bool:

@@ -61,6 +61,7 @@ from ocifs.model.descriptor import REF_NAME
 from ocifs.model.digest import Digest
 from ocifs.registry import auth
 from ocifs.registry.client import ClientOptions, RegistryClient, describe
+from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
 from ocifs.sources.base import BlobReader, BytesReader, Source, clamp
@@ -75,16 +76,6 @@ FAILURE_HOLD = 5.0
 #: how far from the furthest read so far a read still counts as sequential: the
 #: kernel's readahead sends several reads at once, in no guaranteed order
 STREAM_WINDOW = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryOptions:
-    creds: str | None = None
-    authfile: str | None = None
-    cert_dir: str | None = None
-    tls_verify: bool = True
-    #: seconds after which tags are re-resolved; 0: never
-    refresh: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
