@@ -31,7 +31,13 @@ from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
 from ocifs.tree.edits import TreeEdits
 from ocifs.tree.importarea import ImportArea
 from ocifs.tree.kernelcache import KernelCache, OpenVersion
-from ocifs.tree.nodes import BytesFile, ChangingBytesFile, GeneratedFile, Node
+from ocifs.tree.nodes import (
+    VIRTUAL_XATTR_PREFIX,
+    BytesFile,
+    ChangingBytesFile,
+    GeneratedFile,
+    Node,
+)
 from ocifs.tree.tree import Tree
 
 log = logging.getLogger(__name__)
@@ -463,7 +469,10 @@ class Operations(pyfuse3.Operations):
         if not self._in_area(inode):
             node = self.tree.get(inode)
             key = os.fsdecode(name)
-            value = node.virtual_xattrs().get(key)
+            # `ls -l` asks every file for SELinux labels and ACLs: build the
+            # virtual attributes only when one of their names is asked for
+            if key.startswith(VIRTUAL_XATTR_PREFIX):
+                value = node.virtual_xattrs().get(key)
             if value is None:
                 value = node.xattrs().get(key)
         if value is None:
@@ -478,8 +487,11 @@ class Operations(pyfuse3.Operations):
         # Virtual attributes (user.ocifs.layer) are answered but not listed, so
         # copying tools (cp -a, rsync -X, tar --xattrs) take only the image's own.
         node = self.tree.get(inode)
+        names = node.xattrs()
+        if not names:
+            return []
         virtual = node.virtual_xattrs()
-        return [os.fsencode(name) for name in node.xattrs() if name not in virtual]
+        return [os.fsencode(name) for name in names if name not in virtual]
 
     @_edge
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -30,7 +30,7 @@ from ocifs.errors import InvalidInput, OcifsError
 from ocifs.layers.entry import Entry, Kind
 from ocifs.model import documents
 from ocifs.tree.attr import Attr
-from ocifs.tree.nodes import Children, DirNode, Node
+from ocifs.tree.nodes import VIRTUAL_XATTR_PREFIX, Children, DirNode, Node
 
 if TYPE_CHECKING:
     from ocifs.layers.entry import LayerIndex
@@ -73,7 +73,7 @@ def entry_attr(inode: int, entry: Entry, link: str | None = None) -> Attr:
 
 
 #: The virtual xattr naming the layer an entry comes from (see the module docstring).
-LAYER_XATTR = "user.ocifs.layer"
+LAYER_XATTR = f"{VIRTUAL_XATTR_PREFIX}layer"
 
 
 def layer_xattr(position: int, digest: Digest) -> dict[str, bytes]:

@@ -35,6 +35,9 @@ Children = dict[str, "Node"]
 MOUNT_TIME_NS = time.time_ns()
 
 
+#: the namespace of the attributes ocifs itself answers (`virtual_xattrs`)
+VIRTUAL_XATTR_PREFIX = "user.ocifs."
+
 class Node:
     """Base of every node: an inode and its attributes."""
 
@@ -68,7 +71,8 @@ class Node:
         return {}
 
     def virtual_xattrs(self) -> dict[str, bytes]:
-        """Attributes ocifs answers about this node (not the image's; not listed)."""
+        """Attributes ocifs answers about this node (not the image's; not listed);
+        every name starts with VIRTUAL_XATTR_PREFIX."""
         return {}
 
 
