@@ -250,9 +250,14 @@ class Tree:
             return
         self._refreshing = done = trio.Event()
         try:
-            cat = await trio.to_thread.run_sync(self._read_catalog, limiter=self.io_limiter)
+            listed = self._listed_blobs()
+
+            def read() -> tuple[catalog_mod.Catalog | None, set[tuple[int, str]]]:
+                return self._read_catalog(), self._gone_blobs(listed)
+
+            cat, gone = await trio.to_thread.run_sync(read, limiter=self.io_limiter)
             if cat is not None:
-                self._install(cat)
+                self._install(cat, gone=gone)
         finally:
             self._refreshing = None
             done.set()
@@ -278,7 +283,8 @@ class Tree:
         """
         cat = self._read_catalog()
         if cat is not None:
-            self._install(cat, kernel_updated, unlinked_blob)
+            listed = [b for b in self._listed_blobs() if b[2] != unlinked_blob]
+            self._install(cat, kernel_updated, gone=self._gone_blobs(listed))
 
     def _read_catalog(self) -> catalog_mod.Catalog | None:
         try:
@@ -300,7 +306,8 @@ class Tree:
         self,
         cat: catalog_mod.Catalog,
         kernel_updated: frozenset[tuple[str, ...]] = frozenset(),
-        unlinked_blob: Digest | None = None,
+        *,
+        gone: set[tuple[int, str]],
     ) -> None:
         old = self.catalog
         self.catalog = cat
@@ -313,18 +320,26 @@ class Tree:
             self.invalidate(node.inode, None)
         self._incomplete.clear()
         for alg_dir in self._blob_algs.values():
-            listed = alg_dir._children
             alg_dir.reset()
             self.invalidate(alg_dir.inode, None)
-            for name, blob in (listed or {}).items():
-                # blobs removed by `ocifs gc`, `rm` or another mount: drop their dentries
-                # (cached for a day, blob files being immutable)
-                if (
-                    isinstance(blob, BlobFile)
-                    and blob.digest != unlinked_blob
-                    and self.source.blob_size(blob.digest) is None
-                ):
-                    self.invalidate(alg_dir.inode, name)
+        # blobs removed by `ocifs gc`, `rm` or another mount: drop their dentries
+        # (cached for a day, blob files being immutable)
+        for parent, name in gone:
+            self.invalidate(parent, name)
+
+    def _listed_blobs(self) -> list[tuple[int, str, Digest]]:
+        """(directory inode, name, digest) of every blob file `blobs/` has listed so far."""
+        return [
+            (alg_dir.inode, name, blob.digest)
+            for alg_dir in self._blob_algs.values()
+            for name, blob in (alg_dir._children or {}).items()
+            if isinstance(blob, BlobFile)
+        ]
+
+    def _gone_blobs(self, listed: list[tuple[int, str, Digest]]) -> set[tuple[int, str]]:
+        """Those of `listed` whose file is gone: one stat each (a worker thread's job)."""
+        return {(parent, name) for parent, name, digest in listed
+                if self.source.blob_size(digest) is None}
 
     def _apply_catalog(self, cat: catalog_mod.Catalog, *, initial: bool) -> None:
         index_file = self.index_file
