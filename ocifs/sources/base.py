@@ -141,6 +141,15 @@ def stamp_of(st: os.stat_result) -> FileStamp:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
+def fd_changed(fd: int, stamp: FileStamp) -> bool:
+    """Whether the file open as `fd` no longer has the identity `stamp` (one fstat);
+    True if it cannot be told."""
+    try:
+        return stamp_of(os.fstat(fd)) != stamp
+    except OSError:
+        return True
+
+
 class StampedRegionReader(FileRegionReader):
     """A region of a file whose identity (`stamp`) at open is known: `changed` is real."""
 
@@ -156,10 +165,7 @@ class StampedRegionReader(FileRegionReader):
         One fstat; call it after a pread to know the bytes read are the ones
         the stamp vouches for (the kernel updates the times before the data).
         """
-        try:
-            return stamp_of(os.fstat(self.fd)) != self.stamp
-        except OSError:
-            return True
+        return fd_changed(self.fd, self.stamp)
 
 
 class BytesReader:

@@ -40,6 +40,7 @@ from ocifs.sources.base import (
     ReaderFile,
     StampedRegionReader,
     clamp,
+    fd_changed,
     file_type,
     stamp_of,
 )
@@ -425,10 +426,7 @@ class ArchiveFile:
 
     def changed(self) -> bool:
         """Whether the archive file changed since it was opened (one fstat)."""
-        try:
-            return stamp_of(os.fstat(self.fd)) != self.stamp
-        except OSError:
-            return True
+        return fd_changed(self.fd, self.stamp)
 
     def document(self, name: str) -> bytes | None:
         """A small JSON member's bytes, or None if there is no such member."""
