@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from typing import BinaryIO
 
-from ocifs.layers.decode import LayerPass
-from ocifs.layers.limits import Limits
+from ocifs.codec.blobio import BlobReader
+from ocifs.codec.damage import StreamDamaged
+from ocifs.codec.decode import LayerPass
+from ocifs.codec.limits import Limits
 from ocifs.layers.serial import LayerRecord
 from ocifs.layers.tarindex import IndexBuilder
-from ocifs.layers.tarwalk import ChunkStream, TarDamaged, walk
+from ocifs.layers.tarwalk import ChunkStream, walk
 from ocifs.model.digest import Digest
 from ocifs.model.mediatypes import Compression, layer_compression, sniff_compression
-from ocifs.sources.base import BlobReader
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
     try:
         for member in walk(ChunkStream(chunks), limits, where):
             builder.add(member)
-    except TarDamaged as exc:
+    except StreamDamaged as exc:
         complete, error = False, f"layer {where}: {exc}"
         log.warning("%s; showing the %d members before it", error, builder.members)
     valid = lp.produced
@@ -74,7 +75,7 @@ def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
         for _ in chunks:
             pass
         valid = lp.produced
-    except TarDamaged as exc:
+    except StreamDamaged as exc:
         if complete:
             log.warning("layer %s: %s after the end of the tar archive (ignored)", where, exc)
     lp.finish()
@@ -93,7 +94,7 @@ def unpack(reader: BlobReader, digest: Digest, compression: Compression,
             for _ in lp.chunks():
                 if lp.produced >= size:
                     break
-        except TarDamaged:
+        except StreamDamaged:
             pass  # the index already records where the damage is
         lp.finish()
         sink.truncate(size)

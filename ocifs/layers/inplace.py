@@ -21,9 +21,10 @@ import threading
 
 from ocifs import log as log_mod
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import BlobReader, FileRegionReader, StampedRegionReader
 from ocifs.errors import BlobUnavailable
 from ocifs.model.digest import Digest
-from ocifs.sources.base import BlobReader, FileRegionReader, Source, StampedRegionReader
+from ocifs.sources.base import Source
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ocifs.codec.blobio import BlobReader
 from ocifs.model.descriptor import Descriptor
-from ocifs.sources.base import BlobReader
 
 
 @dataclass

@@ -24,20 +24,21 @@ import trio
 
 from ocifs import log as log_mod
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import BlobReader, FileRegionReader
+from ocifs.codec.limits import DEFAULT, Limits
+from ocifs.codec.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
+from ocifs.codec.seekable import open_gzip
 from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
 from ocifs.layers import indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex, sparse_pieces
 from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
-from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.merge import MergedTree, merge
 from ocifs.layers.progress import IndexProgress
-from ocifs.layers.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
-from ocifs.layers.seekable import open_gzip
 from ocifs.layers.serial import LayerRecord
 from ocifs.model.descriptor import Descriptor
 from ocifs.model.digest import Digest
 from ocifs.model.mediatypes import Compression
-from ocifs.sources.base import BlobReader, FileRegionReader, Source
+from ocifs.sources.base import Source
 
 log = logging.getLogger(__name__)
 

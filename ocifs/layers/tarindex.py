@@ -20,10 +20,10 @@ import logging
 import os
 from collections.abc import Iterable
 
+from ocifs.codec.limits import Limits
 from ocifs.errors import LimitExceeded
 from ocifs.layers import tarwalk
 from ocifs.layers.entry import Entry, Kind, LayerIndex, lookup_path
-from ocifs.layers.limits import Limits
 from ocifs.layers.names import WHITEOUT_PREFIX, normalise
 from ocifs.layers.tarwalk import Member
 from ocifs.model.naming import NAME_MAX, name_problem

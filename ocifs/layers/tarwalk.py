@@ -17,18 +17,15 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ocifs.codec.damage import StreamDamaged
+from ocifs.codec.limits import Limits
 from ocifs.errors import LimitExceeded
-from ocifs.layers.limits import Limits
 
 BLOCK = 512
 
 
-class TarDamaged(Exception):
+class TarDamaged(StreamDamaged):
     """The tar stream is corrupt or truncated at `offset`; entries before it are good."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(f"{message} at offset {offset}")
-        self.offset = offset
 
 
 class ChunkStream:

@@ -21,9 +21,10 @@ import os
 import stat
 
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import file_type
 from ocifs.errors import InvalidInput, NotAnImage
 from ocifs.model import mediatypes as mt
-from ocifs.sources.base import Source, file_type
+from ocifs.sources.base import Source
 from ocifs.sources.tarmembers import ArchiveFile
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import BlobReader, BytesReader
 from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage, OcifsError
 from ocifs.model import descriptor as descriptor_mod
 from ocifs.model import digest as digest_mod
@@ -46,7 +47,7 @@ from ocifs.model.dockersave import (
     manifest_entry,
     tag_entries,
 )
-from ocifs.sources.base import BlobReader, BytesReader, Source
+from ocifs.sources.base import Source
 from ocifs.sources.oci_archive import OciArchive, read_document
 from ocifs.sources.tarmembers import ArchiveFile, Member
 

@@ -14,17 +14,12 @@ import os
 import stat
 from collections.abc import Iterator
 
+from ocifs.codec.blobio import FileStamp, StampedRegionReader, open_regular, stamp_of
 from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage, NotRegularFile
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model.digest import Digest
-from ocifs.sources.base import (
-    FileStamp,
-    Source,
-    StampedRegionReader,
-    open_regular,
-    stamp_of,
-)
+from ocifs.sources.base import Source
 
 log = logging.getLogger(__name__)
 

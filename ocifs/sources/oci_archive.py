@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from ocifs.codec.blobio import BlobReader
 from ocifs.errors import BlobUnavailable, InvalidInput, NotAnImage, OcifsError
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model.digest import Digest
-from ocifs.sources.base import BlobReader, Source
+from ocifs.sources.base import Source
 from ocifs.sources.tarmembers import ArchiveFile, Member
 
 log = logging.getLogger(__name__)

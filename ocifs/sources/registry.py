@@ -53,6 +53,7 @@ from typing import Any
 import httpx
 
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import BlobReader, BytesReader, clamp
 from ocifs.errors import BlobUnavailable, OcifsError, RegistryError
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
@@ -64,7 +65,7 @@ from ocifs.registry.client import ClientOptions, RegistryClient, describe
 from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
-from ocifs.sources.base import BlobReader, BytesReader, Source, clamp
+from ocifs.sources.base import Source
 
 log = logging.getLogger(__name__)
 

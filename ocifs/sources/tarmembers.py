@@ -29,12 +29,8 @@ import zlib
 from dataclasses import dataclass, field
 
 from ocifs.cache import DiskCache
-from ocifs.errors import BlobUnavailable, InvalidInput, LimitExceeded, NotAnImage
-from ocifs.layers import seekable
-from ocifs.model import documents
-from ocifs.model import mediatypes as mt
-from ocifs.sources import zstd_stream
-from ocifs.sources.base import (
+from ocifs.codec import seekable, zstd_stream
+from ocifs.codec.blobio import (
     BlobReader,
     FileRegionReader,
     ReaderFile,
@@ -44,6 +40,9 @@ from ocifs.sources.base import (
     file_type,
     stamp_of,
 )
+from ocifs.errors import BlobUnavailable, InvalidInput, LimitExceeded, NotAnImage
+from ocifs.model import documents
+from ocifs.model import mediatypes as mt
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,10 @@ from collections import OrderedDict
 import trio
 
 from ocifs import log as log_mod
+from ocifs.codec.blobio import BlobReader, FileRegionReader
 from ocifs.errors import BlobUnavailable, OcifsError
 from ocifs.model.digest import Digest
-from ocifs.sources.base import BlobReader, FileRegionReader, Source
+from ocifs.sources.base import Source
 
 log = logging.getLogger(__name__)
 

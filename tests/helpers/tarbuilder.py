@@ -19,10 +19,11 @@ from pathlib import Path
 
 import zstandard
 
+from ocifs.codec.blobio import BlobReader, BytesReader, FileRegionReader
 from ocifs.errors import BlobUnavailable
 from ocifs.model.descriptor import Descriptor
 from ocifs.model.digest import Digest
-from ocifs.sources.base import BlobReader, BytesReader, FileRegionReader, Source
+from ocifs.sources.base import Source
 
 MEDIA = {
     "tar": "application/vnd.oci.image.layer.v1.tar",

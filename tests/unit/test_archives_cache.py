@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from ocifs.cache import DiskCache
+from ocifs.codec import seekable, zstd_stream
 from ocifs.errors import NotAnImage
-from ocifs.layers import seekable
 from ocifs.model import digest as digest_mod
-from ocifs.sources import docker_archive, tarmembers, zstd_stream
+from ocifs.sources import docker_archive, tarmembers
 from ocifs.sources.base import Source
 from ocifs.sources.detect import open_source
 from tests.conftest import FIXTURES

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from ocifs.codec.blobio import BytesReader
+from ocifs.codec.limits import DEFAULT
 from ocifs.errors import BlobUnavailable, InvalidInput, Unsupported
 from ocifs.layers import indexer
-from ocifs.layers.limits import DEFAULT
 from ocifs.model import documents
-from ocifs.sources.base import BytesReader
 from ocifs.sources.layout_dir import LayoutDir
 from tests.helpers import tarbuilder as tb
 from tests.helpers.layoutbuilder import DOCKER_MANIFEST, OCI_MANIFEST, Layout

@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ocifs.cache import DiskCache
+from ocifs.codec.decode import OUT_SIZE, LayerPass
+from ocifs.codec.limits import DEFAULT, Limits
 from ocifs.errors import LimitExceeded
-from ocifs.layers.decode import OUT_SIZE, LayerPass
 from ocifs.layers.entry import Kind, LayerIndex
-from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.store import LayerStore
 from ocifs.layers.tarindex import IndexBuilder
 from ocifs.layers.tarwalk import ChunkStream, TarDamaged, walk

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 import tarbuilder as tb
 
+from ocifs.codec.limits import DEFAULT
 from ocifs.layers.entry import Kind, LayerIndex
-from ocifs.layers.limits import DEFAULT
 from ocifs.layers.merge import MergedTree, merge
 from ocifs.layers.names import normalise
 from ocifs.layers.tarindex import IndexBuilder

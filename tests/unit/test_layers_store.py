@@ -18,15 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 import tarbuilder as tb
 
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import BytesReader
+from ocifs.codec.limits import Limits
+from ocifs.codec.seekable import open_gzip
 from ocifs.errors import BlobUnavailable, LayerCorrupt, LimitExceeded
 from ocifs.layers import indexer
 from ocifs.layers import store as store_mod
 from ocifs.layers.entry import Entry, Kind
-from ocifs.layers.limits import Limits
-from ocifs.layers.seekable import open_gzip
 from ocifs.layers.store import LayerStore
 from ocifs.model.descriptor import Descriptor
-from ocifs.sources.base import BytesReader
 from tests.conftest import require_tools
 
 FILES = {f"usr/share/d{i % 7}/f{i}": random.Random(i).randbytes(i * 997) for i in range(60)}

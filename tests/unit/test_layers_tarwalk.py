@@ -14,9 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 import tarbuilder as tb
 
+from ocifs.codec.limits import DEFAULT, Limits
 from ocifs.errors import LimitExceeded
 from ocifs.layers.entry import Kind, LayerIndex
-from ocifs.layers.limits import DEFAULT, Limits
 from ocifs.layers.tarindex import IndexBuilder
 from ocifs.layers.tarwalk import ChunkStream, TarDamaged, walk
 

@@ -17,10 +17,10 @@ import tarbuilder as tb
 
 from ocifs import mounttable
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import BlobReader
 from ocifs.errors import BlobUnavailable, ReadOnly
 from ocifs.layers.store import LayerStore
 from ocifs.model.digest import Digest
-from ocifs.sources.base import BlobReader
 from ocifs.tree.permissions import allowed
 from ocifs.tree.symlinks import contained_target
 

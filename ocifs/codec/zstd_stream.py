@@ -23,13 +23,13 @@ from typing import IO, cast
 import zstandard
 
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import BlobReader, ReaderFile
+from ocifs.codec.damage import StreamDamaged
+from ocifs.codec.decode import LayerPass
+from ocifs.codec.limits import DEFAULT, Limits
+from ocifs.codec.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
 from ocifs.errors import BlobUnavailable, InvalidInput
-from ocifs.layers.decode import LayerPass
-from ocifs.layers.limits import DEFAULT, Limits
-from ocifs.layers.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
-from ocifs.layers.tarwalk import TarDamaged
 from ocifs.model.mediatypes import Compression
-from ocifs.sources.base import BlobReader, ReaderFile
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class _Copies:
                     for _ in lp.chunks():
                         pass
                     lp.finish()
-                except (TarDamaged, BlobUnavailable) as exc:
+                except (StreamDamaged, BlobUnavailable) as exc:
                     raise InvalidInput(
                         f"{self.where}: zstd stream is truncated or corrupt ({exc})"
                     ) from None

@@ -6,7 +6,7 @@ mounted has no digest of its own and passes None), decompresses it with the
 fastest decoder measured (isal for gzip, python-zstandard for zstd), checks
 the limits (decompressed bytes, time), and optionally writes the decompressed bytes to a file (the
 unpacked copy reads are served from) with a CRC per `CRC_BLOCK` so that copy
-can be validated lazily. Decoder errors become `TarDamaged` at the output
+can be validated lazily. Decoder errors become `StreamDamaged` at the output
 offset where the damage starts.
 
 Memory is bounded by design, whatever the compression ratio: every decoder
@@ -30,12 +30,12 @@ from typing import IO, BinaryIO, cast
 import zstandard
 from isal import isal_zlib
 
+from ocifs.codec.blobio import BlobReader
+from ocifs.codec.damage import StreamDamaged
+from ocifs.codec.limits import Limits
 from ocifs.errors import BlobUnavailable, LimitExceeded
-from ocifs.layers.limits import Limits
-from ocifs.layers.tarwalk import TarDamaged
 from ocifs.model.digest import Digest
 from ocifs.model.mediatypes import Compression
-from ocifs.sources.base import BlobReader
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class LayerPass:
             yield data
 
     def chunks(self) -> Iterator[bytes]:
-        """Decompressed bytes in order. Raises TarDamaged, LimitExceeded, BlobUnavailable."""
+        """Decompressed bytes in order. Raises StreamDamaged, LimitExceeded, BlobUnavailable."""
         if self.compression is Compression.GZIP:
             decoded = self._gunzip()
         elif self.compression is Compression.ZSTD:
@@ -179,7 +179,7 @@ class LayerPass:
                 self._held += len(out)
                 if self._held >= OUT_SIZE:
                     yield self._release_held(held)
-        except TarDamaged:
+        except StreamDamaged:
             if held:  # what came before the damage is still listed and served
                 yield self._release_held(held)
             raise
@@ -238,8 +238,10 @@ class LayerPass:
                 self.crcs.append(self._crc)
                 self._crc, self._crc_fill = 0, 0
 
-    def _damaged(self, what: str) -> TarDamaged:
-        return TarDamaged(f"{what} (compressed offset {self.consumed})", self.produced + self._held)
+    def _damaged(self, what: str) -> StreamDamaged:
+        return StreamDamaged(
+            f"{what} (compressed offset {self.consumed})", self.produced + self._held
+        )
 
     def _gunzip(self) -> Iterator[bytes]:
         d = None

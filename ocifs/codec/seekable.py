@@ -22,8 +22,8 @@ from typing import Any
 import indexed_gzip
 
 from ocifs.cache import DiskCache
+from ocifs.codec.blobio import BlobReader, ReaderFile, clamp
 from ocifs.errors import BlobUnavailable
-from ocifs.sources.base import BlobReader, ReaderFile, clamp
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import IO, cast
 
 import zstandard
 
+from ocifs.codec.blobio import BlobReader, ReaderFile, clamp
+from ocifs.codec.decode import CRC_BLOCK, crc32
 from ocifs.errors import LayerCorrupt
-from ocifs.layers.decode import CRC_BLOCK, crc32
-from ocifs.sources.base import BlobReader, ReaderFile, clamp
 
 
 class CopyCorrupt(Exception):
