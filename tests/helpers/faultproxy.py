@@ -9,7 +9,10 @@ to blob downloads and to manifests fetched by digest:
 - "busy" / "unavailable": answer the next `fail_next` blob requests with 429
   (`Retry-After: 1`) / 503, then forward;
 - "slow": forward blob bodies in 64 KiB pieces with a pause between them
-  (so a test can kill the registry mid-read).
+  (so a test can kill the registry mid-read). The upstream connection then has a
+  small fixed receive buffer, so the registry cannot have handed the kernel much
+  more than the proxy has sent when it is killed (with autotuned buffers a blob of
+  a few MiB sits whole in them and outlives the registry).
 Everything else (manifests by tag, tags, auth, HEAD) is forwarded unchanged. `blob_bytes`
 counts body bytes sent for blobs.
 """
@@ -17,6 +20,7 @@ counts body bytes sent for blobs.
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -85,6 +89,13 @@ class FaultProxy:
         headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP | {"host"}}
         try:
             conn = http.client.HTTPConnection(self.upstream, timeout=30)
+            if self.mode == "slow" and self._faulty(h.path):
+                host, port = self.upstream.rsplit(":", 1)
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                sock.settimeout(30)
+                sock.connect((host, int(port)))
+                conn.sock = sock
             conn.request(h.command, h.path, headers=headers)
             resp = conn.getresponse()
         except OSError as exc:
