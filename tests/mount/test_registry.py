@@ -431,6 +431,16 @@ def test_429_5xx_and_cut_answers_are_retried(mount_image, big_registry, tmp_path
     assert ("resuming in" if mode == "truncate" else "retrying in") in m.log_text()
 
 
+def test_chunked_answers_read_right_and_resume(mount_image, big_registry, tmp_path) -> None:
+    """Chunked bodies (no Content-Length) take httpx's own path; a cut one is resumed."""
+    _reg, proxy, layout, layer = big_registry
+    proxy.mode, proxy.digest, proxy.fail_next = "chunked", layer, 1
+    m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=tmp_path / "chunk-cache")
+    blob = layout / "blobs/sha256" / layer.split(":")[1]
+    assert (m.path / "refs/1/layers/0.tar").read_bytes() == blob.read_bytes()
+    assert len(proxy.refused) == 1 and "resuming in" in m.log_text()
+
+
 def test_the_cache_size_limit_holds_for_registry_blobs(mount_image, big_registry, tmp_path):
     """A 4 MiB blob with --cache-size 1M: read right, then evicted; the mount still reads it."""
     reg, _proxy, layout, layer = big_registry
