@@ -22,6 +22,7 @@ import hashlib
 import os
 import queue
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -147,7 +148,9 @@ def _raw_socket(response: httpx.Response) -> socket.socket | None:
     ):
         return None
     stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
+    if stream is None or isinstance(stream.get_extra_info("ssl_object"), ssl.SSLObject):
+        return None  # TLS inside a TLS proxy tunnel: the socket carries the outer layer
+    sock = stream.get_extra_info("socket")
     return sock if isinstance(sock, socket.socket) else None
 
 
