@@ -334,9 +334,13 @@ class Operations(pyfuse3.Operations):
         return entry_attributes(attr)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        """The kernel dropped inodes: their `..` bookkeeping goes (must not raise)."""
-        for inode, count in inode_list:
-            self.parents.forget(inode, count)
+        """The kernel dropped inodes: their `..` bookkeeping goes (must not raise:
+        pyfuse3 has no request to answer with an error)."""
+        try:
+            for inode, count in inode_list:
+                self.parents.forget(inode, count)
+        except Exception:
+            log.exception("internal error in forget")
         log.debug("forget %d inodes; %d directories known", len(inode_list), len(self.parents))
 
     @_edge
