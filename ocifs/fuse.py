@@ -4,9 +4,12 @@ Nothing else in ocifs imports pyfuse3 (except `mount.py`, which starts the
 loop). Immutable nodes get long kernel cache timeouts and `keep_cache`, so a
 second `stat` or `cat` of image content never reaches Python; mutable nodes
 (refs/, by-digest/, blobs/ listings, .import/) get a short timeout and explicit
-invalidation when they change; files whose content changes (index.json,
-.import/.status...) follow `ocifs.tree.kernelcache` (timeout 0, direct_io, a
-new inode per rewrite, appends pushed). Notifications go out from one task
+invalidation when they change. A name missing from a directory whose listing is
+final is answered as a negative entry the kernel keeps (`lookup`); `..` of
+listings follows the kernel's lookup counts (`forget`, ocifs.dirparents). Files
+whose content changes (index.json, .import/.status...) follow
+`ocifs.tree.kernelcache` (timeout 0, direct_io, a new inode per rewrite,
+appends pushed). Notifications go out from one task
 (`run_invalidations`), never from a request handler. No exception escapes a handler: an
 unexpected one is logged with its traceback and becomes EIO, because pyfuse3
 would otherwise end the whole mount.
@@ -362,7 +365,6 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        log.debug("opendir inode=%d", inode)
         fh = self._fh()
         if self._in_area(inode):
             assert self.area is not None
