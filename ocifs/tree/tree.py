@@ -29,7 +29,14 @@ from ocifs import catalog as catalog_mod
 from ocifs import export
 from ocifs import log as log_mod
 from ocifs.durable import test_env
-from ocifs.errors import BlobUnavailable, NotFound, OcifsError, TooDeep, Unsupported
+from ocifs.errors import (
+    BlobUnavailable,
+    NoSuchName,
+    NotFound,
+    OcifsError,
+    TooDeep,
+    Unsupported,
+)
 from ocifs.layers.entry import Kind
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
@@ -181,7 +188,8 @@ class Tree:
         children = await pnode.children()
         child = children.get(name)
         if child is None:
-            raise NotFound(name)
+            # an image directory built without its document may gain children
+            raise NoSuchName(name, final=not pnode.mutable and pnode not in self._incomplete)
         self.nodes[child.inode] = child
         return child
 
