@@ -28,6 +28,7 @@ import trio
 from ocifs import catalog as catalog_mod
 from ocifs import export
 from ocifs import log as log_mod
+from ocifs.docmemo import DocumentMemo
 from ocifs.durable import test_env
 from ocifs.errors import BlobUnavailable, NotFound, OcifsError, TooDeep, Unsupported
 from ocifs.layers.entry import Kind
@@ -73,6 +74,8 @@ class Tree:
         #: show symlink targets rewritten to stay inside the image root (ocifs.tree.symlinks)
         self.contain_symlinks = contain_symlinks
         self.blob_access = BlobAccess(source)
+        #: verified manifests and indexes, shared by directory builds and export plans
+        self.documents = DocumentMemo()
         #: worker threads that read source documents and list blobs
         self.io_limiter = trio.CapacityLimiter(2)
         self._refreshing: trio.Event | None = None
@@ -515,7 +518,7 @@ class Tree:
         }
         try:
             data = await trio.to_thread.run_sync(
-                catalog_mod.read_document, self.source, desc, limiter=self.io_limiter
+                self.documents.read, self.source, desc, limiter=self.io_limiter
             )
             self._add_document_children(desc, data, kind, names, depth, children)
         except OcifsError as exc:
@@ -540,7 +543,8 @@ class Tree:
         """`image.tar` of an image or index directory (`ocifs.export`)."""
         try:
             layout = await trio.to_thread.run_sync(
-                export.plan, self.source, desc, names, limiter=self.export_limiter
+                export.plan, self.source, desc, names, self.documents.read,
+                limiter=self.export_limiter,
             )
         except OcifsError as exc:
             reason = f"image.tar of {desc.digest}: {exc}"
