@@ -40,12 +40,19 @@ class _Capture(logging.Handler):
     def __init__(self, report: Report) -> None:
         super().__init__(logging.WARNING)
         self.report = report
+        self._seen: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "ocifs.layers.indexer":
+        message = record.getMessage()
+        if record.name == "ocifs.layers.indexer" or message.endswith("(entry skipped)"):
+            return  # the layer job and the walk report these themselves
+        for prefix in (f"{self.report.source}/", f"{self.report.source}: "):
+            message = message.removeprefix(prefix)
+        if message in self._seen:  # the source and the walk parse index.json alike
             return
+        self._seen.add(message)
         kind = PROBLEM if record.levelno >= logging.ERROR else WARNING
-        self.report.add(kind, "", record.getMessage())
+        self.report.add(kind, "", message)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ small and few: this runs on one thread.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,10 @@ class Walker:
         except OcifsError as exc:
             self.problem(where, _message(exc, where))
             return
+        names = Counter(ref_name_of(d) for d in index.manifests) if via is None else Counter()
+        for dup, count in sorted((n, c) for n, c in names.items() if n is not None and c > 1):
+            self.report.add(WARNING, f"ref {dup!r}", f"named by {count} index.json entries: "
+                            "a mount shows the last one (the others under by-digest/)")
         for desc in index.manifests:
             label = via
             if label is None:

@@ -242,3 +242,25 @@ def test_layer_that_is_not_a_tar(tmp_path: Path) -> None:
     assert code == 1
     assert any(ln.startswith(f"layer {desc['digest']} (ref 'junk'") and "gzip" in ln
                for ln in lines), lines
+
+
+def test_index_entry_problems_and_warnings_are_reported_once(tampered: Path) -> None:
+    index = json.loads((tampered / "index.json").read_text())
+    index["manifests"].append({**index["manifests"][0]})  # the same ref name twice
+    index["manifests"].append({"mediaType": layoutbuilder.OCI_MANIFEST, "digest": "sha256:xyz",
+                               "size": 3})
+    text = json.dumps(index).replace('"schemaVersion": 2', '"schemaVersion": 2, '
+                                     '"schemaVersion": 2')
+    (tampered / "index.json").write_text(text)
+    code, lines, _ = check(tampered)
+    assert code == 1
+    name = index["manifests"][0]["annotations"][layoutbuilder.REF]
+    assert lines[:-1] == [
+        f"index.json: manifests[{len(index['manifests']) - 1}]: invalid sha256 digest "
+        "'sha256:xyz' (entry not checked)",
+        "warning: index.json: duplicate JSON key 'schemaVersion' (the last one is used)",
+        f"warning: ref {name!r}: named by 2 index.json entries: a mount shows the last one "
+        "(the others under by-digest/)",
+        f"warning: unreferenced blobs: not computed: index.json: manifests["
+        f"{len(index['manifests']) - 1}]: invalid sha256 digest 'sha256:xyz'",
+    ], lines
