@@ -192,6 +192,7 @@ def _check(
         assert source is not None
         present = list(source.list_blobs())
         open_blob = source.open_blob
+        # OciArchive.archive, DockerArchive._archive: sources have no common accessor yet
         archive = getattr(source, "archive", None) or getattr(source, "_archive", None)
         damage = getattr(getattr(archive, "table", None), "damage", "")
         if damage:
