@@ -178,8 +178,7 @@ class Tree:
         pnode = self.get(parent)
         if pnode.mutable:
             await self.maybe_refresh()
-        children = await pnode.children()
-        child = children.get(name)
+        child = await pnode.child(name)
         if child is None:
             raise NotFound(name)
         self.nodes[child.inode] = child
@@ -205,6 +204,8 @@ class Tree:
         nodes = self._members.get(key)
         if nodes is None:
             nodes = self._members[key] = [None] * len(index.entries)
+        elif identity >= len(nodes):  # made while the layer was being indexed
+            nodes.extend([None] * (len(index.entries) - len(nodes)))
         node = nodes[identity]
         if node is None:
             entry = index.entries[identity]
@@ -215,6 +216,11 @@ class Tree:
                 self.alloc_inode(), self.layers, desc, entry, position, link
             )
         return node
+
+    def forget_members(self, desc: Descriptor, position: int) -> None:
+        """Drop the member nodes of a layer whose indexing pass failed (they were
+        answered from it provisionally); a later pass makes new ones."""
+        self._members.pop((desc.digest, position), None)
 
     def blob_file(self, digest: Digest, size: int) -> BlobFile:
         key = (digest, size)
