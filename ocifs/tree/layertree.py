@@ -317,6 +317,8 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
 
     async def build() -> Children:
         store = tree.layers
+        for desc in descs:
+            store.start(desc)  # every layer indexes at once (two worker threads)
         try:
             config = await trio.to_thread.run_sync(
                 catalog.read_document, tree.source, manifest.config, limiter=tree.io_limiter
