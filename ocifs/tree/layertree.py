@@ -212,8 +212,11 @@ class LayerView:
         while not live.ended:
             view = live.view
             if view is not None:
-                if directory.entry is not None and view.entries[number] is not directory.entry:
-                    return None  # a directory of an earlier pass
+                entries = view.entries
+                if directory.entry is not None and (
+                    number >= len(entries) or entries[number] is not directory.entry
+                ):
+                    return None  # a directory of an earlier, failed pass
                 found = live.find(number, name)
                 if found is not None:
                     return self.node(view, found)
@@ -245,7 +248,10 @@ class LayerDir(EntryDir):
             view.forget_early()
             log_mod.once(log, logging.ERROR, str(exc), cause=str(exc))
             raise
-        if self.entry is not None and index.entries[self.number] is not self.entry:
+        entries = index.entries
+        if self.entry is not None and (
+            self.number >= len(entries) or entries[self.number] is not self.entry
+        ):
             raise NotFound(f"layer {view.desc.digest}: directory of an earlier, failed pass")
         kids = index.children[self.number] or {}
         return {name: view.node(index, child) for name, child in kids.items()}
