@@ -76,11 +76,13 @@ def test_lookups_answer_before_the_pass_ends_and_turn_final(
     assert stat.S_ISDIR(os.stat(root / "sub").st_mode)
     assert not gate.exists() and "indexed layer" not in m.log_text()
 
-    # Listings, names not seen yet and reads wait for the end of the pass.
+    # Listings, names not seen yet and reads wait for the end of the pass. (Opened
+    # here, before the other requests: the kernel serialises lookups in one directory.)
+    fd = os.open(root / "etc/dup", os.O_RDONLY)
+    reader, read = _in_thread(os.read, fd, 100)
     listing, listed = _in_thread(os.listdir, root / "etc")
     late, late_stat = _in_thread(os.stat, root / "etc/late")
     early_link, early_link_stat = _in_thread(os.stat, root / "etc/too-early")
-    reader, read = _in_thread((root / "etc/dup").read_bytes)
     gate.touch()
     for thread in (listing, late, early_link, reader):
         thread.join(timeout=60)
@@ -90,6 +92,7 @@ def test_lookups_answer_before_the_pass_ends_and_turn_final(
     # opened as the member the pass had then: it keeps reading that member, as a
     # file replaced on disk while open does
     assert read == [b"first"]
+    os.close(fd)
 
     # The final index: the later member's attributes, the link keeps the first version.
     dup = os.stat(root / "etc/dup")
