@@ -248,6 +248,9 @@ class Ingest:
         staged = self._ensure_staged()
         assert self.pipeline is not None
         await self.pipeline.drain()
+        # appends may still be on their way to the disk (directio): finish them
+        # here, in a worker thread, so that reads and truncates never wait for it
+        await trio.to_thread.run_sync(staged.settle, limiter=self.s.io)
         return staged
 
     async def _blob_write(self, offset: int, data: bytes) -> None:
