@@ -25,7 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from ocifs import errors, fastloop
+from ocifs import errors, fastloop, heap
 from ocifs.tree import permissions, space
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
 from ocifs.tree.edits import TreeEdits
@@ -226,6 +226,8 @@ class Operations(pyfuse3.Operations):
         # The writeback cache batches `.import/` writes into 1 MiB requests
         # (BASELINES §4: 352 -> 512 MiB/s); read-only content is unaffected.
         self.enable_writeback_cache = import_area is not None
+        if import_area is not None:
+            heap.keep_large_buffers()  # 1 MiB write buffers reused, not faulted in anew
         self._next_fh = 1
         self._files: dict[int, Node] = {}
         self._versions: dict[int, OpenVersion] = {}
