@@ -465,18 +465,27 @@ class Operations(pyfuse3.Operations):
 
     # ----- xattrs and statfs ---------------------------------------------
 
-    @_edge
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if inode >= IMPORT_INODE_BASE and self.area is not None:
+            # `.import/` has no xattrs. The kernel asks for security.capability
+            # before every write() there (docs/import.md: it cannot be told to
+            # stop with libfuse 3.14), so this answer comes first and costs the
+            # least: no wrapper, no lookup.
+            absent = errno.EOPNOTSUPP if name in NOT_SUPPORTED_WHEN_ABSENT else errno.ENODATA
+            raise pyfuse3.FUSEError(absent)
+        return await self._tree_xattr(inode, name)
+
+    @_edge
+    async def _tree_xattr(self, inode: int, name: bytes) -> bytes:
+        node = self.tree.get(inode)
+        key = os.fsdecode(name)
         value = None
-        if not self._in_area(inode):
-            node = self.tree.get(inode)
-            key = os.fsdecode(name)
-            # `ls -l` asks every file for SELinux labels and ACLs: build the
-            # virtual attributes only when one of their names is asked for
-            if key.startswith(VIRTUAL_XATTR_PREFIX):
-                value = node.virtual_xattrs().get(key)
-            if value is None:
-                value = node.xattrs().get(key)
+        # `ls -l` asks every file for SELinux labels and ACLs: build the
+        # virtual attributes only when one of their names is asked for
+        if key.startswith(VIRTUAL_XATTR_PREFIX):
+            value = node.virtual_xattrs().get(key)
+        if value is None:
+            value = node.xattrs().get(key)
         if value is None:
             absent = errno.EOPNOTSUPP if name in NOT_SUPPORTED_WHEN_ABSENT else errno.ENODATA
             raise pyfuse3.FUSEError(absent)
