@@ -663,6 +663,43 @@ def w8(ctx: Ctx) -> list[Group]:
     ]
 
 
+def w10(ctx: Ctx) -> list[Group]:
+    """Cold mount + `find` of rootfs/ of a 3-layer image (whiteouts, an opaque directory),
+    against `umoci unpack` + `find` and against the image's largest layer alone, cold."""
+    try:
+        three = data_mod.ensure_three_layers(ctx.meta)
+    except (OSError, RuntimeError, subprocess.CalledProcessError, StopIteration,
+            ValueError) as exc:
+        why = f"3-layer image could not be built: {exc}"
+        return [Group("10", "10-cold", "3-layer rootfs/", [Cmd("ocifs rootfs/", "true", "ocifs",
+                                                                na=why)])]
+    layout, ref, big = Path(three["layout"]), three["ref"], three["largest"]
+    name, lname, U = "o10", "o10l", ctx.work / "u10"
+    cache, lcache = ctx.work / "cache-10", ctx.work / "cache-10l"
+    rootless = "" if os.geteuid() == 0 else "--rootless "
+    cmds = [
+        Cmd("ocifs rootfs/", f"{ctx.up_ocifs(name, layout, cache)} && "
+            f"find {q(ctx.mnt(name))}/refs/{ref}/rootfs | wc -l", "ocifs",
+            pre=f"{ctx.down(name)}; rm -rf {q(cache)}", post=ctx.down(name),
+            na=ctx.ocifs_na("rootfs")),
+        Cmd(THREE_LARGEST, f"{ctx.up_ocifs(lname, layout, lcache)} && "
+            f"find {q(ctx.mnt(lname))}/refs/{ref}/layers/{big} | wc -l",
+            pre=f"{ctx.down(lname)}; rm -rf {q(lcache)}", post=ctx.down(lname),
+            na=ctx.ocifs_na("rootfs")),
+        Cmd("umoci unpack + find",
+            f"umoci unpack {rootless}--image {q(layout)}:{ref} {q(U)} > /dev/null"
+            f" && find {q(U)}/rootfs | wc -l",
+            pre=f"rm -rf {q(U)}", post=f"rm -rf {q(U)}", na=ctx.tools.get("umoci"), ref=True),
+    ]
+    sizes = ", ".join(f"{n['tar_bytes'] / 2**20:.0f}" for n in three["layers"])
+    return [Group("10", "10-cold", f"mount + first `find | wc -l` of rootfs/ of a 3-layer gz "
+                  f"image ({sizes} MiB tar; whiteouts), cold (no index cache)", cmds)]
+
+
+#: label of workload 10's comparison with the largest layer alone
+THREE_LARGEST = "ocifs largest layer alone (layers/<n>/, cold)"
+
+
 def w7(ctx: Ctx) -> list[dict]:
     """Peak RSS (VmHWM) of each daemon after workloads 1-4 on one layer, cold index."""
     rows = []
@@ -867,6 +904,10 @@ GOALS = [
      "(ratio ≤ 0.33)", "8-copy", "skopeo copy oci: oci-archive:", "ratio", 1 / 3),
     ("G12", f"{READERS} concurrent readers of the gz layer: aggregate throughput ≥ 1.5x "
      "one reader's (time ratio ≤ 0.67)", "9-gz", "ocifs, 1 reader", "ratio", 1 / 1.5),
+    ("G13a", "cold mount + find of rootfs/ of a 3-layer image: ≤ 0.3x `umoci unpack` + find",
+     "10-cold", "umoci unpack + find", "ratio", 0.3),
+    ("G13b", "cold mount + find of rootfs/ of a 3-layer image: ≤ 1.2x its largest layer "
+     "alone, cold (the merge costs little)", "10-cold", THREE_LARGEST, "ratio", 1.2),
 ]
 
 
@@ -1043,7 +1084,7 @@ def main(argv: list[str] | None = None) -> int:
 
     builders: list[tuple[str, Callable[[Ctx], list[Group]]]] = [
         ("1", w1), ("2", w2), ("3", w3), ("4", w4), ("5", w5), ("6", w6), ("8", w8),
-        ("9", w9)]
+        ("9", w9), ("10", w10)]
     rows: list[dict] = []
     for wid, build in builders:
         if only and wid not in only:

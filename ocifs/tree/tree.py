@@ -188,8 +188,7 @@ class Tree:
         pnode = self.get(parent)
         if pnode.mutable:
             await self.maybe_refresh(pnode)
-        children = await pnode.children()
-        child = children.get(name)
+        child = await pnode.child(name)
         if child is None:
             # an image directory built without its document may gain children
             raise NoSuchName(name, final=not pnode.mutable and pnode not in self._incomplete)
@@ -216,6 +215,8 @@ class Tree:
         nodes = self._members.get(key)
         if nodes is None:
             nodes = self._members[key] = [None] * len(index.entries)
+        elif identity >= len(nodes):  # made while the layer was being indexed
+            nodes.extend([None] * (len(index.entries) - len(nodes)))
         node = nodes[identity]
         if node is None:
             entry = index.entries[identity]
@@ -226,6 +227,11 @@ class Tree:
                 self.alloc_inode(), self.layers, desc, entry, position, link
             )
         return node
+
+    def forget_members(self, desc: Descriptor, position: int) -> None:
+        """Drop the member nodes of a layer whose indexing pass failed (they were
+        answered from it provisionally); a later pass makes new ones."""
+        self._members.pop((desc.digest, position), None)
 
     def blob_file(self, digest: Digest, size: int) -> BlobFile:
         key = (digest, size)
