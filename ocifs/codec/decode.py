@@ -228,9 +228,9 @@ class LayerPass:
 
     def chunks(self) -> Iterator[bytes]:
         """Decompressed bytes in order. Raises StreamDamaged, LimitExceeded, BlobUnavailable."""
-        argv = child.command(self.compression) if self._on_another_core() else None
-        if argv is not None:
-            source: Iterator[bytes] = self._in_child(argv)
+        decoder = self._start_child() if self._on_another_core() else None
+        if decoder is not None:
+            source: Iterator[bytes] = self._from_child(decoder)
         else:
             if self.compression is Compression.GZIP:
                 decoded = self._gunzip()
@@ -343,11 +343,22 @@ class LayerPass:
         if d is not None:
             raise self._damaged("gzip stream ends early")
 
-    def _in_child(self, argv: tuple[str, ...]) -> Iterator[bytes]:
-        self._comp = self._compressed(hash_here=True)
-        self._child = child.ChildDecoder(argv, self._comp, OUT_SIZE)
+    def _start_child(self) -> child.ChildDecoder | None:
+        """The child decoder, or None (no tool, or it cannot start: a thread decodes)."""
+        argv = child.command(self.compression)
+        if argv is None:
+            return None
+        try:
+            self._child = child.ChildDecoder(argv, self._compressed(hash_here=True), OUT_SIZE)
+        except OSError as exc:
+            log.warning("%s: cannot start %s (%s); decoding in the daemon", self._named,
+                        argv[-2], exc)
+            return None
+        return self._child
+
+    def _from_child(self, decoder: child.ChildDecoder) -> Iterator[bytes]:
         name = "gzip" if self.compression is Compression.GZIP else "zstd"
-        for out in self._child.chunks(lambda msg: self._damaged(f"{name} data corrupt: {msg}")):
+        for out in decoder.chunks(lambda msg: self._damaged(f"{name} data corrupt: {msg}")):
             self._decoded += len(out)
             yield out
 

@@ -229,3 +229,16 @@ def test_child_decoder_is_used_for_big_blobs() -> None:
         assert f.read().strip() == "igzip"
     lp.close()  # abandoned mid-way: the child is killed and reaped
     assert not set(seen) & set(my_children())
+
+
+def test_a_decoder_that_cannot_start_falls_back_to_a_thread(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(child, "command", lambda compression: ("/nonexistent/igzip", "-dc"))
+    monkeypatch.setattr(decode, "CHILD_MIN_SIZE", 0)
+    raw = layer_tar()
+    blob = compress(raw, Compression.GZIP)
+    record, _ = indexer.build(BytesReader(blob), of_bytes(blob), Compression.GZIP, DEFAULT)
+    assert record.index.complete and len(record.index.children[0] or {}) == 40
+    assert record.diff_id == f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    assert "cannot start /nonexistent/igzip" in caplog.text
