@@ -2,16 +2,19 @@
 
 The pass reads the compressed blob once, hashes it (the digest is checked at
 the end, so only a verified layer is ever cached; a compressed archive being
-mounted has no digest of its own and passes None), decompresses it with the
-fastest decoder measured (isal for gzip, python-zstandard for zstd), checks
-the limits (decompressed bytes, time), and optionally writes the decompressed bytes to a file (the
+mounted has no digest of its own and passes None), decompresses it — a blob of
+CHILD_MIN_SIZE or more on the other core, by `igzip`/`zstd` in a child process
+(child.py) or, without them, by isal / python-zstandard on a thread ahead of
+the consumer; a small one inline — checks the limits (decompressed bytes,
+time), and optionally writes the decompressed bytes to a file (the
 unpacked copy reads are served from) with a CRC per `CRC_BLOCK` so that copy
 can be validated lazily. Decoder errors become `StreamDamaged` at the output
 offset where the damage starts.
 
 Memory is bounded by design, whatever the compression ratio: every decoder
 call hands out at most OUT_SIZE bytes (gzip through `max_length`, zstd through
-a `stream_reader` read), at most `_Sidecar` depth chunks are in flight, and
+a `stream_reader` read; a child's output through a 1 MiB pipe, read 1 MiB at a
+time), at most `_Sidecar` / `_Ahead` depth chunks are in flight, and
 all-zero chunks become holes in the unpacked copy (no disk, no write time).
 What a bomb still costs is decoding time, bounded by `Limits`.
 """
