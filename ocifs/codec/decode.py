@@ -3,13 +3,13 @@
 The pass reads the compressed blob once, hashes it (the digest is checked at
 the end, so only a verified layer is ever cached; a compressed archive being
 mounted has no digest of its own and passes None), decompresses it — a blob of
-CHILD_MIN_SIZE or more on the other core, by `igzip`/`zstd` in a child process
-(child.py) or, without them, by isal / python-zstandard on a thread ahead of
-the consumer; a small one inline — checks the limits (decompressed bytes,
-time), and optionally writes the decompressed bytes to a file (the
-unpacked copy reads are served from) with a CRC per `CRC_BLOCK` so that copy
-can be validated lazily. Decoder errors become `StreamDamaged` at the output
-offset where the damage starts.
+CHILD_MIN_SIZE or more on the other core, by isal / python-zstandard on a
+thread ahead of the tar walk (they release the GIL), or by `igzip`/`zstd` in a
+child process when `OCIFS_DECODER=child` (child.py); a small one inline —
+checks the limits (decompressed bytes, time), and optionally writes the
+decompressed bytes to a file (the unpacked copy reads are served from) with a
+CRC per `CRC_BLOCK` so that copy can be validated lazily. Decoder errors become
+`StreamDamaged` at the output offset where the damage starts.
 
 Memory is bounded by design, whatever the compression ratio: every decoder
 call hands out at most OUT_SIZE bytes (gzip through `max_length`, zstd through
@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 20  # compressed bytes per pread
 OUT_SIZE = 1 << 20  # most decompressed bytes per gzip decoder call
 CRC_BLOCK = 1 << 20  # unpacked-copy validation granularity
-#: compressed blobs at least this big are decoded on another core: by a child
-#: process (child.py), or by a thread when the tool is not installed. Below it,
-#: starting either costs more than the second core gives.
+#: compressed blobs at least this big are decoded on another core: by a thread,
+#: or a child process (child.py, opt-in). Below it, starting either costs more
+#: than the second core gives.
 CHILD_MIN_SIZE = 1 << 20
 
 _ZERO_CHUNK = bytes(OUT_SIZE)
@@ -231,7 +231,7 @@ class LayerPass:
 
     def chunks(self) -> Iterator[bytes]:
         """Decompressed bytes in order. Raises StreamDamaged, LimitExceeded, BlobUnavailable."""
-        decoder = self._start_child() if self._on_another_core() else None
+        decoder = self._start_child() if self._on_another_core() and child.enabled() else None
         if decoder is not None:
             source: Iterator[bytes] = self._from_child(decoder)
         else:

@@ -35,13 +35,14 @@ MODES = ["inline", "thread", "child"]
 
 @pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """inline: small blobs; child: big ones; thread: big ones without the CLI tools."""
+    """inline: small blobs; thread: big ones; child: big ones with OCIFS_DECODER=child."""
     if request.param == "child":
         for comp in (Compression.GZIP, Compression.ZSTD):
             if child.command(comp) is None:
                 pytest.fail(f"{child.TOOLS[comp][0]} is not installed (scripts/install-deps)")
-    if request.param == "thread":
-        monkeypatch.setattr(child, "command", lambda compression: None)
+        monkeypatch.setenv("OCIFS_DECODER", "child")
+    else:
+        monkeypatch.delenv("OCIFS_DECODER", raising=False)
     monkeypatch.setattr(decode, "CHILD_MIN_SIZE", 1 << 62 if request.param == "inline" else 0)
     return str(request.param)
 
@@ -216,8 +217,9 @@ def test_unpack_stops_early_and_still_verifies_the_digest(mode: str, comp: Compr
         indexer.unpack(BytesReader(blob), of_bytes(b"other"), comp, DEFAULT, io.BytesIO(), 1000)
 
 
-def test_child_decoder_is_used_for_big_blobs() -> None:
-    """The default: a blob over CHILD_MIN_SIZE is decoded by igzip/zstd in a child."""
+def test_child_decoder_is_used_for_big_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With OCIFS_DECODER=child a blob over CHILD_MIN_SIZE is decoded by igzip/zstd."""
+    monkeypatch.setenv("OCIFS_DECODER", "child")
     blob = compress(layer_tar(files=20), Compression.GZIP)
     assert len(blob) >= decode.CHILD_MIN_SIZE
     lp = LayerPass(BytesReader(blob), of_bytes(blob), Compression.GZIP, "t", DEFAULT)
@@ -234,6 +236,7 @@ def test_child_decoder_is_used_for_big_blobs() -> None:
 def test_a_decoder_that_cannot_start_falls_back_to_a_thread(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    monkeypatch.setenv("OCIFS_DECODER", "child")
     monkeypatch.setattr(child, "command", lambda compression: ("/nonexistent/igzip", "-dc"))
     monkeypatch.setattr(decode, "CHILD_MIN_SIZE", 0)
     raw = layer_tar()
