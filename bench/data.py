@@ -14,7 +14,9 @@ to a fixed epoch, no atime/ctime records), `layer.tar.gz` (`gzip -6 -n`), `layer
 tagged `gz`, `zst` and `tar` (same config and diff_id) plus one unreferenced random blob,
 an OCI archive `image.oci.tar` of that layout without the random blob (written with fixed
 tar headers, checked with `skopeo inspect`), the random blob (seeded `random.Random`),
-`native/` (the layer extracted, the tree native reads run on) and `meta.json`.
+`native/` (the layer extracted, the tree native reads run on) and `meta.json`. On first
+use, `layers3-v<N>/`: a 3-layer gz image of `native/` with whiteouts (workload 10,
+`ensure_three_layers`), outside the data key.
 
 Given the same root tree every artifact is byte-identical on every build. The debootstrap
 tree itself follows the mirror's state at the time it was built; it is built once per
@@ -23,7 +25,9 @@ data key and kept (a changed mirror needs `--rebuild-data` to be picked up).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import io
 import json
 import os
 import random
@@ -440,6 +444,186 @@ def build(bench_dir: Path, quick: bool, rebuild: bool = False) -> dict:
     meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     log(f"built in {meta['build_seconds']} s")
     return meta
+
+
+# ----------------------------------------------------------------------------- 3-layer image
+
+#: version of the 3-layer image (workload 10); part of its directory's name, not of the
+#: data key, so adding or changing it never rebuilds the rest of the data
+THREE_VERSION = 1
+THREE_REF = "three"
+#: percent of the files (by a hash of the path) in each layer: a base layer and two
+#: smaller ones, as an image built on a distribution base usually is
+THREE_SPLIT = (70, 15, 15)
+THREE_WHITEOUTS = 2
+
+
+def _path_bucket(rel: str) -> int:
+    return int(hashlib.sha256(rel.encode()).hexdigest()[:8], 16) % 100
+
+
+def _layer_of(rel: str) -> int:
+    bucket, edge = _path_bucket(rel), 0
+    for n, share in enumerate(THREE_SPLIT):
+        edge += share
+        if bucket < edge:
+            return n
+    return len(THREE_SPLIT) - 1
+
+
+def _walk_sorted(root: Path) -> tuple[list[str], list[str]]:
+    """(directories, everything else) under root, relative, in sorted tree order."""
+    dirs, others = [], []
+    for d, dnames, fnames in os.walk(root):
+        dnames.sort()
+        rel = os.path.relpath(d, root)
+        if rel != ".":
+            dirs.append(rel)
+        # symlinks to directories are members, not directories
+        links = [dn for dn in dnames if os.path.islink(os.path.join(d, dn))]
+        others.extend(f if rel == "." else f"{rel}/{f}" for f in sorted(fnames + links))
+    return dirs, others
+
+
+def _tar_members(out: Path, root: Path, names: list[str], extra: dict[str, bytes],
+                 epoch: int) -> None:
+    """A PAX tar of root's `names` (parents first, as listed) plus `extra` (path -> data:
+    whiteouts, changed files); owners numeric, mtimes clamped to epoch: deterministic."""
+    tmp = out.with_name(out.name + ".tmp")
+
+    def fixed(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        ti.uname = ti.gname = ""
+        ti.mtime = min(int(ti.mtime), epoch)
+        ti.pax_headers = {}
+        return ti
+
+    order = sorted(set(names) | set(extra), key=lambda n: n.split("/"))
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name in order:
+            if name in extra:
+                data = extra[name]
+                ti = tarfile.TarInfo(name)
+                ti.size, ti.mtime, ti.mode = len(data), epoch, 0o644
+                tf.addfile(ti, io.BytesIO(data))
+                continue
+            path = root / name
+            ti = fixed(tf.gettarinfo(str(path), name))
+            if ti.isreg():
+                with open(path, "rb") as f:
+                    tf.addfile(ti, f)
+            else:
+                tf.addfile(ti)
+    tmp.rename(out)
+
+
+def _three_layer_plan(native: Path) -> tuple[list[list[str]], list[dict[str, bytes]], dict]:
+    """Which names each layer holds, and its whiteouts and changed files."""
+    dirs, others = _walk_sorted(native)
+    files: list[list[str]] = [[], [], []]
+    for rel in others:
+        files[_layer_of(rel)].append(rel)
+    extra: list[dict[str, bytes]] = [{}, {}, {}]
+    # layer 1 deletes two files of layer 0 (`.wh.<name>`), layer 2 makes a directory of
+    # layer 0 opaque (`.wh..wh..opq`) and adds a file to it, and replaces one file
+    base = [r for r in files[0] if "/" in r and os.path.isfile(native / r)
+            and not os.path.islink(native / r)]
+    base.sort(key=lambda r: hashlib.sha256(r.encode()).hexdigest())
+    removed = base[:THREE_WHITEOUTS]
+    for rel in removed:
+        d, _, f = rel.rpartition("/")
+        extra[1][f"{d}/.wh.{f}"] = b""
+    counts: dict[str, int] = {}
+    for rel in files[0]:
+        counts[rel.rpartition("/")[0]] = counts.get(rel.rpartition("/")[0], 0) + 1
+    removed_dirs = {r.rpartition("/")[0] for r in removed}
+    opaque = min((d for d, n in counts.items() if d and n >= 3 and d not in removed_dirs),
+                 key=lambda d: (counts[d], d))
+    extra[2][f"{opaque}/.wh..wh..opq"] = b""
+    extra[2][f"{opaque}/added-by-layer-2"] = b"replaces the directory's contents\n"
+    changed = next(r for r in base[THREE_WHITEOUTS:] if not r.startswith(opaque + "/"))
+    extra[2][changed] = b"changed by layer 2\n"
+    names: list[list[str]] = []
+    for n in range(3):
+        wanted = set(files[n]) | set(extra[n])
+        parents = {"/".join(r.split("/")[:i]) for r in wanted for i in range(1, r.count("/") + 1)}
+        if n == 0:
+            parents |= set(dirs)  # empty directories live in the base layer
+        names.append(sorted(parents) + files[n])
+    plan = {"removed": removed, "opaque": opaque, "changed": changed}
+    return names, extra, plan
+
+
+def ensure_three_layers(meta: dict) -> dict:
+    """The 3-layer image of workload 10, built on first use into `<data>/layers3-v<N>/`
+    from the data's `native/` tree (so the data key, and the data, stay as they are).
+
+    Files go to layer 0, 1 or 2 by a hash of their path (`THREE_SPLIT`), each layer with
+    the parent directories it needs; layer 1 whites out two files of layer 0, layer 2 makes
+    one directory of layer 0 opaque and replaces one file: the merge has real work to do.
+    """
+    data = Path(meta["dir"])
+    out = data / f"layers3-v{THREE_VERSION}"
+    if (out / "meta.json").exists():
+        return json.loads((out / "meta.json").read_text())
+    with open(data / "layers3.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two bench runs sharing the data build it once
+        if (out / "meta.json").exists():
+            return json.loads((out / "meta.json").read_text())
+        return _build_three_layers(meta, data, out)
+
+
+def _build_three_layers(meta: dict, data: Path, out: Path) -> dict:
+    p = meta["params"]
+    t0 = time.monotonic()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    log(f"building the 3-layer image in {out}")
+    names, extra, plan = _three_layer_plan(data / "native")
+    blobs = tmp / "oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    layers, diff_ids, info = [], [], []
+    for n in range(3):
+        tar, gz = tmp / f"layer{n}.tar", tmp / f"layer{n}.tar.gz"
+        _tar_members(tar, data / "native", names[n], extra[n], p["epoch"])
+        compress(tar, gz, ["gzip", f"-{p['gzip_level']}", "-n"])
+        diff_ids.append("sha256:" + sha256_file(tar))
+        hexd = sha256_file(gz)
+        gz.rename(blobs / hexd)
+        size = (blobs / hexd).stat().st_size
+        layers.append({"mediaType": LAYER_TYPES["gz"][1], "digest": "sha256:" + hexd,
+                       "size": size})
+        info.append({"members": len(names[n]) + len(extra[n]), "gz_bytes": size,
+                     "tar_bytes": tar.stat().st_size})
+        tar.unlink()
+    config = {
+        "created": "2023-11-14T22:13:20Z", "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    cdig, csize = _put(blobs, json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + cdig, "size": csize},
+        "layers": layers,
+    }
+    mdig, msize = _put(blobs, json.dumps(manifest, sort_keys=True).encode())
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "digest": "sha256:" + mdig, "size": msize,
+                            "annotations": {"org.opencontainers.image.ref.name": THREE_REF}}]}
+    (tmp / "oci" / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    (tmp / "oci" / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}) + "\n")
+    largest = max(range(3), key=lambda n: info[n]["tar_bytes"])
+    three = {"dir": str(out), "layout": str(out / "oci"), "ref": THREE_REF, "layers": info,
+             "largest": largest, "plan": plan,
+             "build_seconds": round(time.monotonic() - t0, 1)}
+    (tmp / "meta.json").write_text(json.dumps(three, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log(f"3-layer image built in {three['build_seconds']} s: {info}")
+    return three
 
 
 def validate(data: Path) -> dict:

@@ -415,6 +415,74 @@ def w3(ctx: Ctx) -> list[Group]:
     return gs
 
 
+#: workload 9: how many readers at once
+READERS = 8
+
+
+def reader_lists(native: Path, out: Path, readers: int) -> tuple[list[Path], int]:
+    """Every regular file of the tree but the biggest, in `readers` NUL-separated lists
+    of near-equal bytes (largest first, each to the lightest list), and their bytes.
+
+    The biggest file (the 48 MiB apt list) alone outweighs the average share, so one
+    reader would still be at work when the others are done."""
+    files: list[tuple[int, str]] = []
+    for root, _dirs, names in os.walk(native):
+        for n in names:
+            p = os.path.join(root, n)
+            if os.path.isfile(p) and not os.path.islink(p):
+                files.append((os.path.getsize(p), os.path.relpath(p, native)))
+    files.sort(reverse=True)
+    files = files[1:]
+    shares: list[list[str]] = [[] for _ in range(readers)]
+    weights = [0] * readers
+    for size, rel in files:
+        i = weights.index(min(weights))
+        shares[i].append(rel)
+        weights[i] += size
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, share in enumerate(shares):
+        path = out / f"readers-{i}.lst"
+        path.write_bytes(b"".join(os.fsencode(rel) + b"\0" for rel in sorted(share)))
+        paths.append(path)
+    return paths, sum(weights)
+
+
+def readers_cmd(tree: str, lists: list[Path]) -> str:
+    """One `cat` process per list, all at once; fails if any reader failed."""
+    starts = " ".join(f"xargs -0r cat < {q(p)} > /dev/null & pids=\"$pids $!\";" for p in lists)
+    return (f"cd {q(tree)} && pids=; {starts} rc=0; "
+            f"for p in $pids; do wait $p || rc=1; done; exit $rc")
+
+
+def one_reader_cmd(tree: str, lists: list[Path]) -> str:
+    """The same files read one after another by one reader."""
+    return f"cd {q(tree)} && cat {' '.join(q(p) for p in lists)} | xargs -0r cat > /dev/null"
+
+
+def w9(ctx: Ctx) -> list[Group]:
+    """8 readers of different files of the gz layer at once vs one reader of them all:
+    does the daemon serve requests of several clients in parallel?"""
+    lists, nbytes = reader_lists(ctx.native, ctx.work / "w9", READERS)
+    na = ctx.ocifs_na("layer_gz")
+    cmds = []
+    for label, name, cmd, role in (
+        (f"ocifs, {READERS} readers", "o9m", readers_cmd, "ocifs"),
+        ("ocifs, 1 reader", "o9s", one_reader_cmd, "alt"),
+    ):
+        up = ctx.up_ocifs(name, ctx.layout, ctx.cache_warm())
+        cmds.append(Cmd(label, cmd(ctx.tree(name, "gz"), lists), role,
+                        pre=f"{ctx.down(name)}; {up}", post=ctx.down(name), na=na))
+    cmds += [
+        Cmd(f"native, {READERS} readers", readers_cmd(str(ctx.native), lists)),
+        Cmd("native, 1 reader", one_reader_cmd(str(ctx.native), lists)),
+    ]
+    return [Group("9", "9-gz", f"{READERS} concurrent readers of different files of the gz "
+                  "layer (all files but the biggest, split by bytes), fresh mount each round "
+                  "(index cached), vs one reader of the same files", cmds, bytes=nbytes,
+                  setup=lambda: ctx.prime("gz"))]
+
+
 def w4(ctx: Ctx) -> list[Group]:
     name, rname = "o4", "r4"
     na_o = ctx.ocifs_na("rootfs")
@@ -593,6 +661,43 @@ def w8(ctx: Ctx) -> list[Group]:
               "fresh mount vs `skopeo copy oci: oci-archive:`", copy, bytes=export_bytes,
               teardown=teardown),
     ]
+
+
+def w10(ctx: Ctx) -> list[Group]:
+    """Cold mount + `find` of rootfs/ of a 3-layer image (whiteouts, an opaque directory),
+    against `umoci unpack` + `find` and against the image's largest layer alone, cold."""
+    try:
+        three = data_mod.ensure_three_layers(ctx.meta)
+    except (OSError, RuntimeError, subprocess.CalledProcessError, StopIteration,
+            ValueError) as exc:
+        why = f"3-layer image could not be built: {exc}"
+        return [Group("10", "10-cold", "3-layer rootfs/", [Cmd("ocifs rootfs/", "true", "ocifs",
+                                                                na=why)])]
+    layout, ref, big = Path(three["layout"]), three["ref"], three["largest"]
+    name, lname, U = "o10", "o10l", ctx.work / "u10"
+    cache, lcache = ctx.work / "cache-10", ctx.work / "cache-10l"
+    rootless = "" if os.geteuid() == 0 else "--rootless "
+    cmds = [
+        Cmd("ocifs rootfs/", f"{ctx.up_ocifs(name, layout, cache)} && "
+            f"find {q(ctx.mnt(name))}/refs/{ref}/rootfs | wc -l", "ocifs",
+            pre=f"{ctx.down(name)}; rm -rf {q(cache)}", post=ctx.down(name),
+            na=ctx.ocifs_na("rootfs")),
+        Cmd(THREE_LARGEST, f"{ctx.up_ocifs(lname, layout, lcache)} && "
+            f"find {q(ctx.mnt(lname))}/refs/{ref}/layers/{big} | wc -l",
+            pre=f"{ctx.down(lname)}; rm -rf {q(lcache)}", post=ctx.down(lname),
+            na=ctx.ocifs_na("rootfs")),
+        Cmd("umoci unpack + find",
+            f"umoci unpack {rootless}--image {q(layout)}:{ref} {q(U)} > /dev/null"
+            f" && find {q(U)}/rootfs | wc -l",
+            pre=f"rm -rf {q(U)}", post=f"rm -rf {q(U)}", na=ctx.tools.get("umoci"), ref=True),
+    ]
+    sizes = ", ".join(f"{n['tar_bytes'] / 2**20:.0f}" for n in three["layers"])
+    return [Group("10", "10-cold", f"mount + first `find | wc -l` of rootfs/ of a 3-layer gz "
+                  f"image ({sizes} MiB tar; whiteouts), cold (no index cache)", cmds)]
+
+
+#: label of workload 10's comparison with the largest layer alone
+THREE_LARGEST = "ocifs largest layer alone (layers/<n>/, cold)"
 
 
 def w7(ctx: Ctx) -> list[dict]:
@@ -807,6 +912,12 @@ GOALS = [
      "from blobs/", "8-warm", "ocifs blobs/ (same mount)", "pct_native", 0.9),
     ("G11", "image.tar to disk: ≥ 3x faster than `skopeo copy oci: oci-archive:` "
      "(ratio ≤ 0.33)", "8-copy", "skopeo copy oci: oci-archive:", "ratio", 1 / 3),
+    ("G12", f"{READERS} concurrent readers of the gz layer: aggregate throughput ≥ 1.5x "
+     "one reader's (time ratio ≤ 0.67)", "9-gz", "ocifs, 1 reader", "ratio", 1 / 1.5),
+    ("G13a", "cold mount + find of rootfs/ of a 3-layer image: ≤ 0.3x `umoci unpack` + find",
+     "10-cold", "umoci unpack + find", "ratio", 0.3),
+    ("G13b", "cold mount + find of rootfs/ of a 3-layer image: ≤ 1.2x its largest layer "
+     "alone, cold (the merge costs little)", "10-cold", THREE_LARGEST, "ratio", 1.2),
 ]
 
 
@@ -982,7 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
     verify(ctx)
 
     builders: list[tuple[str, Callable[[Ctx], list[Group]]]] = [
-        ("1", w1), ("2", w2), ("3", w3), ("4", w4), ("5", w5), ("6", w6), ("8", w8)]
+        ("1", w1), ("2", w2), ("3", w3), ("4", w4), ("5", w5), ("6", w6), ("8", w8),
+        ("9", w9), ("10", w10)]
     rows: list[dict] = []
     for wid, build in builders:
         if only and wid not in only:

@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_init_parser(sub)
     _add_gc_parser(sub)
+    from ocifs.check import cli as check_cli  # argparse only; the checker loads when run
+
+    check_cli.add_parser(sub)
     return p
 
 

@@ -16,6 +16,20 @@ class NotFound(OcifsError):
     """A name does not exist in the tree."""
 
 
+class NoSuchName(NotFound):
+    """A directory's complete listing lacks this name.
+
+    `final`: the listing can never gain it (an immutable directory whose
+    children were all built), so the kernel may remember the absence (a
+    cached negative entry); False where an import, a refresh or a retry of an
+    unreadable document may add it.
+    """
+
+    def __init__(self, name: str, final: bool = False) -> None:
+        super().__init__(name)
+        self.final = final
+
+
 class NotADirectory(OcifsError):
     """A directory operation on something that is not a directory."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,9 +93,16 @@ def _blob_path(digest: Digest) -> str:
     return f"blobs/{digest.path_fragment}"
 
 
-def plan(source: Source, desc: Descriptor, names: dict[str, str]) -> ExportLayout:
+def plan(
+    source: Source,
+    desc: Descriptor,
+    names: dict[str, str],
+    read: Callable[[Source, Descriptor], bytes] = catalog.read_document,
+) -> ExportLayout:
     """The archive of `desc` and its closure. Blocking (reads documents): run in a thread.
 
+    `read` returns a document's verified bytes (the tree passes its
+    `DocumentMemo.read`: the directory build has just read the same ones).
     Raises the typed error of a document that cannot be read or parsed.
     """
     blobs: dict[Digest, int] = {}
@@ -120,12 +128,12 @@ def plan(source: Source, desc: Descriptor, names: dict[str, str]) -> ExportLayou
         kind = documents.kind_of(d.media_type)
         if kind == "index" and depth < catalog.MAX_INDEX_DEPTH:
             index = documents.parse_index(
-                catalog.read_document(source, d), f"index {d.digest}", lenient=True
+                read(source, d), f"index {d.digest}", lenient=True
             )
             stack.extend((child, depth + 1) for child in reversed(index.manifests))
         elif kind == "manifest":
             manifest = documents.parse_manifest(
-                catalog.read_document(source, d), f"manifest {d.digest}"
+                read(source, d), f"manifest {d.digest}"
             )
             parts = [manifest.config, *manifest.layers]
             for part in parts:

@@ -4,9 +4,12 @@ Nothing else in ocifs imports pyfuse3 (except `mount.py`, which starts the
 loop). Immutable nodes get long kernel cache timeouts and `keep_cache`, so a
 second `stat` or `cat` of image content never reaches Python; mutable nodes
 (refs/, by-digest/, blobs/ listings, .import/) get a short timeout and explicit
-invalidation when they change; files whose content changes (index.json,
-.import/.status...) follow `ocifs.tree.kernelcache` (timeout 0, direct_io, a
-new inode per rewrite, appends pushed). Notifications go out from one task
+invalidation when they change. A name missing from a directory whose listing is
+final is answered as a negative entry the kernel keeps (`lookup`); `..` of
+listings follows the kernel's lookup counts (`forget`, ocifs.dirparents). Files
+whose content changes (index.json, .import/.status...) follow
+`ocifs.tree.kernelcache` (timeout 0, direct_io, a new inode per rewrite,
+appends pushed). Notifications go out from one task
 (`run_invalidations`), never from a request handler. No exception escapes a handler: an
 unexpected one is logged with its traceback and becomes EIO, because pyfuse3
 would otherwise end the whole mount.
@@ -19,13 +22,14 @@ import functools
 import logging
 import os
 import stat
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
 from ocifs import errors, fastloop
+from ocifs.dirparents import DirParents
 from ocifs.tree import permissions, space
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
 from ocifs.tree.edits import TreeEdits
@@ -35,6 +39,7 @@ from ocifs.tree.nodes import (
     VIRTUAL_XATTR_PREFIX,
     BytesFile,
     ChangingBytesFile,
+    DirNode,
     GeneratedFile,
     Node,
 )
@@ -62,6 +67,10 @@ DIR_BLKSIZE = 4096
 IMPORT_NAME = ".import"
 #: seconds a read-only mount's statfs figures are reused (file managers ask often)
 SPACE_TIMEOUT = 60.0
+#: the same for a writable layout's filesystem, whose free space imports change:
+#: file managers ask once per directory they show (955 for one folder), which
+#: without this was a worker-thread round trip each
+WRITABLE_SPACE_TIMEOUT = 1.0
 #: xattrs ocifs has no notion of beyond showing what a layer stored. When a node
 #: lacks one the answer is "not supported" (as from a filesystem without SELinux
 #: labels or ACLs), not "no such attribute": `ls -l` then stops asking for every
@@ -152,6 +161,17 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return e
 
 
+def _negative_entry() -> pyfuse3.EntryAttributes:
+    e = pyfuse3.EntryAttributes()
+    e.st_ino = 0
+    e.entry_timeout = IMMUTABLE_TIMEOUT
+    return e
+
+
+#: a lookup's "no such name, and there never will be" (see Operations.lookup)
+_NEGATIVE_ENTRY = _negative_entry()
+
+
 Notification = tuple[str, int, bytes | None, int]
 """(kind, inode, name or stored data, offset): "entry", "inode", "attrs" or "store"."""
 
@@ -230,11 +250,12 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, Node] = {}
         self._versions: dict[int, OpenVersion] = {}
         self._area_fhs: dict[int, int] = {}
-        self._dirs: dict[int, list[tuple[bytes, Attr]]] = {}
+        #: fh -> (directory inode, its listing with `.` and `..`)
+        self._dirs: dict[int, tuple[int, list[tuple[bytes, Attr]]]] = {}
         self._dir_owner: dict[int, tuple[int, int]] = {}  # fh -> (pid, inode), for edits
-        #: directory inode -> its parent's, for `..` entries (a directory has one parent)
-        self._parents: dict[int, int] = {}
-        self._space: tuple[float, space.Space] | None = None
+        #: parents of the directories the kernel holds, for `..` entries
+        self.parents = DirParents()
+        self._space: tuple[float, pyfuse3.StatvfsData] | None = None
         self.kernel = QueuedKernelCache()
         tree.kernel = self.kernel
         if import_area is not None:
@@ -295,16 +316,35 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         sname = os.fsdecode(name)
+        log.debug("lookup parent=%d name=%r", parent_inode, name)
         if self.area is not None and parent_inode == ROOT_INODE and sname == IMPORT_NAME:
             attr = await self.area.getattr(self.area.root_inode)
         elif self._in_area(parent_inode):
             assert self.area is not None
             attr = await self.area.lookup(parent_inode, sname)
         else:
-            attr = (await self.tree.lookup(parent_inode, sname)).attr()
+            try:
+                attr = (await self.tree.lookup(parent_inode, sname)).attr()
+            except errors.NoSuchName as exc:
+                if not exc.final:
+                    raise
+                # The kernel remembers the absence (file managers probe every
+                # directory for .hidden, .Trash, .directory ...): inode 0 is a
+                # negative entry kept for entry_timeout.
+                return _NEGATIVE_ENTRY
         if attr.is_dir:
-            self._parents[attr.inode] = parent_inode
+            self.parents.seen(attr.inode, parent_inode)
         return entry_attributes(attr)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        """The kernel dropped inodes: their `..` bookkeeping goes (must not raise:
+        pyfuse3 has no request to answer with an error)."""
+        try:
+            for inode, count in inode_list:
+                self.parents.forget(inode, count)
+        except Exception:
+            log.exception("internal error in forget")
+        log.debug("forget %d inodes; %d directories known", len(inode_list), len(self.parents))
 
     @_edge
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -336,11 +376,11 @@ class Operations(pyfuse3.Operations):
             listing = [(name, node.attr()) for name, node in children.items()]
             if inode == ROOT_INODE and self.area is not None:
                 listing.append((IMPORT_NAME, await self.area.getattr(self.area.root_inode)))
-        for _name, attr in listing:
-            if attr.is_dir:
-                self._parents[attr.inode] = inode
         dots = [(".", await self._attr_of(inode)), ("..", await self._parent_attr(inode))]
-        self._dirs[fh] = [(os.fsencode(name), attr) for name, attr in dots + sorted(listing)]
+        self._dirs[fh] = (
+            inode,
+            [(os.fsencode(name), attr) for name, attr in dots + sorted(listing)],
+        )
         return fh
 
     async def _attr_of(self, inode: int) -> Attr:
@@ -355,7 +395,7 @@ class Operations(pyfuse3.Operations):
         The kernel resolves `..` itself; the entry is for tools that expect it
         in listings, so a parent not seen yet is shown as the directory itself.
         """
-        parent = ROOT_INODE if inode == ROOT_INODE else self._parents.get(inode, inode)
+        parent = ROOT_INODE if inode == ROOT_INODE else (self.parents.parent(inode) or inode)
         try:
             return await self._attr_of(parent)
         except errors.OcifsError:
@@ -363,11 +403,15 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing = self._dirs[fh]
+        inode, listing = self._dirs[fh]
+        parents = self.parents
         for i in range(start_id, len(listing)):
             name, attr = listing[i]
             if not pyfuse3.readdir_reply(token, name, entry_attributes(attr), i + 1):
                 break
+            # READDIRPLUS hands the kernel every entry but `.` and `..` (items 0, 1)
+            if i > 1 and attr.is_dir:
+                parents.seen(attr.inode, inode)
 
     def _track_dir(self, fh: int, pid: int, inode: int) -> bool:
         """Note who opened a directory; False if that process must see it empty."""
@@ -398,7 +442,7 @@ class Operations(pyfuse3.Operations):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise errors.ReadOnly("read-only")
         node = self.tree.get(inode)
-        if stat.S_ISDIR(node.attr().mode):
+        if isinstance(node, DirNode):  # (only DirNodes have children; no attr() built)
             raise errors.IsADirectory("is a directory")
         node.check_open()
         fh = self._fh()
@@ -495,25 +539,22 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        path = self.tree.source.path
-        if self.area is not None:
-            figures = await trio.to_thread.run_sync(space.of_layout_filesystem, path)
-        else:
-            figures = await self._read_only_space(path)
+        """Cached for a while: file managers ask for every directory they show."""
+        now = trio.current_time()
+        writable = self.area is not None
+        timeout = WRITABLE_SPACE_TIMEOUT if writable else SPACE_TIMEOUT
+        if self._space is not None and now - self._space[0] <= timeout:
+            return self._space[1]
+        measure = space.of_layout_filesystem if writable else space.of_read_only_image
+        figures = await trio.to_thread.run_sync(measure, self.tree.source.path)
         s = pyfuse3.StatvfsData()
         s.f_bsize, s.f_frsize = figures.bsize, figures.frsize
         s.f_blocks, s.f_bfree, s.f_bavail = figures.blocks, figures.bfree, figures.bavail
         s.f_files, s.f_ffree, s.f_favail = figures.files, figures.ffree, figures.favail
         s.f_namemax = 255
+        self._space = (trio.current_time(), s)
+        log.debug("statfs measured")
         return s
-
-    async def _read_only_space(self, path: str) -> space.Space:
-        """Cached for a while: file managers ask for every directory they show."""
-        now = trio.current_time()
-        if self._space is None or now - self._space[0] > SPACE_TIMEOUT:
-            figures = await trio.to_thread.run_sync(space.of_read_only_image, path)
-            self._space = (now, figures)
-        return self._space[1]
 
     @_edge
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
@@ -561,7 +602,9 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         area = self._area_for(parent_inode)
-        return entry_attributes(await area.mkdir(parent_inode, os.fsdecode(name), mode))
+        attr = await area.mkdir(parent_inode, os.fsdecode(name), mode)
+        self.parents.seen(attr.inode, parent_inode)
+        return entry_attributes(attr)
 
     @_edge
     async def setattr(

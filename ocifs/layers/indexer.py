@@ -45,20 +45,22 @@ def build(
     limits: Limits,
     sink: BinaryIO | None = None,
     sink_limit: int = 0,
+    builder: IndexBuilder | None = None,
 ) -> tuple[LayerRecord, bool]:
-    """(record, whether `sink` received the whole decompressed stream)."""
+    """(record, whether `sink` received the whole decompressed stream).
+
+    `builder`: the caller's, to read the tree while the pass runs (LayerStore)."""
     where = str(digest)
     lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit, want_diff_id=True)
     try:
-        return _build(lp, limits)
+        return _build(lp, limits, builder or IndexBuilder(where, limits))
     finally:
         lp.close()
 
 
-def _build(lp: LayerPass, limits: Limits) -> tuple[LayerRecord, bool]:
+def _build(lp: LayerPass, limits: Limits, builder: IndexBuilder) -> tuple[LayerRecord, bool]:
     where = lp.where
     chunks = lp.chunks()
-    builder = IndexBuilder(where, limits)
     complete, error = True, None
     try:
         for member in walk(ChunkStream(chunks), limits, where):

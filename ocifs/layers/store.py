@@ -11,6 +11,10 @@ Reads of compressed layers are served from an unpacked copy kept in the cache
 first use) when the layer's decompressed size fits `unpack_limit`; bigger gzip
 layers use seek points (`seekable.open_gzip`), bigger zstd layers a sequential
 cursor. docs/layers.md has the measurements behind this choice.
+
+While a layer's pass runs, `live()` gives its tree as built so far
+(`layers.live`): the tree answers lookups of names already seen from it,
+provisionally; `settled()` says whether an entry belongs to a final index.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
 from ocifs.layers import indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex, sparse_pieces
 from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
+from ocifs.layers.live import LiveIndex
 from ocifs.layers.merge import MergedTree, merge
 from ocifs.layers.progress import IndexProgress
 from ocifs.layers.serial import LayerRecord
+from ocifs.layers.tarindex import IndexBuilder
+from ocifs.layers.testgate import gated_builder
 from ocifs.model.descriptor import Descriptor
 from ocifs.model.digest import Digest
 from ocifs.model.mediatypes import Compression
@@ -115,6 +122,8 @@ class LayerStore:
         self._layers: _SingleFlight[Digest, _Layer] = _SingleFlight()
         self._readers: _SingleFlight[Digest, None] = _SingleFlight()
         self._merged: _SingleFlight[tuple[Digest, ...], MergedTree] = _SingleFlight()
+        #: passes running in this process, readable before they end
+        self._live: dict[Digest, LiveIndex] = {}
         #: layers whose indexing failed: the error is repeated, not the work, until
         #: `forget_failures` (index.json changed: an import may have fixed the blob)
         self._broken: dict[Digest, OcifsError] = {}
@@ -131,7 +140,19 @@ class LayerStore:
 
     async def _layer(self, desc: Descriptor) -> _Layer:
         async def compute() -> _Layer:
-            record = await trio.to_thread.run_sync(self._load_or_build, desc, limiter=self.limiter)
+            digest = desc.digest
+            live = self._live.get(digest)
+            if live is None:
+                live = self._live[digest] = LiveIndex()
+            try:
+                record = await trio.to_thread.run_sync(
+                    self._load_or_build, desc, live, limiter=self.limiter
+                )
+            finally:
+                # no checkpoint from here until the single flight records the
+                # outcome: a woken waiter finds the layer done or broken
+                live.end()
+                del self._live[digest]
             return _Layer(record)
 
         broken = self._broken.get(desc.digest)
@@ -142,6 +163,35 @@ class LayerStore:
         except OcifsError as exc:
             self._broken[desc.digest] = exc
             raise
+
+    def start(self, desc: Descriptor) -> None:
+        """Start indexing `desc` in the background unless it is indexed, failed or
+        under way; `live()` then has the pass. Errors reach whoever awaits `index()`."""
+        digest = desc.digest
+        if digest in self._layers.done or digest in self._broken or digest in self._live:
+            return
+        self._live[digest] = LiveIndex()
+        trio.lowlevel.spawn_system_task(self._index_quietly, desc, name=f"index {digest}")
+
+    async def _index_quietly(self, desc: Descriptor) -> None:
+        try:
+            await self._layer(desc)
+        except Exception:  # reported to the requests that await index()
+            pass
+
+    def live(self, desc: Descriptor) -> LiveIndex | None:
+        """The pass indexing `desc` in this process right now, if any."""
+        return self._live.get(desc.digest)
+
+    def settled(self, desc: Descriptor, entry: Entry) -> bool:
+        """Whether `entry` belongs to the final index of `desc` (not to a running
+        pass, nor to a pass that failed)."""
+        layer = self._layers.done.get(desc.digest)
+        if layer is None:
+            return False
+        entries = layer.record.index.entries
+        number = entry.identity
+        return number < len(entries) and entries[number] is entry
 
     def forget_failures(self) -> None:
         """Try failed layers again on next use (called when index.json changes)."""
@@ -154,7 +204,7 @@ class LayerStore:
             or self.cache.path_for(INDEX_KIND, str(desc.digest)).exists()
         )
 
-    def _load_or_build(self, desc: Descriptor) -> LayerRecord:
+    def _load_or_build(self, desc: Descriptor, live: LiveIndex | None = None) -> LayerRecord:
         """The cached record, or one indexing pass; one indexer per layer across processes.
 
         Another daemon indexing the same layer holds the entry's lock: this one
@@ -164,7 +214,7 @@ class LayerStore:
         if record is not None:
             return record
         with self.cache.building(INDEX_KIND, str(desc.digest)):
-            return self._load(desc) or self._build_tracked(desc)
+            return self._load(desc) or self._build_tracked(desc, live)
 
     def _load(self, desc: Descriptor) -> LayerRecord | None:
         key = str(desc.digest)
@@ -190,12 +240,12 @@ class LayerStore:
             )
         return reader
 
-    def _build_tracked(self, desc: Descriptor) -> LayerRecord:
+    def _build_tracked(self, desc: Descriptor, live: LiveIndex | None) -> LayerRecord:
         """`_build`, its state and duration recorded for `ocifs status`."""
         progress = self.progress.start(desc)
         started = time.monotonic()
         try:
-            record = self._build(desc)
+            record = self._build(desc, live)
         except Exception as exc:
             progress.state, progress.error = "failed", str(exc)
             progress.seconds = time.monotonic() - started
@@ -206,13 +256,16 @@ class LayerStore:
         progress.state = "indexed"
         return record
 
-    def _build(self, desc: Descriptor) -> LayerRecord:
+    def _build(self, desc: Descriptor, live: LiveIndex | None = None) -> LayerRecord:
         key = str(desc.digest)
         started = time.monotonic()
         log.info("indexing layer %s (%d bytes)", key, desc.size)
         blob = self._open_blob(desc)
         try:
-            record = self._index_blob(desc, self.progress.counting(desc, blob))
+            builder = gated_builder(key, self.limits) or IndexBuilder(key, self.limits)
+            if live is not None:
+                live.attach(builder)
+            record = self._index_blob(desc, self.progress.counting(desc, blob), builder)
             self.in_place.verified(desc.digest, blob)  # the pass hashed these very bytes
         finally:
             blob.close()
@@ -245,18 +298,23 @@ class LayerStore:
                     f"the config's rootfs.diff_ids[{n}] says {expected}"
                 )
 
-    def _index_blob(self, desc: Descriptor, reader: BlobReader) -> LayerRecord:
+    def _index_blob(
+        self, desc: Descriptor, reader: BlobReader, builder: IndexBuilder
+    ) -> LayerRecord:
         """One indexing pass; keeps the unpacked copy of a compressed layer that fits."""
         key = str(desc.digest)
         compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
         if compression is Compression.NONE or self.unpack_limit <= 0:
-            return indexer.build(reader, desc.digest, compression, self.limits)[0]
+            return indexer.build(
+                reader, desc.digest, compression, self.limits, builder=builder
+            )[0]
         temp, sink = self.cache.new_temp(DATA_KIND)
         kept = False
         try:
             with sink:
                 record, kept = indexer.build(
-                    reader, desc.digest, compression, self.limits, sink, self.unpack_limit
+                    reader, desc.digest, compression, self.limits, sink, self.unpack_limit,
+                    builder,
                 )
             if kept:
                 self.cache.commit_file(temp, DATA_KIND, key)

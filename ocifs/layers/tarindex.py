@@ -12,13 +12,18 @@ out-of-range header field) is hidden with a warning naming it; the rest of the
 layer is served. A whiteout below a non-directory of the same layer is dropped:
 there is nothing below a file to white out (`umoci repack` writes these when a
 directory became a file), and it must not turn that file into a directory.
+
+While the pass runs, `watched` lets another thread learn that a name it waits
+for has been set (`layers.live.LiveIndex`): `entries` only grows and an entry
+is complete before its name is set in its directory, so the tree built so far
+can be read (under the GIL) while members are still being added.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ocifs.codec.limits import Limits
 from ocifs.errors import LimitExceeded
@@ -48,7 +53,11 @@ def _synthetic_dir(name: str, parent: int, index: int) -> Entry:
 
 
 class IndexBuilder:
-    """Accumulates members; `finish` computes link counts. Not thread-safe."""
+    """Accumulates members; `finish` computes link counts.
+
+    One thread adds; others may read `entries`/`children` meanwhile (see the
+    module docstring) and register in `watched`.
+    """
 
     def __init__(self, where: str, limits: Limits) -> None:
         self.where = where
@@ -61,6 +70,16 @@ class IndexBuilder:
         self._ints: dict[int, int] = {}
         #: identities that hard links share (link counts are only counted for these)
         self._linked: set[int] = set()
+        #: (directory entry, name) -> callback run in the adding thread once that
+        #: name is set in that directory (then removed): the publishing hook
+        self.watched: dict[tuple[int, str], Callable[[], None]] = {}
+
+    def _published(self, parent: int, name: str) -> None:
+        """`name` now answers in directory `parent`: wake whoever waits for it."""
+        if self.watched:
+            wake = self.watched.pop((parent, name), None)
+            if wake is not None:
+                wake()
 
     def _hide(self, name: str, problem: str) -> None:
         self.hidden += 1
@@ -160,6 +179,7 @@ class IndexBuilder:
         )
         self.children.append({} if kind is Kind.DIR else None)
         kids[name] = index
+        self._published(parent, name)
 
     def _below_non_dir(self, path: str) -> bool:
         """Whether a parent directory of `path` is a non-directory in this layer."""
@@ -199,6 +219,7 @@ class IndexBuilder:
                 self.entries.append(_synthetic_dir(part, node, child))
                 self.children.append({})
                 kids[part] = child
+                self._published(node, part)
             node = child
         return node, name
 
@@ -250,6 +271,7 @@ class IndexBuilder:
         )
         self.children.append(None)
         kids[name] = index
+        self._published(parent, name)
 
     def _lookup(self, path: str) -> int | None:
         return lookup_path(self.children, path)

@@ -25,8 +25,9 @@
   EROFS: images are immutable.
 
 Index edits and deletions are blocking (lock, fsync) and run in a worker
-thread; the tree is refreshed on the trio thread afterwards, which queues the
-kernel invalidations.
+thread (`TreeEdits._edit`, shared by the three); the tree then re-reads
+index.json in a worker thread too (`Tree.reload`) and installs the new view on
+the trio thread, which queues the kernel invalidations.
 """
 
 from __future__ import annotations
@@ -188,17 +189,50 @@ class TreeEdits:
                 lock_timeout=self.lock_timeout,
             )
 
-        try:
-            moved = await trio.to_thread.run_sync(work, limiter=self._limiter)
-        except (OcifsError, OSError) as exc:
-            self.record("FAILED", f"refs/{shown_old}", f"retag as {shown_new}: {exc}")
-            self.tree.refresh()
-            raise
-        self.tree.move_refs(old, new)
-        self.tree.refresh(kernel_updated=moved_paths)
+        moved = await self._edit(
+            work,
+            f"refs/{shown_old}",
+            f"retag as {shown_new}",
+            record_not_found=True,
+            before_install=lambda: self.tree.move_refs(old, new),
+            kernel_updated=moved_paths,
+        )
         self.record("OK", f"refs/{shown_old}", f"retagged as {shown_new} ({_entries(moved)})")
 
     # -- the index and blob edits ----------------------------------------------
+
+    async def _edit(
+        self,
+        work: Callable[[], int],
+        where: str,
+        action: str,
+        *,
+        record_not_found: bool = False,
+        before_install: Callable[[], None] | None = None,
+        kernel_updated: frozenset[tuple[str, ...]] = frozenset(),
+        unlinked_blob: digest_mod.Digest | None = None,
+    ) -> int:
+        """Run one blocking index.json or blob edit (`work`) in a worker thread, then
+        reload the tree (also in a worker thread, `Tree.reload`).
+
+        A failure is recorded in `.import/.status` (`where`: `action`: reason) and
+        re-raised; a refused removal (`InUse`) changed nothing and is not reloaded
+        for; NotFound (someone else was faster) is recorded only if asked.
+        `before_install` adjusts the tree to what the kernel did itself (a rename),
+        just before the new index.json is installed.
+        """
+        try:
+            result = await trio.to_thread.run_sync(work, limiter=self._limiter)
+        except InUse as exc:
+            self.record("FAILED", where, f"{action} refused: {exc}")
+            raise
+        except (OcifsError, OSError) as exc:
+            if record_not_found or not isinstance(exc, NotFound):
+                self.record("FAILED", where, f"{action}: {exc}")
+            await self.tree.reload()
+            raise
+        await self.tree.reload(kernel_updated, unlinked_blob, before_install)
+        return result
 
     def _moved_paths(
         self, old: tuple[str, ...], new: tuple[str, ...]
@@ -218,14 +252,9 @@ class TreeEdits:
         def work() -> int:
             return refs.untag(self.layout, target, self.lock_timeout)
 
-        try:
-            removed = await trio.to_thread.run_sync(work, limiter=self._limiter)
-        except (OcifsError, OSError) as exc:
-            if not isinstance(exc, NotFound):
-                self.record("FAILED", f"refs/{shown}", f"untag: {exc}")
-            self.tree.refresh()
-            raise
-        self.tree.refresh(kernel_updated=frozenset({target}))
+        removed = await self._edit(
+            work, f"refs/{shown}", "untag", kernel_updated=frozenset({target})
+        )
         left = [r for r in self._removals.get(pid, []) if r.root != inode]
         if left:
             self._removals[pid] = left
@@ -244,17 +273,7 @@ class TreeEdits:
         def work() -> int:
             return collect.remove_blob(self.layout, digest, self.lock_timeout)
 
-        try:
-            size = await trio.to_thread.run_sync(work, limiter=self._limiter)
-        except InUse as exc:
-            self.record("FAILED", where, f"rm refused: {exc}")
-            raise
-        except (OcifsError, OSError) as exc:
-            if not isinstance(exc, NotFound):
-                self.record("FAILED", where, f"rm: {exc}")
-            self.tree.refresh()
-            raise
-        self.tree.refresh(unlinked_blob=digest)
+        size = await self._edit(work, where, "rm", unlinked_blob=digest)
         self.record("OK", where, f"removed ({size} bytes)")
 
 

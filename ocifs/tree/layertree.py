@@ -26,9 +26,10 @@ import trio
 
 from ocifs import catalog
 from ocifs import log as log_mod
-from ocifs.errors import InvalidInput, OcifsError
+from ocifs.errors import InvalidInput, LayerCorrupt, NotFound, OcifsError
 from ocifs.layers.entry import Entry, Kind
 from ocifs.model import documents
+from ocifs.model.naming import name_problem
 from ocifs.tree.attr import Attr
 from ocifs.tree.nodes import VIRTUAL_XATTR_PREFIX, Children, DirNode, Node
 
@@ -106,7 +107,10 @@ class MemberNode(Node):
 
     def attr(self) -> Attr:
         # computed per call, not kept: ~150 bytes per node of a million-member layer
-        return entry_attr(self.inode, self.entry, self.link)
+        attr = entry_attr(self.inode, self.entry, self.link)
+        if not self.store.settled(self.desc, self.entry):
+            provisional(attr)  # answered by a running pass (LayerDir.child)
+        return attr
 
     async def read(self, offset: int, size: int) -> bytes:
         entry = self.entry
@@ -115,7 +119,11 @@ class MemberNode(Node):
             return b""
         if offset >= entry.size:
             return b""
-        return await self.store.read(self.desc, entry, offset, min(size, entry.size - offset))
+        data = await self.store.read(self.desc, entry, offset, min(size, entry.size - offset))
+        if not self.store.settled(self.desc, entry):
+            # answered by a pass that failed; the final index has other offsets
+            raise LayerCorrupt(f"layer {self.desc.digest}: {entry.name!r} is from a failed pass")
+        return data
 
     def readlink(self) -> str:
         if self.entry.kind != Kind.SYMLINK:
@@ -160,45 +168,123 @@ class EntryDir(DirNode):
         return layer_xattr(*self.origin) if self.origin is not None else {}
 
 
-def layer_dir(
-    tree: Tree, desc: Descriptor, index: LayerIndex, idx: int, position: int
-) -> EntryDir:
-    """The directory entry `idx` of the tree of the layer at `position`, built on first use."""
+class LayerView:
+    """One `layers/<n>/` tree: its layer, and its directory nodes by entry number,
+    so a directory answered while the layer was being indexed keeps its inode
+    once the index is final."""
 
-    async def build() -> Children:
-        children: Children = {}
-        for name, child in (index.children[idx] or {}).items():
-            entry = index.entries[child]
-            if entry.kind == Kind.DIR:
-                children[name] = layer_dir(tree, desc, index, child, position)
-            else:
-                children[name] = tree.member_node(desc, index, entry.identity, position)
-        return children
+    __slots__ = ("desc", "dirs", "position", "tree")
 
-    return EntryDir(tree.alloc_inode(), index.entries[idx], build, (position, desc.digest))
+    def __init__(self, tree: Tree, desc: Descriptor, position: int) -> None:
+        self.tree = tree
+        self.desc = desc
+        self.position = position
+        self.dirs: dict[int, LayerDir] = {}
+
+    def node(self, index: LayerIndex, number: int) -> Node:
+        """The node of entry `number` of `index` (final, or a running pass's view)."""
+        entry = index.entries[number]
+        if entry.kind != Kind.DIR:
+            return self.tree.member_node(self.desc, index, entry.identity, self.position)
+        node = self.dirs.get(number)
+        if node is None or node.entry is not entry:
+            node = self.dirs[number] = LayerDir(self.tree.alloc_inode(), self, number, entry)
+        return node
+
+    def settled(self, entry: Entry) -> bool:
+        return self.tree.layers.settled(self.desc, entry)
+
+    def forget_early(self) -> None:
+        """The pass failed: drop the nodes it answered (a retry builds new ones)."""
+        self.dirs.clear()
+        self.tree.forget_members(self.desc, self.position)
+
+    async def early_child(self, directory: LayerDir, name: str) -> Node | None:
+        """`name` in `directory` as the running pass has it (waiting until the pass
+        reaches it); None when no pass runs or it ended without the name seen:
+        then only the final index can answer."""
+        store = self.tree.layers
+        store.start(self.desc)
+        live = store.live(self.desc)
+        if live is None or name_problem(name) is not None:
+            return None
+        number = directory.number
+        while not live.ended:
+            view = live.view
+            if view is not None:
+                entries = view.entries
+                if directory.entry is not None and (
+                    number >= len(entries) or entries[number] is not directory.entry
+                ):
+                    return None  # a directory of an earlier, failed pass
+                found = live.find(number, name)
+                if found is not None:
+                    return self.node(view, found)
+            await live.wait_for(number, name)
+        return None
 
 
-def layer_root(tree: Tree, desc: Descriptor, position: int) -> EntryDir:
+class LayerDir(EntryDir):
+    """A directory of a layer's tree (`number` 0, entry None: the layer's root).
+
+    Lookups are answered from the running indexing pass when it has seen the
+    name (provisional: kernel timeouts 0 until the index is final); listings,
+    and lookups of names not seen, wait for the final index.
+    """
+
+    __slots__ = ("number", "view")
+
+    def __init__(self, inode: int, view: LayerView, number: int, entry: Entry | None) -> None:
+        super().__init__(inode, entry, None, (view.position, view.desc.digest))
+        self.view = view
+        self.number = number
+        self.set_builder(self._final_children)
+
+    async def _final_children(self) -> Children:
+        view = self.view
+        try:
+            index = await view.tree.layers.index(view.desc)
+        except OcifsError as exc:
+            view.forget_early()
+            log_mod.once(log, logging.ERROR, str(exc), cause=str(exc))
+            raise
+        entries = index.entries
+        if self.entry is not None and (
+            self.number >= len(entries) or entries[self.number] is not self.entry
+        ):
+            raise NotFound(f"layer {view.desc.digest}: directory of an earlier, failed pass")
+        kids = index.children[self.number] or {}
+        return {name: view.node(index, child) for name, child in kids.items()}
+
+    async def child(self, name: str) -> Node | None:
+        if self._children is None:
+            early = await self.view.early_child(self, name)
+            if early is not None:
+                return early
+        return (await self.children()).get(name)
+
+    def attr(self) -> Attr:
+        attr = super().attr()
+        if self.entry is not None and not self.view.settled(self.entry):
+            provisional(attr)
+        return attr
+
+
+def provisional(attr: Attr) -> Attr:
+    """Mark an answer from a running pass: the kernel must ask again every time
+    (timeouts 0, as for files that change), until the index is final."""
+    attr.mutable = attr.changing = True
+    return attr
+
+
+def layer_root(tree: Tree, desc: Descriptor, position: int) -> LayerDir:
     """`layers/<n>/`: indexing starts on first lookup or listing, not before.
 
     Its own attributes are fixed (0555, mount time) rather than the tar's `./`
     entry: they are shown before the layer is read, and must not change after
     (tar would report "file changed as we read it").
     """
-    store = tree.layers
-    node = EntryDir(tree.alloc_inode(), None, None, (position, desc.digest))
-
-    async def build() -> Children:
-        try:
-            index = await store.index(desc)
-        except OcifsError as exc:
-            log_mod.once(log, logging.ERROR, str(exc), cause=str(exc))
-            raise
-        inner = layer_dir(tree, desc, index, 0, position)
-        return await inner.children()
-
-    node.set_builder(build)
-    return node
+    return LayerDir(tree.alloc_inode(), LayerView(tree, desc, position), 0, None)
 
 
 def rootfs_dir(
@@ -237,6 +323,8 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
 
     async def build() -> Children:
         store = tree.layers
+        for desc in descs:
+            store.start(desc)  # every layer indexes at once (two worker threads)
         try:
             config = await trio.to_thread.run_sync(
                 catalog.read_document, tree.source, manifest.config, limiter=tree.io_limiter

@@ -56,6 +56,10 @@ class Node:
     async def children(self) -> Children:
         raise NotADirectory(f"inode {self.inode}: not a directory")
 
+    async def child(self, name: str) -> Node | None:
+        """One child by name (a directory may answer it before its whole listing)."""
+        return (await self.children()).get(name)
+
     async def read(self, offset: int, size: int) -> bytes:
         raise IsADirectory(f"inode {self.inode}: is a directory")
 

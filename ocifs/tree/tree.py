@@ -28,8 +28,16 @@ import trio
 from ocifs import catalog as catalog_mod
 from ocifs import export
 from ocifs import log as log_mod
+from ocifs.docmemo import DocumentMemo
 from ocifs.durable import test_env
-from ocifs.errors import BlobUnavailable, NotFound, OcifsError, TooDeep, Unsupported
+from ocifs.errors import (
+    BlobUnavailable,
+    NoSuchName,
+    NotFound,
+    OcifsError,
+    TooDeep,
+    Unsupported,
+)
 from ocifs.layers.entry import Kind
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
@@ -73,6 +81,8 @@ class Tree:
         #: show symlink targets rewritten to stay inside the image root (ocifs.tree.symlinks)
         self.contain_symlinks = contain_symlinks
         self.blob_access = BlobAccess(source)
+        #: verified manifests and indexes, shared by directory builds and export plans
+        self.documents = DocumentMemo()
         #: worker threads that read source documents and list blobs
         self.io_limiter = trio.CapacityLimiter(2)
         self._refreshing: trio.Event | None = None
@@ -178,10 +188,10 @@ class Tree:
         pnode = self.get(parent)
         if pnode.mutable:
             await self.maybe_refresh()
-        children = await pnode.children()
-        child = children.get(name)
+        child = await pnode.child(name)
         if child is None:
-            raise NotFound(name)
+            # an image directory built without its document may gain children
+            raise NoSuchName(name, final=not pnode.mutable and pnode not in self._incomplete)
         self.nodes[child.inode] = child
         return child
 
@@ -205,6 +215,8 @@ class Tree:
         nodes = self._members.get(key)
         if nodes is None:
             nodes = self._members[key] = [None] * len(index.entries)
+        elif identity >= len(nodes):  # made while the layer was being indexed
+            nodes.extend([None] * (len(index.entries) - len(nodes)))
         node = nodes[identity]
         if node is None:
             entry = index.entries[identity]
@@ -215,6 +227,11 @@ class Tree:
                 self.alloc_inode(), self.layers, desc, entry, position, link
             )
         return node
+
+    def forget_members(self, desc: Descriptor, position: int) -> None:
+        """Drop the member nodes of a layer whose indexing pass failed (they were
+        answered from it provisionally); a later pass makes new ones."""
+        self._members.pop((desc.digest, position), None)
 
     def blob_file(self, digest: Digest, size: int) -> BlobFile:
         key = (digest, size)
@@ -250,12 +267,9 @@ class Tree:
             return
         self._refreshing = done = trio.Event()
         try:
-            listed = self._listed_blobs()
-
-            def read() -> tuple[catalog_mod.Catalog | None, set[tuple[int, str]]]:
-                return self._read_catalog(), self._gone_blobs(listed)
-
-            cat, gone = await trio.to_thread.run_sync(read, limiter=self.io_limiter)
+            cat, gone = await trio.to_thread.run_sync(
+                self._reread, self._listed_blobs(), limiter=self.io_limiter
+            )
             if cat is not None:
                 self._install(cat, gone=gone)
         finally:
@@ -269,10 +283,11 @@ class Tree:
     ) -> None:
         """Re-read index.json and the blob set; invalidate what the kernel cached.
 
-        Synchronous, for the import area right after it rewrote index.json, and
-        for untag, retag and blob removal (`tree/edits.py`). The one path for
-        every change of index.json made by ocifs (anything that rewrites it must
-        call this afterwards); changes noticed from outside go through
+        Synchronous, for the import area right after it rewrote index.json (it
+        calls back from its own code path); untag, retag and blob removal use
+        `reload`, which reads in a worker thread. Every change of index.json made
+        by ocifs goes through one of the two (anything that rewrites it must
+        call one afterwards); changes noticed from outside go through
         `maybe_refresh` and the same `_install`: readers then see the new file
         whole, with its new size (`ocifs.tree.kernelcache`), and the new refs/.
         `kernel_updated` (refs/ paths) and `unlinked_blob`: dentries the kernel
@@ -281,10 +296,48 @@ class Tree:
         lock the very request holds, and a daemon killed meanwhile could never
         exit.
         """
-        cat = self._read_catalog()
+        listed = [b for b in self._listed_blobs() if b[2] != unlinked_blob]
+        cat, gone = self._reread(listed)
         if cat is not None:
+            self._install(cat, kernel_updated, gone=gone)
+
+    async def reload(
+        self,
+        kernel_updated: frozenset[tuple[str, ...]] = frozenset(),
+        unlinked_blob: Digest | None = None,
+        before_install: Callable[[], None] | None = None,
+    ) -> None:
+        """`refresh` with the reading (index.json, one stat per listed blob) in a worker
+        thread, as `maybe_refresh` does: for the edits answered on the trio thread.
+
+        Serialised with `maybe_refresh`: a re-read started before the edit wrote
+        index.json finishes (and installs) first, so it cannot install the old
+        file over the new one; its callers wait for this one. `before_install`
+        runs on the trio thread just before the new view is installed, with no
+        await in between (`move_refs` after a rename).
+        """
+        while self._refreshing is not None:
+            await self._refreshing.wait()
+        self._refreshing = done = trio.Event()
+        try:
             listed = [b for b in self._listed_blobs() if b[2] != unlinked_blob]
-            self._install(cat, kernel_updated, gone=self._gone_blobs(listed))
+            cat, gone = await trio.to_thread.run_sync(
+                self._reread, listed, limiter=self.io_limiter
+            )
+            if before_install is not None:
+                before_install()
+            if cat is not None:
+                self._install(cat, kernel_updated, gone=gone)
+        finally:
+            self._refreshing = None
+            done.set()
+
+    def _reread(
+        self, listed: list[tuple[int, str, Digest]]
+    ) -> tuple[catalog_mod.Catalog | None, set[tuple[int, str]]]:
+        """The catalog and the blobs of `listed` now gone (blocking: a worker thread's job,
+        or the import area's synchronous refresh)."""
+        return self._read_catalog(), self._gone_blobs(listed)
 
     def _read_catalog(self) -> catalog_mod.Catalog | None:
         try:
@@ -371,8 +424,8 @@ class Tree:
     def move_refs(self, old: tuple[str, ...], new: tuple[str, ...]) -> None:
         """The kernel moved the dentry refs/<old> to refs/<new> (a rename it asked us
         for): keep the inodes it knows under their new paths, and drop the entries
-        it cached inside them (descriptor.json now names the new ref). Call before
-        `refresh`."""
+        it cached inside them (descriptor.json now names the new ref). Call just
+        before installing the new index.json (`reload(before_install=...)`)."""
         for path in sorted(p for p in self._refs_dirs if p[: len(old)] == old):
             node = self._refs_dirs.pop(path)
             self._refs_dirs[(*new, *path[len(old) :])] = node
@@ -479,7 +532,7 @@ class Tree:
         }
         try:
             data = await trio.to_thread.run_sync(
-                catalog_mod.read_document, self.source, desc, limiter=self.io_limiter
+                self.documents.read, self.source, desc, limiter=self.io_limiter
             )
             self._add_document_children(desc, data, kind, names, depth, children)
         except OcifsError as exc:
@@ -504,7 +557,8 @@ class Tree:
         """`image.tar` of an image or index directory (`ocifs.export`)."""
         try:
             layout = await trio.to_thread.run_sync(
-                export.plan, self.source, desc, names, limiter=self.export_limiter
+                export.plan, self.source, desc, names, self.documents.read,
+                limiter=self.export_limiter,
             )
         except OcifsError as exc:
             reason = f"image.tar of {desc.digest}: {exc}"

@@ -1,0 +1,1 @@
+"""`ocifs check`: verify a local image source end to end (docs/check.md)."""
