@@ -28,7 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from ocifs import errors, fastloop
+from ocifs import errors, fastloop, heap
 from ocifs.dirparents import DirParents
 from ocifs.tree import permissions, space
 from ocifs.tree.attr import IMPORT_INODE_BASE, ROOT_INODE, Attr
@@ -246,6 +246,8 @@ class Operations(pyfuse3.Operations):
         # The writeback cache batches `.import/` writes into 1 MiB requests
         # (BASELINES §4: 352 -> 512 MiB/s); read-only content is unaffected.
         self.enable_writeback_cache = import_area is not None
+        if import_area is not None:
+            heap.keep_large_buffers()  # 1 MiB write buffers reused, not faulted in anew
         self._next_fh = 1
         self._files: dict[int, Node] = {}
         self._versions: dict[int, OpenVersion] = {}
@@ -507,18 +509,27 @@ class Operations(pyfuse3.Operations):
 
     # ----- xattrs and statfs ---------------------------------------------
 
-    @_edge
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if inode >= IMPORT_INODE_BASE and self.area is not None:
+            # `.import/` has no xattrs. The kernel asks for security.capability
+            # before every write() there (docs/import.md: it cannot be told to
+            # stop with libfuse 3.14), so this answer comes first and costs the
+            # least: no wrapper, no lookup.
+            absent = errno.EOPNOTSUPP if name in NOT_SUPPORTED_WHEN_ABSENT else errno.ENODATA
+            raise pyfuse3.FUSEError(absent)
+        return await self._tree_xattr(inode, name)
+
+    @_edge
+    async def _tree_xattr(self, inode: int, name: bytes) -> bytes:
+        node = self.tree.get(inode)
+        key = os.fsdecode(name)
         value = None
-        if not self._in_area(inode):
-            node = self.tree.get(inode)
-            key = os.fsdecode(name)
-            # `ls -l` asks every file for SELinux labels and ACLs: build the
-            # virtual attributes only when one of their names is asked for
-            if key.startswith(VIRTUAL_XATTR_PREFIX):
-                value = node.virtual_xattrs().get(key)
-            if value is None:
-                value = node.xattrs().get(key)
+        # `ls -l` asks every file for SELinux labels and ACLs: build the
+        # virtual attributes only when one of their names is asked for
+        if key.startswith(VIRTUAL_XATTR_PREFIX):
+            value = node.virtual_xattrs().get(key)
+        if value is None:
+            value = node.xattrs().get(key)
         if value is None:
             absent = errno.EOPNOTSUPP if name in NOT_SUPPORTED_WHEN_ABSENT else errno.ENODATA
             raise pyfuse3.FUSEError(absent)

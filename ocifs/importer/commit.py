@@ -66,6 +66,7 @@ def commit_blobs(layout: str, blobs: Iterable[tuple[Digest, StagedFile]]) -> lis
             staged.discard()
             continue
         durable.makedirs(os.path.dirname(final))
+        staged.settle()
         _touch(staged.fd)
         durable.fsync_fd(staged.fd)
         durable.rename(staged.path, final)

@@ -248,6 +248,9 @@ class Ingest:
         staged = self._ensure_staged()
         assert self.pipeline is not None
         await self.pipeline.drain()
+        # appends may still be on their way to the disk (directio): finish them
+        # here, in a worker thread, so that reads and truncates never wait for it
+        await trio.to_thread.run_sync(staged.settle, limiter=self.s.io)
         return staged
 
     async def _blob_write(self, offset: int, data: bytes) -> None:
@@ -607,7 +610,7 @@ class Ingest:
             elif self.role.kind is Kind.AUTO and not self.temporary:
                 self.s.status.record("OK", self.name, "empty file; nothing to import")
         if self.state != "held":
-            self.discard()
+            await self._discard_off_loop()
         self.s.poke()
 
     async def abort(self) -> None:
@@ -621,7 +624,12 @@ class Ingest:
                 await self.pipeline.drain()
             except Exception:
                 pass
-        self.discard()
+        await self._discard_off_loop()
+
+    async def _discard_off_loop(self) -> None:
+        """`discard` in a worker thread: staging writes may still be in flight
+        (directio), and closing their file waits for them."""
+        await trio.to_thread.run_sync(self.discard, limiter=self.s.io)
 
     async def _abort(self) -> None:
         """`rm` of a file being imported: drop everything staged."""

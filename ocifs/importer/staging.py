@@ -8,7 +8,10 @@ on one layout never delete each other's live ingests.
 
 `StagedFile` hashes incrementally while writes arrive in order and remembers
 when they did not (holes from sparse `cp`, rewrites, truncation); then the
-digest is recomputed from the file at verification time.
+digest is recomputed from the file at verification time. Appends go through
+a `DirectWriter` (O_DIRECT, see `ocifs.importer.directio`); anything else
+(a write elsewhere, truncate, a read) first `settle`s it, so the file on
+disk holds every byte, and continues with plain writes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ocifs import durable
+from ocifs.importer.directio import ALIGN, DirectWriter
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -160,6 +164,7 @@ class StagedFile:
         self._hasher: _Hash | None = hashlib.new(algorithm)
         self._hashed = 0
         self._written_back = 0  # bytes handed to early writeback so far
+        self._writer: DirectWriter | None = None  # appends not yet all on disk
 
     @property
     def hashing(self) -> bool:
@@ -173,8 +178,15 @@ class StagedFile:
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         """Store bytes (the caller hashes them later with `hash_chunk`, in order)."""
-        durable.pwrite_all(self.fd, data, offset)
         end = offset + len(data)
+        if offset == self.size and (self._writer is not None or offset % ALIGN == 0):
+            if self._writer is None:
+                self._writer = DirectWriter(self.fd, offset)
+            self._writer.append(data)
+            self.size = end
+            return
+        self.settle()
+        durable.pwrite_all(self.fd, data, offset)
         if offset != self.size:
             self._hasher = None  # hole or rewrite: hash from the file later
         self.size = max(self.size, end)
@@ -196,7 +208,19 @@ class StagedFile:
             hasher.update(data)
             self._hashed += len(data)
 
+    def settle(self) -> None:
+        """Finish the appends in progress: the file then holds every byte written.
+
+        Blocking (waits for the disk): call from a worker thread. Raises the
+        first error of those writes.
+        """
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.finish()
+            self._written_back = self.size  # written by the device already
+
     def truncate(self, size: int) -> None:
+        self.settle()
         os.ftruncate(self.fd, size)
         if size != self.size:
             self._hasher = None
@@ -210,6 +234,7 @@ class StagedFile:
         algorithm = algorithm or self.algorithm
         if algorithm == self.algorithm and self._hasher is not None and self.in_order:
             return self._hasher.copy().hexdigest()
+        self.settle()
         hasher = hashlib.new(algorithm)
         offset = 0
         while offset < self.size:
@@ -223,16 +248,21 @@ class StagedFile:
         return hasher.hexdigest()
 
     def pread(self, offset: int, size: int) -> bytes:
+        self.settle()
         return os.pread(self.fd, size, offset)
 
     def read_all(self, limit: int) -> bytes:
         """The whole content, for small JSON documents; `limit` bounds memory."""
+        self.settle()
         return os.pread(self.fd, min(self.size, limit + 1), 0)
 
     def discard(self) -> None:
         """Remove the staging file (abort, failure, or content already present)."""
         if self.fd < 0:
             return
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.abandon()  # its writes in flight must end before the fd is closed
         try:
             os.unlink(self.path)
         except FileNotFoundError:
@@ -243,5 +273,6 @@ class StagedFile:
     def detach(self) -> None:
         """Close after the file was renamed into blobs/ (the name is no longer ours)."""
         if self.fd >= 0:
+            self.settle()
             os.close(self.fd)
             self.fd = -1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -37,6 +38,33 @@ def check_tools(layout: Path, tag: str) -> None:
     sh("umoci", "stat", "--image", f"{layout}:{tag}", check=True)
     sh("skopeo", "inspect", f"oci:{layout}:{tag}", check=True)
     sh("oci-image-tool", "validate", "--type", "image", "--ref", f"name={tag}", layout, check=True)
+
+
+def test_xattrs_while_importing(mount_image: Any, images: dict[str, Path],
+                                tmp_path: Path) -> None:
+    """The kernel asks security.capability before every write() into .import/
+    (docs/import.md); the answer is "none" there, and the rest of the mount
+    still shows its xattrs (the layer's virtual user.ocifs.layer) afterwards."""
+    import shutil
+
+    layout = tmp_path / "layout"
+    shutil.copytree(images["layout"], layout)
+    m = mount_image(layout)
+    data = os.urandom(9 << 20)
+    target = m.path / ".import" / f"sha256:{hashlib.sha256(data).hexdigest()}"
+    with open(target, "wb") as f:
+        for start in range(0, len(data), 3 << 20):  # several write()s, each asking
+            f.write(data[start : start + (3 << 20)])
+            f.flush()
+            for name, number in (("security.capability", errno.ENODATA),
+                                 ("security.selinux", errno.EOPNOTSUPP)):
+                with pytest.raises(OSError) as caught:
+                    os.getxattr(target, name)
+                assert caught.value.errno == number, name
+    assert (layout / "blobs/sha256" / target.name.split(":")[1]).read_bytes() == data
+    layer_file = m.path / "refs/v1/rootfs/data/a.txt"
+    assert os.getxattr(layer_file, "user.ocifs.layer").startswith(b"0 sha256:")
+    assert layer_file.read_bytes() == b"a\n"
 
 
 def test_cp_blob_by_content_and_by_digest_name(

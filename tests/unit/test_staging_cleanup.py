@@ -58,6 +58,7 @@ def test_staging_file_is_created_even_if_the_directory_vanished(
     staged = StagedFile(layout)
     try:
         staged.append(b"data")
+        staged.settle()  # appends are on disk once settled (importer.directio)
         assert os.path.getsize(staged.path) == 4
         assert len(calls) == 2
     finally:
