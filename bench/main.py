@@ -753,12 +753,16 @@ def w7(ctx: Ctx) -> list[dict]:
     return rows
 
 
-def daemon_cpu(ctx: Ctx, name: str) -> float | None:
-    """user+sys seconds the daemon has used so far (from /proc/<pid>/stat)."""
+def daemon_cpu(ctx: Ctx, name: str, children: bool = False) -> float | None:
+    """user+sys seconds the daemon has used so far (from /proc/<pid>/stat); with
+    `children`, plus those of the children it has reaped (its decoder processes)."""
     try:
         pid = int((ctx.state / f"{name}.pid").read_text())
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[11]) + int(fields[12])
+        if children:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
 
@@ -791,7 +795,13 @@ def profile(ctx: Ctx, reps: int) -> list[dict]:
             shutil.rmtree(cache, ignore_errors=True)
             add("cold: ocifs mount (process start to mounted)",
                 timed(ctx.up_ocifs(name, ctx.layout, cache)))
+            c0, c0_all = daemon_cpu(ctx, name), daemon_cpu(ctx, name, children=True)
             add("cold: first `ls` of layers/0/ (indexing)", timed(f"ls {tree} > /dev/null"))
+            c1, c1_all = daemon_cpu(ctx, name), daemon_cpu(ctx, name, children=True)
+            if None not in (c0, c1, c0_all, c1_all):
+                add("cold: indexing, CPU of the daemon (user+sys)", c1 - c0)  # type: ignore[operator]
+                add("cold: indexing, CPU of the daemon + its decoder children",
+                    c1_all - c0_all)  # type: ignore[operator]
             log_text = (ctx.state / f"{name}.log").read_text(errors="replace")
             for line in log_text.splitlines():
                 if "entries in" in line and " s" in line:

@@ -1,26 +1,29 @@
-"""`ocifs mount | umount`: argument parsing, one-line errors, exit codes.
+"""The `ocifs` command: argument parsing, dispatch, one-line errors, exit codes.
 
 Exit codes: 0 success, 1 a problem with the source, mountpoint or mount
 (one line on stderr naming the file and the problem), 2 bad usage.
+
+Light on purpose: every subcommand's module is imported when it runs, and
+`ocifs mount` forks its daemon before anything heavy is imported
+(`ocifs.daemon`, `ocifs.serve`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import functools
 import os
 import re
-import shutil
-import subprocess
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ocifs import cli_inspect, package_version
+from ocifs import package_version
+from ocifs.argtypes import seconds
 from ocifs.errors import MountError, OcifsError
 
 if TYPE_CHECKING:
-    from ocifs.mount import MountOptions
-    from ocifs.sources.base import Source
+    import subprocess
 
 EXIT_ERROR = 1
 
@@ -37,16 +40,6 @@ def _busy_poll(text: str) -> int:
     if not text.isdigit() or int(text) > 10_000:
         raise argparse.ArgumentTypeError(f"invalid microseconds {text!r} (0 to 10000)")
     return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"invalid seconds {text!r} (0 to 86400)")
-    return value
 
 
 class _VersionAction(argparse.Action):
@@ -104,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--lock-timeout",
         metavar="SECONDS",
-        type=_seconds,
+        type=seconds(86_400),
         default=30.0,
         help="how long an import waits for another process's lock on index.json before "
         "failing with EBUSY (default 30)",
@@ -113,11 +106,20 @@ def _parser() -> argparse.ArgumentParser:
     from ocifs.registry import options as registry_options
 
     registry_options.add_arguments(m)
+    m.set_defaults(run=_mount)
 
     u = sub.add_parser("umount", help="unmount an ocifs mount (also one whose daemon died)")
     u.add_argument("mountpoint")
     u.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
-    cli_inspect.add_commands(sub)
+    u.set_defaults(run=_umount)
+
+    lst = sub.add_parser("list", help="list this user's ocifs mounts")
+    lst.add_argument("--json", action="store_true", help="one JSON document for scripts")
+    lst.set_defaults(run=_list)
+    st = sub.add_parser("status", help="indexing progress, imports and cache use of a mount")
+    st.add_argument("mountpoint")
+    st.add_argument("--json", action="store_true", help="the mount's status.json as is")
+    st.set_defaults(run=_status)
 
     _add_init_parser(sub)
     _add_gc_parser(sub)
@@ -140,7 +142,7 @@ def _add_gc_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     g.add_argument(
         "--grace",
         metavar="SECONDS",
-        type=_grace,
+        type=seconds(),
         default=None,
         help="spare unreferenced blobs younger than this (default 3600): an import may be "
         "about to reference them. 0 is safe only when nothing imports into the layout",
@@ -148,21 +150,11 @@ def _add_gc_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     g.add_argument(
         "--lock-timeout",
         metavar="SECONDS",
-        type=_seconds,
+        type=seconds(86_400),
         default=30.0,
         help="how long to wait for another process's lock on index.json (default 30)",
     )
     g.set_defaults(run=_gc)
-
-
-def _grace(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid seconds {text!r} (0 or more)")
-    return value
 
 
 def _split_options(raw: list[str]) -> list[str]:
@@ -174,18 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.inherited_fds = inherited
     try:
-        run = getattr(args, "run", None)
-        if run is not None:
-            try:
-                return int(run(args))
-            except OSError as exc:  # the layout's own files: permissions, disk full...
-                where = exc.filename or getattr(args, "layout", "")
-                raise OcifsError(f"{where}: {exc.strerror or exc}") from None
-        if args.command == "mount":
-            return _mount(args)
-        if args.command in ("list", "status"):
-            return cli_inspect.run(args)
-        return _umount(args)
+        return int(args.run(args))
     except OcifsError as exc:
         print(f"ocifs: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -194,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mount(args: argparse.Namespace) -> int:
-    from ocifs.mount import MountOptions, build_cache, check_mountpoint, symlink_policy
-    from ocifs.sources.detect import open_source
+    """Check what can be checked cheaply here, then start the daemon (`ocifs.daemon`),
+    which opens the source and mounts."""
+    from ocifs import daemon
+    from ocifs.mount import MountOptions, check_mountpoint, symlink_policy
+    from ocifs.registry.reference import is_registry_reference
 
     _resolve_path_options(args)
     options = _split_options(args.options)
@@ -208,124 +192,28 @@ def _mount(args: argparse.Namespace) -> int:
         lock_timeout=args.lock_timeout,
         symlinks=symlink_policy(options),
     )
-    from ocifs.registry.reference import is_registry_reference
-
     remote = is_registry_reference(args.source)
-    source_path = args.source if remote else os.path.abspath(args.source)
     mountpoint = os.path.abspath(args.mountpoint)
     check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse: missing (is the fuse kernel module loaded?)")
-    # Source errors are reported here, before anything is started.
+    registry = None
     if remote:
-        # retries while resolving are logged by the daemon, not printed here
-        logging.getLogger("ocifs").addHandler(logging.NullHandler())
         from ocifs.registry.options import from_args
-        from ocifs.sources.registry import open_registry
 
-        source: Source = open_registry(source_path, from_args(args), build_cache(opts))
-    else:
-        source = open_source(source_path, build_cache(opts))
-    if args.foreground:
-        _setup_log(args, args.log)
-        return _serve(args, source, mountpoint, opts, ready_fd=None)
-    return _daemonize(args, source, mountpoint, opts)
-
-
-def _resolve_path_options(args: argparse.Namespace) -> None:
-    """Make path options absolute against the caller's cwd.
-
-    The detached daemon changes directory to `/`: a relative `--cache-dir cache`
-    once created `/cache`.
-    """
-    for name in ("cache_dir", "pid_file", "log"):
-        value = getattr(args, name)
-        if value:
-            setattr(args, name, os.path.abspath(value))
-
-
-def _setup_log(args: argparse.Namespace, log_file: str | None) -> None:
-    from ocifs import log as log_setup
-
-    log_setup.setup(debug=args.debug, log_file=log_file)
-
-
-def _serve(
-    args: argparse.Namespace,
-    source: Source,
-    mountpoint: str,
-    opts: MountOptions,
-    ready_fd: int | None,
-) -> int:
-    from ocifs.mount import serve
-
-    try:
-        if args.pid_file:
-            with open(args.pid_file, "w") as f:
-                f.write(f"{os.getpid()}\n")
-        return serve(source, mountpoint, opts, ready_fd)
-    except OcifsError as exc:
-        if ready_fd is None:
-            raise
-        _report_to_parent(ready_fd, f"ocifs: {exc}")
-        return EXIT_ERROR
-    except Exception as exc:
-        logging.getLogger("ocifs").exception("internal error while mounting")
-        message = f"ocifs: internal error while mounting: {exc!r} (see the log)"
-        if ready_fd is None:
-            print(message, file=sys.stderr)
-        else:
-            _report_to_parent(ready_fd, message)
-        return EXIT_ERROR
-
-
-def _report_to_parent(ready_fd: int, message: str) -> None:
-    try:
-        os.write(ready_fd, f"{message}\n".encode())
-    except OSError:
-        pass
-
-
-def _daemonize(
-    args: argparse.Namespace, source: Source, mountpoint: str, opts: MountOptions
-) -> int:
-    """Fork the serving process and wait for its `ready` line or its one error line.
-
-    Forking (rather than starting a new interpreter) saves a second Python
-    start-up and re-opening the source; it is safe here because no trio loop
-    and no thread exists yet.
-    """
-    log_file = os.path.abspath(args.log) if args.log else _default_log_file()
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the daemon
-        status = EXIT_ERROR
-        try:
-            os.close(read_fd)
-            os.setsid()
-            os.chdir("/")
-            _close_inherited(args.inherited_fds, keep=write_fd)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            if devnull > 2:
-                os.close(devnull)
-            _setup_log(args, log_file)
-            status = _serve(args, source, mountpoint, opts, ready_fd=write_fd)
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as pipe:
-        message = pipe.read().decode(errors="replace").strip()
-    if message == "ready":
-        return 0
-    _pid, wait_status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(wait_status)
-    print(
-        message or f"ocifs: the mount process exited (status {code}); see {log_file}",
-        file=sys.stderr,
+        registry = from_args(args)
+    job = daemon.Job(
+        source=args.source if remote else os.path.abspath(args.source),
+        registry=registry,
+        mountpoint=mountpoint,
+        options=opts,
+        debug=args.debug,
+        log_file=args.log,
+        pid_file=args.pid_file,
     )
-    return EXIT_ERROR
+    if args.foreground:
+        return daemon.run_foreground(job)
+    return daemon.start(job, args.inherited_fds)
 
 
 def _open_fds() -> set[int]:
@@ -345,26 +233,28 @@ def _is_open(fd: int) -> bool:
     return True
 
 
-def _close_inherited(inherited: set[int], keep: int) -> None:
-    """Close what the caller passed us (its flocks, pipes, sockets), except 0-2 and `keep`.
+def _resolve_path_options(args: argparse.Namespace) -> None:
+    """Make path options absolute against the caller's cwd.
 
-    A detached daemon outlives `ocifs mount`: holding the caller's descriptors
-    would keep a shell's `flock` held, or a pipe reader waiting for EOF, until
-    unmount. Descriptors ocifs opened itself (the source, the cache) stay open.
+    The detached daemon changes directory to `/`: a relative `--cache-dir cache`
+    once created `/cache`.
     """
-    for fd in sorted(inherited - {0, 1, 2, keep}):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    for name in ("cache_dir", "pid_file", "log"):
+        value = getattr(args, name)
+        if value:
+            setattr(args, name, os.path.abspath(value))
 
 
-def _default_log_file() -> str:
-    from platformdirs import user_log_dir
+def _list(args: argparse.Namespace) -> int:
+    from ocifs import cli_inspect
 
-    directory = user_log_dir("ocifs")
-    os.makedirs(directory, exist_ok=True)
-    return os.path.join(directory, "ocifs.log")
+    return cli_inspect.list_mounts(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ocifs import cli_inspect
+
+    return cli_inspect.show_status(args)
 
 
 def _umount(args: argparse.Namespace) -> int:
@@ -377,15 +267,7 @@ def _umount(args: argparse.Namespace) -> int:
     """
     from ocifs import mounttable
 
-    entry = mounttable.find(args.mountpoint)
-    if entry is None:
-        raise MountError(f"{os.path.abspath(args.mountpoint)}: not mounted")
-    mountpoint = entry.mountpoint
-    if not entry.is_ocifs:
-        raise MountError(
-            f"{mountpoint}: not an ocifs mount (it is a {entry.fstype} mount of "
-            f"{entry.source}); not unmounting it"
-        )
+    mountpoint = mounttable.find_ocifs(args.mountpoint, unmounting=True).mountpoint
     dead = mounttable.is_dead(mountpoint)
     result = _fusermount_u(mountpoint, lazy=args.lazy)
     if result.returncode != 0 and dead and not args.lazy:
@@ -396,6 +278,20 @@ def _umount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_layout(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command on a layout's own files: an OSError (permissions, disk full...) is one line."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except OSError as exc:
+            raise OcifsError(f"{exc.filename or args.layout}: {exc.strerror or exc}") from None
+
+    return run
+
+
+@_on_layout
 def _init(args: argparse.Namespace) -> int:
     """`ocifs init DIR`: an empty layout; an existing layout is left alone."""
     from ocifs.layout.init import init_layout
@@ -406,6 +302,7 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+@_on_layout
 def _gc(args: argparse.Namespace) -> int:
     """`ocifs gc LAYOUT`: one line per removed blob, then a summary."""
     from ocifs.cli_inspect import human_size
@@ -435,6 +332,9 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _fusermount_u(mountpoint: str, *, lazy: bool) -> subprocess.CompletedProcess[str]:
+    import shutil
+    import subprocess
+
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     if tool is None:
         raise MountError("fusermount3: not found (install the fuse3 package)")

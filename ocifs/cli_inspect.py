@@ -25,20 +25,6 @@ from ocifs.status import STATUS_DIR, STATUS_FILE
 READ_TIMEOUT = 5.0
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    lst = sub.add_parser("list", help="list this user's ocifs mounts")
-    lst.add_argument("--json", action="store_true", help="one JSON document for scripts")
-    st = sub.add_parser("status", help="indexing progress, imports and cache use of a mount")
-    st.add_argument("mountpoint")
-    st.add_argument("--json", action="store_true", help="the mount's status.json as is")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.command == "list":
-        return list_mounts(args)
-    return show_status(args)
-
-
 Status = dict[str, Any]
 
 
@@ -120,12 +106,7 @@ def list_mounts(args: argparse.Namespace) -> int:
 
 
 def show_status(args: argparse.Namespace) -> int:
-    entry = mounttable.find(args.mountpoint)
-    where = os.path.abspath(args.mountpoint)
-    if entry is None:
-        raise MountError(f"{where}: not mounted")
-    if not entry.is_ocifs:
-        raise MountError(f"{entry.mountpoint}: not an ocifs mount (it is {entry.fstype})")
+    entry = mounttable.find_ocifs(args.mountpoint)
     status, problem = read_status(entry.mountpoint)
     if status is None:
         hint = f"; run `ocifs umount {entry.mountpoint}`" if problem.startswith("dead") else ""

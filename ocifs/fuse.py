@@ -302,12 +302,13 @@ class Operations(pyfuse3.Operations):
                     self.kernel.mark_sent()
 
     async def watch_outside_changes(self, interval: float = 1.0) -> None:
-        """Notice index.json rewritten by another process (skopeo, a second mount)
-        even when nobody looks, so cached refs/ entries are dropped promptly."""
+        """Notice index.json rewritten, or blobs removed, by another process (skopeo,
+        a second mount, `ocifs gc`) even when nobody looks, so cached refs/ and
+        blobs/ entries are dropped promptly."""
         while True:
             await trio.sleep(interval)
             try:
-                await self.tree.maybe_refresh()
+                await self.tree.maybe_refresh(self.tree.blobs)
             except Exception:
                 log.exception("checking index.json for outside changes failed")
 

@@ -14,6 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from ocifs.errors import MountError
+
 MOUNTINFO = "/proc/self/mountinfo"
 OCIFS_FSTYPE = "fuse.ocifs"
 
@@ -99,6 +101,24 @@ def find(path: str) -> MountEntry | None:
         if entry.mountpoint in candidates:
             found = entry  # later lines are mounted on top of earlier ones
     return found
+
+
+def find_ocifs(path: str, *, unmounting: bool = False) -> MountEntry:
+    """The ocifs mount (live or dead) at `path`; MountError naming what is there instead.
+
+    `unmounting`: the refusal also names the other mount's source and says it is
+    left alone (`ocifs umount`)."""
+    entry = find(path)
+    if entry is None:
+        raise MountError(f"{os.path.abspath(path)}: not mounted")
+    if entry.is_ocifs:
+        return entry
+    if unmounting:
+        raise MountError(
+            f"{entry.mountpoint}: not an ocifs mount (it is a {entry.fstype} mount of "
+            f"{entry.source}); not unmounting it"
+        )
+    raise MountError(f"{entry.mountpoint}: not an ocifs mount (it is {entry.fstype})")
 
 
 def ocifs_mounts(uid: int | None = None) -> list[MountEntry]:

@@ -2,16 +2,19 @@
 
 The pass reads the compressed blob once, hashes it (the digest is checked at
 the end, so only a verified layer is ever cached; a compressed archive being
-mounted has no digest of its own and passes None), decompresses it with the
-fastest decoder measured (isal for gzip, python-zstandard for zstd), checks
-the limits (decompressed bytes, time), and optionally writes the decompressed bytes to a file (the
-unpacked copy reads are served from) with a CRC per `CRC_BLOCK` so that copy
-can be validated lazily. Decoder errors become `StreamDamaged` at the output
-offset where the damage starts.
+mounted has no digest of its own and passes None), decompresses it — a blob of
+CHILD_MIN_SIZE or more on the other core, by isal / python-zstandard on a
+thread ahead of the tar walk (they release the GIL), or by `igzip`/`zstd` in a
+child process when `OCIFS_DECODER=child` (child.py); a small one inline —
+checks the limits (decompressed bytes, time), and optionally writes the
+decompressed bytes to a file (the unpacked copy reads are served from) with a
+CRC per `CRC_BLOCK` so that copy can be validated lazily. Decoder errors become
+`StreamDamaged` at the output offset where the damage starts.
 
 Memory is bounded by design, whatever the compression ratio: every decoder
 call hands out at most OUT_SIZE bytes (gzip through `max_length`, zstd through
-a `stream_reader` read), at most `_Sidecar` depth chunks are in flight, and
+a `stream_reader` read; a child's output through a 1 MiB pipe, read 1 MiB at a
+time), at most `_Sidecar` / `_Ahead` depth chunks are in flight, and
 all-zero chunks become holes in the unpacked copy (no disk, no write time).
 What a bomb still costs is decoding time, bounded by `Limits`.
 """
@@ -30,6 +33,7 @@ from typing import IO, BinaryIO, cast
 import zstandard
 from isal import isal_zlib
 
+from ocifs.codec import child
 from ocifs.codec.blobio import BlobReader
 from ocifs.codec.damage import StreamDamaged
 from ocifs.codec.limits import Limits
@@ -42,6 +46,10 @@ log = logging.getLogger(__name__)
 READ_SIZE = 1 << 20  # compressed bytes per pread
 OUT_SIZE = 1 << 20  # most decompressed bytes per gzip decoder call
 CRC_BLOCK = 1 << 20  # unpacked-copy validation granularity
+#: compressed blobs at least this big are decoded on another core: by a thread,
+#: or a child process (child.py, opt-in). Below it, starting either costs more
+#: than the second core gives.
+CHILD_MIN_SIZE = 1 << 20
 
 _ZERO_CHUNK = bytes(OUT_SIZE)
 
@@ -84,6 +92,59 @@ class _Sidecar:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+
+class _Ahead:
+    """Runs an iterator on its own thread, up to `depth` items ahead of the consumer.
+
+    The decoders release the GIL while they inflate, so decoding the next chunk
+    overlaps with the tar walk of this one. Errors reach the consumer in order.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterator[bytes], depth: int = 4) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(source,), name="ocifs-decode", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, source: Iterator[bytes]) -> None:
+        try:
+            for item in source:
+                if not self._put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+            return
+        self._put(self._END)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield cast(bytes, item)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the producer at its next chunk; `wait` for it (not when abandoning
+        a pass: its read may be waiting for a download)."""
+        self._stop.set()
+        if wait:
+            self._thread.join()
 
 
 class _IterReader:
@@ -130,7 +191,8 @@ class LayerPass:
         self.crcs: list[int] = []
         self._crc = 0
         self._crc_fill = 0
-        self._held = 0  # decoded bytes not yet handed out (see chunks())
+        self._decoded = 0  # bytes out of the decoder (ahead of `produced` while queued)
+        self._thread: _Ahead | None = None
         self._hasher = digest.hasher() if digest is not None else None
         # sha256 of the decompressed stream, only for the callers that check it (the
         # index pass, against the config's diff_ids); an uncompressed sha256 layer is its own.
@@ -138,6 +200,7 @@ class LayerPass:
             compression is Compression.NONE and digest is not None and digest.algorithm == "sha256"
         )
         self._diff_hasher = hashlib.sha256() if want_diff_id and not self._own_diff_id else None
+        self._child: child.ChildDecoder | None = None
         self._comp = self._compressed()
         self._deadline = time.monotonic() + limits.max_index_seconds
         self._side = _Sidecar()
@@ -146,52 +209,69 @@ class LayerPass:
         self._diff_side = _Sidecar() if self._diff_hasher is not None else None
         self._closed = False
 
-    def _compressed(self) -> Iterator[bytes]:
+    def _compressed(self, hash_here: bool = False) -> Iterator[bytes]:
+        """The blob in READ_SIZE chunks, hashed on the sidecar (or on this thread:
+        the child decoder's feeder thread has nothing else to do)."""
         size = self.reader.size
+        hasher = self._hasher
         while self.consumed < size:
             data = self.reader.pread(self.consumed, min(READ_SIZE, size - self.consumed))
             if not data:
                 raise BlobUnavailable(f"{self._named}: blob ends early at {self.consumed}")
-            if self._hasher is not None:
-                self._side.submit(self._hasher.update, data)
+            if hasher is not None:
+                if hash_here:
+                    hasher.update(data)
+                else:
+                    self._side.submit(hasher.update, data)
             self.consumed += len(data)
             yield data
 
+    def _on_another_core(self) -> bool:
+        return self.compression is not Compression.NONE and self.reader.size >= CHILD_MIN_SIZE
+
     def chunks(self) -> Iterator[bytes]:
         """Decompressed bytes in order. Raises StreamDamaged, LimitExceeded, BlobUnavailable."""
-        if self.compression is Compression.GZIP:
-            decoded = self._gunzip()
-        elif self.compression is Compression.ZSTD:
-            decoded = self._unzstd()
+        decoder = self._start_child() if self._on_another_core() and child.enabled() else None
+        if decoder is not None:
+            source: Iterator[bytes] = self._from_child(decoder)
         else:
-            decoded = self._comp
+            if self.compression is Compression.GZIP:
+                decoded = self._gunzip()
+            elif self.compression is Compression.ZSTD:
+                decoded = self._unzstd()
+            else:
+                decoded = self._comp
+            source = self._joined(decoded)
+            if self._on_another_core():
+                self._thread = _Ahead(source)
+                source = iter(self._thread)
+        for out in source:
+            self._account(out)
+            yield out
+
+    def _joined(self, decoded: Iterator[bytes]) -> Iterator[bytes]:
         # The zstd decoder hands out ~40 KiB at a time; each chunk costs queue hops
         # to the sidecar and a buffer switch in the tar walker, so small pieces are
         # joined into chunks of at least OUT_SIZE (zst layer: ~5,000 chunks -> ~200).
         held: list[bytes] = []
+        size = 0
         try:
             for out in decoded:
                 if not held and len(out) >= OUT_SIZE:
-                    self._account(out)
                     yield out
                     continue
                 held.append(out)
-                self._held += len(out)
-                if self._held >= OUT_SIZE:
-                    yield self._release_held(held)
+                size += len(out)
+                if size >= OUT_SIZE:
+                    yield b"".join(held)
+                    held.clear()
+                    size = 0
         except StreamDamaged:
             if held:  # what came before the damage is still listed and served
-                yield self._release_held(held)
+                yield b"".join(held)
             raise
         if held:
-            yield self._release_held(held)
-
-    def _release_held(self, held: list[bytes]) -> bytes:
-        out = held[0] if len(held) == 1 else b"".join(held)
-        held.clear()
-        self._held = 0
-        self._account(out)
-        return out
+            yield b"".join(held)
 
     def _account(self, out: bytes) -> None:
         self.produced += len(out)
@@ -239,9 +319,7 @@ class LayerPass:
                 self._crc, self._crc_fill = 0, 0
 
     def _damaged(self, what: str) -> StreamDamaged:
-        return StreamDamaged(
-            f"{what} (compressed offset {self.consumed})", self.produced + self._held
-        )
+        return StreamDamaged(f"{what} (compressed offset {self.consumed})", self._decoded)
 
     def _gunzip(self) -> Iterator[bytes]:
         d = None
@@ -259,6 +337,7 @@ class LayerPass:
                 except _GzipError as exc:
                     raise self._damaged(f"gzip data corrupt: {exc}") from None
                 if out:
+                    self._decoded += len(out)
                     yield out
                 if d.eof:
                     buf, d = d.unused_data, None
@@ -266,6 +345,25 @@ class LayerPass:
                     buf = d.unconsumed_tail
         if d is not None:
             raise self._damaged("gzip stream ends early")
+
+    def _start_child(self) -> child.ChildDecoder | None:
+        """The child decoder, or None (no tool, or it cannot start: a thread decodes)."""
+        argv = child.command(self.compression)
+        if argv is None:
+            return None
+        try:
+            self._child = child.ChildDecoder(argv, self._compressed(hash_here=True), OUT_SIZE)
+        except OSError as exc:
+            log.warning("%s: cannot start %s (%s); decoding in the daemon", self._named,
+                        argv[-2], exc)
+            return None
+        return self._child
+
+    def _from_child(self, decoder: child.ChildDecoder) -> Iterator[bytes]:
+        name = "gzip" if self.compression is Compression.GZIP else "zstd"
+        for out in decoder.chunks(lambda msg: self._damaged(f"{name} data corrupt: {msg}")):
+            self._decoded += len(out)
+            yield out
 
     def _unzstd(self) -> Iterator[bytes]:
         # decompressobj() returns a whole call's output at once: 16 KiB of RLE
@@ -283,12 +381,17 @@ class LayerPass:
                 raise self._damaged(f"zstd data corrupt: {exc}") from None
             if not out:
                 return
+            self._decoded += len(out)
             yield out
 
     def close(self) -> None:
         """Stop the helper thread (idempotent); re-raises a write error it met."""
         if not self._closed:
             self._closed = True
+            if self._child is not None:
+                self._child.close()
+            if self._thread is not None:
+                self._thread.close(wait=False)
             try:
                 self._side.join()
             finally:
@@ -297,8 +400,14 @@ class LayerPass:
 
     def finish(self) -> None:
         """Hash the rest of the blob and check the digest (raises BlobUnavailable)."""
-        for _ in self._comp:
-            pass
+        if self._child is not None:
+            self._child.stop_child()  # decoded bytes left unread are not wanted
+            self._child.join_feeder()  # it hashes to the end of the blob
+        else:
+            if self._thread is not None:
+                self._thread.close()  # the decoder stops; the rest is only hashed
+            for _ in self._comp:
+                pass
         self.close()
         if self.sink is not None:
             self.sink.truncate(self.produced)  # trailing holes

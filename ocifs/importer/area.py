@@ -32,16 +32,27 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ocifs.errors import IsADirectory, NotADirectory, NotFound
 from ocifs.importer import classify, staging
 from ocifs.importer.classify import Kind
-from ocifs.importer.ingest import Ingest
 from ocifs.importer.session import Session
 from ocifs.tree.attr import IMPORT_INODE_BASE, Attr
 from ocifs.tree.kernelcache import ChangingFile, KernelCache, OpenVersion
 
+if TYPE_CHECKING:
+    from ocifs.importer.ingest import Ingest
+
 STATUS_FILES = (".status", ".errors", ".pending")
+
+
+def _ingest(session: Session, path: tuple[str, ...], role: classify.Role) -> Ingest:
+    """A new Ingest; its module (decoders, the archive reader) loads with the first
+    file written, not with every mount of a layout."""
+    from ocifs.importer.ingest import Ingest
+
+    return Ingest(session, path, role)
 
 
 @dataclass(eq=False)
@@ -186,7 +197,7 @@ class ImportDir:
         if node.ingest is not None and node.ingest.state == "held":
             node.ingest.discard()  # a temporary rewritten before it was renamed
         path = node.path()
-        node.ingest = Ingest(self.session, path, classify.role_of(path))
+        node.ingest = _ingest(self.session, path, classify.role_of(path))
         return node.ingest
 
     def _open_handle(self, node: _Node, write: bool, pid: int = 0) -> int:
@@ -245,7 +256,7 @@ class ImportDir:
         if old is not None:
             await self._remove_file(old)
         self._add(d, node)
-        node.ingest = Ingest(self.session, path, role)
+        node.ingest = _ingest(self.session, path, role)
         return self._open_handle(node, True, pid), self._attr(node)
 
     async def open(self, inode: int, flags: int, pid: int = 0) -> int:
@@ -392,7 +403,7 @@ class ImportDir:
         under that name. If that fails, the rename fails and nothing is committed."""
         held = node.ingest
         assert held is not None
-        fresh = Ingest(self.session, new_path, classify.role_of(new_path))
+        fresh = _ingest(self.session, new_path, classify.role_of(new_path))
         if fresh.temporary:
             held.path = new_path  # still a temporary name: keep holding
             return
@@ -411,7 +422,7 @@ class ImportDir:
         role = classify.role_of(new_path)
         if role.kind is Kind.AUTO or old.committed is None or old.mode != "blob":
             return
-        fresh = Ingest(self.session, new_path, role)
+        fresh = _ingest(self.session, new_path, role)
         fresh.committed = old.committed
         fresh.state = "done"
         await fresh.truncate(old.size)  # reopens from the committed blob

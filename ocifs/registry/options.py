@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from ocifs.argtypes import seconds
+
 DEFAULT_REFRESH = 60.0
 
 
@@ -28,16 +30,6 @@ def _bool(text: str) -> bool:
     if value in ("false", "0", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-
-
-def _refresh(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 7 * 86_400:
-        raise argparse.ArgumentTypeError(f"invalid seconds {text!r} (0 to 604800)")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--refresh",
         metavar="SECONDS",
-        type=_refresh,
+        type=seconds(7 * 86_400),
         default=DEFAULT_REFRESH,
         help=f"re-resolve tags after this many seconds (default {DEFAULT_REFRESH:g}; 0 never)",
     )

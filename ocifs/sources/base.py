@@ -8,7 +8,7 @@ and `index.json`, and blobs addressed by digest. Sources that lack some of these
 Thread-safety: `BlobReader.pread`, `open_blob`, `blob_size` and `list_blobs`
 and `index_bytes` may be called from worker threads concurrently (documents,
 blob listings and a changed index.json are read off the trio thread);
-`index_changed` (one stat) is called on the trio thread. No method may block
+`index_changed` (one stat) and `blobs_changed` are called on the trio thread. No method may block
 on a file another program controls: opens are non-blocking and anything but a
 regular file is refused (`open_regular`).
 Remote sources (`remote = True`, registries) may wait on the network in any
@@ -50,6 +50,11 @@ class Source(ABC):
 
     def index_changed(self) -> bool:
         """Cheap check whether `index.json` changed since the last `index_bytes()`."""
+        return False
+
+    def blobs_changed(self) -> bool:
+        """Cheap check whether the stored blob set changed since the last `list_blobs()`
+        (blobs added or removed by another program); asked only where blobs/ is listed."""
         return False
 
     @abstractmethod

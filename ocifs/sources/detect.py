@@ -19,13 +19,16 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import file_type
 from ocifs.errors import InvalidInput, NotAnImage
 from ocifs.model import mediatypes as mt
 from ocifs.sources.base import Source
-from ocifs.sources.tarmembers import ArchiveFile
+
+if TYPE_CHECKING:
+    from ocifs.sources.tarmembers import ArchiveFile
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,10 @@ def open_source(path: str, cache: DiskCache) -> Source:
         raise NotAnImage(
             f"{path}: is {file_type(st.st_mode)}, not an image layout directory or archive"
         )
+    # imported here: the archive readers (indexed_gzip, zstandard, isal) cost a
+    # layout directory's mount start-up time it does not need
+    from ocifs.sources.tarmembers import ArchiveFile
+
     archive = ArchiveFile.open(path, cache)
     try:
         source = _classify(archive, cache)

@@ -99,38 +99,47 @@ class LayoutDir(Source):
         self._oci_layout = _read_small(self._layout_path, "oci-layout")
         documents.parse_oci_layout(self._oci_layout, self._layout_path)
         self._index_stamp: tuple[int, ...] | None = None
+        #: blobs/<alg>/ mtimes when blobs/ was last listed (None: never listed)
+        self._blobs_stamp: tuple[int, ...] | None = None
         # Validate now so a broken index.json is a mount error, not a broken mount.
         documents.parse_index(self.index_bytes(), self._index_path, lenient=True)
 
     def oci_layout_bytes(self) -> bytes:
         return self._oci_layout
 
-    def _stamp(self) -> tuple[int, ...] | None:
-        """index.json's identity, and the mtimes of blobs/<alg>/ (so a blob removed by
-        `ocifs gc` or another mount shows in the next listing of blobs/)."""
+    def _index_identity(self) -> tuple[int, ...] | None:
+        """index.json's identity: one stat, on every access to a mutable directory."""
         try:
             st = os.stat(self._index_path, follow_symlinks=False)
         except OSError:
             return None
-        dirs = []
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _blob_dirs_identity(self) -> tuple[int, ...]:
+        """The mtimes of blobs/<alg>/: a blob added or removed by `ocifs gc`, `skopeo` or
+        another mount changes them. Taken only where a listing of blobs/ is served."""
+        mtimes = []
         for alg in sorted(digest_mod.HEX_LENGTHS):
             try:
-                dirs.append(os.stat(os.path.join(self.path, "blobs", alg)).st_mtime_ns)
+                mtimes.append(os.stat(os.path.join(self.path, "blobs", alg)).st_mtime_ns)
             except OSError:
-                dirs.append(0)
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, *dirs)
+                mtimes.append(0)
+        return tuple(mtimes)
 
     def index_bytes(self) -> bytes:
         # Stamp first: an index.json that cannot be read is then not re-read (and
         # its error not logged again) on every request, only once it changes.
-        self._index_stamp = self._stamp()
+        self._index_stamp = self._index_identity()
         try:
             return _read_small(self._index_path, "index.json")
         except NotAnImage:
             raise InvalidInput(f"{self._index_path}: missing") from None
 
     def index_changed(self) -> bool:
-        return self._stamp() != self._index_stamp
+        return self._index_identity() != self._index_stamp
+
+    def blobs_changed(self) -> bool:
+        return self._blobs_stamp is not None and self._blob_dirs_identity() != self._blobs_stamp
 
     def blob_path(self, digest: Digest) -> str:
         return os.path.join(self.path, "blobs", digest.algorithm, digest.hex)
@@ -157,6 +166,8 @@ class LayoutDir(Source):
 
     def list_blobs(self) -> Iterator[Digest]:
         blobs = os.path.join(self.path, "blobs")
+        # stamp first: a blob added while the listing runs shows at the next check
+        self._blobs_stamp = self._blob_dirs_identity()
         try:
             algorithms = sorted(os.listdir(blobs))
         except OSError:

@@ -187,7 +187,7 @@ class Tree:
             raise RuntimeError(f"test-only crash on lookup of {name!r}")
         pnode = self.get(parent)
         if pnode.mutable:
-            await self.maybe_refresh()
+            await self.maybe_refresh(pnode)
         child = await pnode.child(name)
         if child is None:
             # an image directory built without its document may gain children
@@ -198,7 +198,7 @@ class Tree:
     async def listdir(self, inode: int) -> Children:
         node = self.get(inode)
         if node.mutable:
-            await self.maybe_refresh()
+            await self.maybe_refresh(node)
         children = await node.children()
         nodes = self.nodes
         for child in children.values():
@@ -251,30 +251,45 @@ class Tree:
 
     # ----- index.json, refs/ and by-digest/ ----------------------------------
 
-    async def maybe_refresh(self) -> None:
-        """Pick up index.json changes made outside this process (another ocifs, skopeo).
+    async def maybe_refresh(self, node: Node | None = None) -> None:
+        """Pick up changes made outside this process (another ocifs, skopeo, `ocifs gc`).
 
-        Called on every access to a mutable directory: `index_changed` is one
-        stat, and a throttle here let a listing miss an import that had
-        already returned (two daemons on one layout). The changed file is read
-        and parsed in a worker thread (it may be large); concurrent callers
-        wait for that one re-read.
+        Called on every access to a mutable directory `node`: `index_changed` is
+        one stat, and a throttle here let a listing miss an import that had
+        already returned (two daemons on one layout). Only where a listing of
+        blobs/ is served (`node` is blobs/ or blobs/<alg>/) is the blob set
+        checked too (`blobs_changed`). A changed index.json is read and parsed
+        in a worker thread (it may be large); concurrent callers wait for that
+        one re-read.
         """
         if self._refreshing is not None:
             await self._refreshing.wait()
             return
-        if not self.source.index_changed():
+        index = self.source.index_changed()
+        blobs = self._serves_blobs(node) and self.source.blobs_changed()
+        if not index and not blobs:
             return
         self._refreshing = done = trio.Event()
         try:
-            cat, gone = await trio.to_thread.run_sync(
-                self._reread, self._listed_blobs(), limiter=self.io_limiter
-            )
+            listed = self._listed_blobs()
+            if index:
+                cat, gone = await trio.to_thread.run_sync(
+                    self._reread, listed, limiter=self.io_limiter
+                )
+            else:  # only blobs/ changed: the catalog stays
+                cat, gone = None, await trio.to_thread.run_sync(
+                    self._gone_blobs, listed, limiter=self.io_limiter
+                )
             if cat is not None:
                 self._install(cat, gone=gone)
+            elif not index:
+                self._blobs_changed(gone)
         finally:
             self._refreshing = None
             done.set()
+
+    def _serves_blobs(self, node: Node | None) -> bool:
+        return node is not None and (node is self.blobs or node.inode in self.blob_alg_dirs)
 
     def refresh(
         self,
@@ -366,6 +381,10 @@ class Tree:
         self.catalog = cat
         self._apply_catalog(cat, initial=False)
         self._invalidate_changed_refs(old, cat, kernel_updated)
+        self._blobs_changed(gone)
+
+    def _blobs_changed(self, gone: set[tuple[int, str]]) -> None:
+        """Blobs may have come or gone: retry failed ones, relist blobs/, drop `gone`."""
         self.blob_access.forget_failures()
         self.layers.forget_failures()
         for node in self._incomplete:

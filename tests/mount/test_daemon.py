@@ -42,6 +42,44 @@ def test_bad_fuse_option_says_why_in_one_line(
     assert not os.path.ismount(mnt)
 
 
+def test_the_command_starts_the_daemon_before_the_heavy_imports(
+    sample_layout: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """`ocifs mount` itself imports argparse-level modules only: the forked daemon
+    imports pyfuse3, trio and the source readers (most of the start-up time). A
+    source that is not an image is still refused in one line, nothing mounted."""
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+
+    def command_imports(source: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+        # the daemon's own stderr is /dev/null: only the command's imports are listed
+        result = subprocess.run(
+            [OCIFS[0], "-X", "importtime", *OCIFS[1:], "mount", "--cache-dir", str(cache_dir),
+             "--log", str(tmp_path / "log"), str(source), str(mnt)],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )
+        lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+        return result, {line.rsplit("|", 1)[1].strip() for line in lines}
+
+    heavy = {"pyfuse3", "trio", "ocifs.serve", "ocifs.fuse", "ocifs.sources.detect", "httpx"}
+    try:
+        result, imported = command_imports(sample_layout)
+        assert result.returncode == 0, result.stderr
+        assert "argparse" in imported and "ocifs.daemon" in imported
+        assert not heavy & imported, heavy & imported
+        assert (mnt / "index.json").read_bytes() == (sample_layout / "index.json").read_bytes()
+    finally:
+        unmount(mnt)
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello\n")
+    result, imported = command_imports(not_image)
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 1
+    assert errors == [f"ocifs: {not_image}: not an image archive (not a tar file)"], errors
+    assert not os.path.ismount(mnt) and not os.listdir(mnt)
+
+
 def test_detached_daemon_does_not_keep_the_callers_descriptors(
     sample_layout: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
