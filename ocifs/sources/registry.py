@@ -13,8 +13,9 @@ vouches for content. Verified manifests are cached by digest (kind
 
 Blobs are downloaded once, whole, into the persistent cache (kind
 `registry-blob`, keyed by digest) by one background thread per blob, with
-range requests to resume after connection errors; the copy is committed only
-if it hashes to the digest. Reads are answered as follows:
+range requests to resume after connection errors; `registry/download.py`
+receives the body (few copies; writing and hashing in helper threads). The
+copy is committed only if it hashes to the digest. Reads are answered as follows:
 
 - from the verified copy once it exists (this mount or an earlier one);
 - a read that continues a sequential pass (starts at 0 or where an earlier
@@ -26,8 +27,11 @@ if it hashes to the digest. Reads are answered as follows:
 
 A download that fails (registry gone, truncated answers after the retries)
 fails the reads waiting on it with BlobUnavailable (EIO), logs the URL and the
-cause, and leaves nothing in the cache; reads in the next FAILURE_HOLD seconds
-get the same error, the first one after that starts a new download.
+cause, and leaves nothing in the cache: its partial file is deleted and closed
+before the reads hear of the failure (a pread still using it closes it when it
+ends), so failures do not pile up descriptors or disk space. Reads in the next
+FAILURE_HOLD seconds get the same error, the first one after that starts a new
+download.
 A digest mismatch marks the blob bad for the rest of the mount.
 
 Layer trees and rootfs/ go through the LayerStore like any other source, so
@@ -43,7 +47,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -60,8 +63,8 @@ from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import REF_NAME
 from ocifs.model.digest import Digest
-from ocifs.registry import auth
-from ocifs.registry.client import ClientOptions, RegistryClient, describe
+from ocifs.registry import auth, download
+from ocifs.registry.client import ClientOptions, RegistryClient
 from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
@@ -121,7 +124,6 @@ class RegistrySource(Source):
         self._manifests: OrderedDict[Digest, bytes] = OrderedDict()
         self._downloads: dict[Digest, _Download] = {}
         self._closed = False
-        self._spent_fds: list[int] = []
         client.ping()
         self._index = self._resolve()
         self._resolved_at = time.monotonic()
@@ -180,15 +182,9 @@ class RegistrySource(Source):
         with self._lock:
             self._closed = True
             downloads = list(self._downloads.values())
-        for download in downloads:
-            download.stop()
+        for running in downloads:
+            running.stop()
         self.client.close()
-        for fd in self._spent_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._spent_fds.clear()
 
     # -- tags -> index.json -------------------------------------------------------
 
@@ -364,15 +360,6 @@ class RegistrySource(Source):
         is_manifest = manifest and documents.kind_of(media_type) != "other"
         learned.setdefault(d, _Known(size, media_type, is_manifest))
 
-    def spent_fds(self) -> list[int]:
-        with self._lock:
-            return list(self._spent_fds)
-
-    def spent_fd(self, fd: int) -> None:
-        """Close later: a reader may still be about to pread it."""
-        with self._lock:
-            self._spent_fds.append(fd)
-
 
 def _header_digest(value: str | None) -> Digest | None:
     if not value:
@@ -438,6 +425,12 @@ class _Download:
         #: furthest end of a read of a sequential pass; lowest end a pass waits for
         self._frontier = 0
         self._waiting = 1 << 62
+        #: preads in progress per fd, and fds to close when their last pread ends: a
+        #: failed download's partial file is closed (its disk space freed) as soon as
+        #: no read uses it, not at unmount
+        self._users: dict[int, int] = {}
+        self._retired: set[int] = set()
+        self._owned: set[int] = set()  # fds opened here and not yet retired
         self._url = source.client.repo_url(f"blobs/{digest}")
 
     @property
@@ -454,15 +447,49 @@ class _Download:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
-        with self._cond:  # unmounting: no read is left to use them
+        with self._cond:  # unmounting: reads still in os.pread close them when done
             for fd in {self._verified_fd, self._temp_fd} - {-1}:
-                if fd not in self.source.spent_fds():
-                    os.close(fd)
+                self._retire(fd)
             self._verified_fd = self._temp_fd = -1
 
+    def _retire(self, fd: int) -> None:
+        """Close `fd` now, or when the last pread using it ends (once). Hold `_cond`."""
+        if fd not in self._owned:
+            return
+        self._owned.discard(fd)
+        if self._users.get(fd):
+            self._retired.add(fd)
+        else:
+            os.close(fd)
+
+    def _release(self, fd: int) -> None:
+        with self._cond:
+            left = self._users[fd] - 1
+            if left:
+                self._users[fd] = left
+                return
+            del self._users[fd]
+            if fd in self._retired:
+                self._retired.discard(fd)
+                os.close(fd)
+
     def ready(self, offset: int, size: int) -> bool:
-        """Whether `pread` would answer without waiting (the verified copy is open)."""
-        return self._verified_fd >= 0
+        """Whether `pread` would answer without waiting: the verified copy is open, or the
+        read continues a sequential pass over bytes already downloaded (not the last read,
+        which waits for the digest check). The caller then preads on its own (trio) thread
+        instead of paying a worker-thread hop per read. Read without the lock: a download
+        failing in between makes `pread` raise at once; a new download (which could
+        make it wait) starts only FAILURE_HOLD seconds after a failure."""
+        if self._verified_fd >= 0:
+            return True
+        end = offset + clamp(offset, size, self._size)
+        return (
+            self._error is None
+            and self._temp_fd >= 0
+            and end < self._size
+            and self._have >= end
+            and (offset == 0 or abs(offset - self._frontier) <= STREAM_WINDOW)
+        )
 
     def pread(self, offset: int, size: int) -> bytes:
         n = clamp(offset, size, self._size)
@@ -470,6 +497,8 @@ class _Download:
             return b""
         end = offset + n
         with self._cond:
+            if self._stop:
+                raise BlobUnavailable(f"blob {self.digest}: unmounting")
             fd = self._verified_fd
             if fd < 0:
                 fd = self._from_cache()
@@ -493,7 +522,11 @@ class _Download:
                         fd = self._temp_fd
                         break
                     self._cond.wait(1.0)
-        return os.pread(fd, n, offset)
+            self._users[fd] = self._users.get(fd, 0) + 1
+        try:
+            return os.pread(fd, n, offset)
+        finally:
+            self._release(fd)
 
     def _from_cache(self) -> int:
         """A verified copy left by an earlier mount (or another process)."""
@@ -502,6 +535,7 @@ class _Download:
         fd = self.source.cache.open_file(BLOB_KIND, str(self.digest), self._size)
         if fd is not None:
             self._verified_fd = fd
+            self._owned.add(fd)
             return fd
         return -1
 
@@ -521,81 +555,93 @@ class _Download:
         self._thread.start()
 
     def _run(self) -> None:
+        """The download thread: commit the verified copy, or clean up and report why not.
+
+        On failure the partial file is deleted and its read fd closed (or retired to
+        the last pread using it) *before* the readers hear of the failure, so a failed
+        download holds neither a descriptor nor disk space once its reads have ended.
+        """
         cache = self.source.cache
-        temp, sink = cache.new_temp(BLOB_KIND)
-        rfd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
-        with self._cond:
-            self._temp_fd = rfd
-        committed = False
+        temp = None
+        rfd = -1
+        permanent = False
         try:
+            temp, sink = cache.new_temp(BLOB_KIND)
             with sink:
+                rfd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
+                with self._cond:
+                    self._temp_fd = rfd
+                    self._owned.add(rfd)
                 self._fetch(sink.fileno())
             cache.commit_file(temp, BLOB_KIND, str(self.digest))
-            committed = True
-            with self._cond:
-                self._verified_fd = rfd
-                self._cond.notify_all()
-            log.info("fetched blob %s (%d bytes)", self.digest, self._size)
         except _Failed as exc:
             if self._stop:
                 log.info("GET %s: stopped (unmounting)", self._url)
             else:
                 log.error("GET %s: %s", self._url, exc)
-            with self._cond:
-                self._error = str(exc)
-                self._permanent = exc.permanent
-                self._failed_at = time.monotonic()
-                self._cond.notify_all()
+            error, permanent = str(exc), exc.permanent
         except Exception as exc:
             log.exception("GET %s: unexpected failure", self._url)
+            error = f"download failed: {exc!r}"
+        else:
             with self._cond:
-                self._error = f"download failed: {exc!r}"
-                self._failed_at = time.monotonic()
+                self._verified_fd = rfd
                 self._cond.notify_all()
-        finally:
-            if not committed:
-                temp.unlink(missing_ok=True)
-                self.source.spent_fd(rfd)
+            log.info("fetched blob %s (%d bytes)", self.digest, self._size)
+            return
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+        with self._cond:
+            if rfd >= 0:
+                if self._temp_fd == rfd:
+                    self._temp_fd = -1
+                self._retire(rfd)
+            self._error = error
+            self._permanent = permanent
+            self._failed_at = time.monotonic()
+            self._cond.notify_all()
 
     def _fetch(self, out: int) -> None:
         """Download the blob into `out`, resuming with ranges; verify it."""
         options = self.source.client.options
-        hasher = _Hasher(self.digest)
-        failures = 0
+        sink = download.BodySink(out, self.digest.hasher(), self._written)
+        received, failures = 0, 0
         try:
             while True:
                 try:
-                    self._attempt(out, hasher)
-                except (httpx.TransportError, _Short) as exc:
+                    received = self._attempt(sink, received)
+                except download.Transient as exc:
+                    received = sink.queued
                     failures += 1
-                    have = self._have
                     if failures > options.retries:
                         raise _Failed(
-                            f"{describe(exc)} at byte {have} of {self._size} "
+                            f"{exc} at byte {received} of {self._size} "
                             f"(after {failures} attempts)"
                         ) from None
                     delay = options.backoff * (2 ** (failures - 1))
                     log.warning(
                         "GET %s: %s at byte %d; resuming in %.2f s",
                         self._url,
-                        describe(exc),
-                        have,
+                        exc,
+                        received,
                         delay,
                     )
                     time.sleep(delay)
                     continue
-                except RegistryError as exc:
+                except download.TooLarge as exc:
+                    raise _Failed(str(exc), permanent=True) from None
+                except (RegistryError, download.WriteFailed, download.Stopped) as exc:
                     raise _Failed(str(exc)) from None
                 break
-            matches = hasher.hexdigest() == self.digest.hex
+            matches = sink.finish() == self.digest.hex
         finally:
-            hasher.close()
+            sink.close()
         if not matches:
             raise _Failed("content does not match its digest (not cached)", permanent=True)
 
-    def _attempt(self, out: int, hasher: _Hasher) -> None:
-        """One request for the bytes from `self._have` on; advances `self._have`."""
-        have = self._have
+    def _attempt(self, sink: download.BodySink, have: int) -> int:
+        """One request for the bytes from `have` on; returns the end received."""
+        options = self.source.client.options
         with self.source.client.blob_stream(str(self.digest), have) as response:
             skip = 0
             if response.status_code == 206:
@@ -604,61 +650,17 @@ class _Download:
                     raise _Failed(f"asked for bytes {have}- but got range {content_range!r}")
             elif have:
                 skip = have  # ranges ignored: the whole blob again
-            encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-            chunks = response.iter_bytes() if encoded else response.iter_raw()
-            for chunk in chunks:
-                if self._stop:
-                    raise _Failed("unmounting")
-                if skip:
-                    if len(chunk) <= skip:
-                        skip -= len(chunk)
-                        continue
-                    chunk, skip = chunk[skip:], 0
-                if len(chunk) > self._size - have:
-                    raise _Failed(
-                        f"larger than the {self._size} bytes its descriptor says", permanent=True
-                    )
-                view = memoryview(chunk)
-                while view:
-                    written = os.pwrite(out, view, have)
-                    view = view[written:]
-                    have += written
-                hasher.update(chunk)
-                self._have = have
-                if have >= self._waiting:  # wake readers only when one can go on
-                    with self._cond:
-                        self._waiting = 1 << 62
-                        self._cond.notify_all()
+            have = download.receive(
+                response, sink, have, self._size, skip, options.timeout, lambda: self._stop
+            )
         if have < self._size:
-            raise _Short(f"answer ended at byte {have} of {self._size}")
+            raise download.Transient("the answer ended early")
+        return have
 
-
-class _Hasher:
-    """sha256/sha512 in a helper thread: hashlib releases the GIL for large updates,
-    so hashing overlaps with receiving the next bytes."""
-
-    def __init__(self, digest: Digest) -> None:
-        self._hash = digest.hasher()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=64)
-        self._thread = threading.Thread(target=self._run, name="ocifs-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._hash.update(chunk)
-
-    def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
-
-    def hexdigest(self) -> str:
-        self.close()
-        return self._hash.hexdigest()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-
-class _Short(Exception):
-    """A response that ended cleanly but early (resumed like a connection error)."""
+    def _written(self, end: int) -> None:
+        """The sink wrote the bytes up to `end`: readers waiting for them can go on."""
+        self._have = end
+        if end >= self._waiting:  # wake readers only when one can go on
+            with self._cond:
+                self._waiting = 1 << 62
+                self._cond.notify_all()

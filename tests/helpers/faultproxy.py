@@ -9,7 +9,13 @@ to blob downloads and to manifests fetched by digest:
 - "busy" / "unavailable": answer the next `fail_next` blob requests with 429
   (`Retry-After: 1`) / 503, then forward;
 - "slow": forward blob bodies in 64 KiB pieces with a pause between them
-  (so a test can kill the registry mid-read).
+  (so a test can kill the registry mid-read). The upstream connection then has a
+  small fixed receive buffer, so the registry cannot have handed the kernel much
+  more than the proxy has sent when it is killed (with autotuned buffers a blob of
+  a few MiB sits whole in them and outlives the registry).
+- "chunked": forward blob bodies with `Transfer-Encoding: chunked` and no
+  Content-Length (httpx's own body path in ocifs); with `fail_next` > 0 that
+  many answers end at half, without the last chunk.
 Everything else (manifests by tag, tags, auth, HEAD) is forwarded unchanged. `blob_bytes`
 counts body bytes sent for blobs.
 """
@@ -17,6 +23,7 @@ counts body bytes sent for blobs.
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -85,6 +92,13 @@ class FaultProxy:
         headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP | {"host"}}
         try:
             conn = http.client.HTTPConnection(self.upstream, timeout=30)
+            if self.mode == "slow" and self._faulty(h.path):
+                host, port = self.upstream.rsplit(":", 1)
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                sock.settimeout(30)
+                sock.connect((host, int(port)))
+                conn.sock = sock
             conn.request(h.command, h.path, headers=headers)
             resp = conn.getresponse()
         except OSError as exc:
@@ -100,11 +114,18 @@ class FaultProxy:
             self.refused.append(resp.status)
         elif faulty and self.mode == "truncate" and self.refused:
             faulty = False  # the limited failures are spent
+        chunked = faulty and self.mode == "chunked"
+        cut = chunked and self.fail_next > 0
+        if cut:
+            self.fail_next -= 1
+            self.refused.append(resp.status)
         h.send_response(resp.status)
         length = resp.getheader("Content-Length")
         for k, v in resp.getheaders():
-            if k.lower() not in _HOP:
+            if k.lower() not in _HOP and not (chunked and k.lower() == "content-length"):
                 h.send_header(k, v)
+        if chunked:
+            h.send_header("Transfer-Encoding", "chunked")
         h.end_headers()
         if h.command == "HEAD":
             conn.close()
@@ -130,13 +151,21 @@ class FaultProxy:
                 ):
                     i = total // 2 - sent
                     chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
-                h.wfile.write(chunk)
+                if cut and total and sent + len(chunk) > total // 2:
+                    h.close_connection = True
+                    break
+                if chunked:
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                else:
+                    h.wfile.write(chunk)
                 sent += len(chunk)
                 if "/blobs/" in h.path:
                     self.blob_bytes += len(chunk)
                 if faulty and self.mode == "slow":
                     h.wfile.flush()
                     threading.Event().wait(self.pause)
+            if chunked and not h.close_connection:
+                h.wfile.write(b"0\r\n\r\n")
         except (OSError, http.client.HTTPException):
             h.close_connection = True
         finally:

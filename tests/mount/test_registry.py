@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import io
 import json
 import os
 import subprocess
@@ -37,6 +38,7 @@ REGCLIENT = FIXTURES / "regclient/testdata/testrepo"
 #: multi-platform indexes, a nested index, artifacts, docker and OCI manifests
 REGCLIENT_TAGS = ["v1", "v2", "v3", "a1", "a2", "a3", "ai", "child", "a-docker", "a-docker-oci"]
 SAMPLE_TAGS = {"1.0": "sample:1.0", "1.0-zstd": "sample:1.0-zstd"}
+BIG = 4 * 1024 * 1024  # bytes of the big test layers
 
 
 def _require() -> None:
@@ -61,11 +63,15 @@ def plain(tmp_path_factory: pytest.TempPathFactory, sample_layout: Path) -> Iter
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory, sample_layout: Path) -> Iterator[Registry]:
-    """TLS with a CA made here, and htpasswd (bcrypt) basic auth."""
+    """TLS with a CA made here, and htpasswd (bcrypt) basic auth; also a 4 MiB layer."""
     _require()
     reg = start_registry(tmp_path_factory.mktemp("registry-tls"), tls=True, htpasswd=True)
     try:
-        push(sample_layout, "sample:1.0", reg, "sample:1.0", "--dest-creds", f"{USER}:{PASSWORD}")
+        creds = ("--dest-creds", f"{USER}:{PASSWORD}")
+        push(sample_layout, "sample:1.0", reg, "sample:1.0", *creds)
+        big = tmp_path_factory.mktemp("big-tls")
+        reg.extra["big"] = (big, make_big_image(big, BIG))
+        push(big, "big", reg, "big:1", *creds)
         yield reg
     finally:
         reg.stop()
@@ -186,6 +192,20 @@ def test_tls_and_basic_auth(mount_image, secure, sample_layout, tmp_path) -> Non
     assert os.listdir(m2.path / "refs") == ["1.0"]
 
 
+def test_a_big_blob_over_tls_reads_right(mount_image, secure) -> None:
+    """Most of a big body is read from the TLS socket directly (registry/download.py)."""
+    layout, layer = secure.extra["big"]
+    blob = (layout / "blobs/sha256" / layer.split(":")[1]).read_bytes()
+    m = mount_image(
+        secure.ref("big:1"), "--cert-dir", str(secure.ca.parent), "--creds", f"{USER}:{PASSWORD}"
+    )
+    assert (m.path / "refs/1/layers/0.tar").read_bytes() == blob
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        member = tar.extractfile("big.bin")
+        assert member is not None
+        assert (m.path / "refs/1/rootfs/big.bin").read_bytes() == member.read()
+
+
 def _refused(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
     mnt = tmp_path / f"mnt-refused-{len(list(tmp_path.iterdir()))}"
     mnt.mkdir()
@@ -250,8 +270,6 @@ def test_tags_pushed_after_the_mount_appear_after_the_refresh(
 
 # -- faults, served by a proxy in front of the real registry ---------------------------
 
-BIG = 4 * 1024 * 1024
-
 
 @pytest.fixture
 def big_registry(tmp_path: Path) -> Iterator[tuple[Registry, FaultProxy, Path, str]]:
@@ -264,6 +282,23 @@ def big_registry(tmp_path: Path) -> Iterator[tuple[Registry, FaultProxy, Path, s
     try:
         push(layout, "big", reg, "big:1")
         yield reg, proxy, layout, layer
+    finally:
+        proxy.close()
+        reg.stop()
+
+
+@pytest.fixture
+def killable_registry(tmp_path: Path) -> Iterator[tuple[Registry, FaultProxy, str]]:
+    """Like big_registry with a 16 MiB layer: more than the kernel buffers between the
+    registry and the proxy hold, so killing the registry cuts the transfer."""
+    _require()
+    layout = tmp_path / "huge-layout"
+    layer = make_big_image(layout, 4 * BIG)
+    reg = start_registry(tmp_path / "registry-huge")
+    proxy = FaultProxy(reg.host)
+    try:
+        push(layout, "big", reg, "big:1")
+        yield reg, proxy, layer
     finally:
         proxy.close()
         reg.stop()
@@ -335,8 +370,8 @@ def test_manifest_not_matching_its_digest_is_refused_and_not_cached(
     assert (m2.path / "refs/1/manifest.json").read_bytes() == blob.read_bytes()
 
 
-def test_registry_killed_during_a_large_read_gives_eio(mount_image, big_registry, tmp_path):
-    reg, proxy, _layout, layer = big_registry
+def test_registry_killed_during_a_large_read_gives_eio(mount_image, killable_registry, tmp_path):
+    reg, proxy, layer = killable_registry
     proxy.mode, proxy.digest = "slow", layer
     m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=tmp_path / "kill-cache")
     m.expect_log(r"GET http://127\.0\.0\.1:\d+/v2/big/blobs/sha256:[0-9a-f]{64}: ")
@@ -396,6 +431,16 @@ def test_429_5xx_and_cut_answers_are_retried(mount_image, big_registry, tmp_path
     assert ("resuming in" if mode == "truncate" else "retrying in") in m.log_text()
 
 
+def test_chunked_answers_read_right_and_resume(mount_image, big_registry, tmp_path) -> None:
+    """Chunked bodies (no Content-Length) take httpx's own path; a cut one is resumed."""
+    _reg, proxy, layout, layer = big_registry
+    proxy.mode, proxy.digest, proxy.fail_next = "chunked", layer, 1
+    m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=tmp_path / "chunk-cache")
+    blob = layout / "blobs/sha256" / layer.split(":")[1]
+    assert (m.path / "refs/1/layers/0.tar").read_bytes() == blob.read_bytes()
+    assert len(proxy.refused) == 1 and "resuming in" in m.log_text()
+
+
 def test_the_cache_size_limit_holds_for_registry_blobs(mount_image, big_registry, tmp_path):
     """A 4 MiB blob with --cache-size 1M: read right, then evicted; the mount still reads it."""
     reg, _proxy, layout, layer = big_registry
@@ -408,3 +453,45 @@ def test_the_cache_size_limit_holds_for_registry_blobs(mount_image, big_registry
     with open(m.path / "refs/1/layers/0.tar", "rb") as f:  # served from the open copy
         f.seek(len(blob) // 2)
         assert f.read(4096) == blob[len(blob) // 2 : len(blob) // 2 + 4096]
+
+
+def _held_cache_files(pid: int, cache: Path) -> list[tuple[str, int]]:
+    """(target, size) of every file under `cache` the daemon holds open, deleted ones too."""
+    held = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            size = os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(str(cache)):
+            held.append((target, size))
+    return held
+
+
+def _disk_use(cache: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in cache.rglob("*") if p.is_file())
+
+
+def test_repeated_failed_downloads_hold_no_files_or_disk(mount_image, big_registry, tmp_path):
+    """Every answer cut short: each failed download's partial file is deleted and closed by
+    the time the read fails, so retrying reads do not grow the daemon's open files or the
+    cache's disk use (deleted files held open count: their size is read through /proc)."""
+    _reg, proxy, _layout, layer = big_registry
+    proxy.mode, proxy.digest = "truncate", layer  # every blob answer ends at half
+    cache = tmp_path / "failing-cache"
+    m = mount_image(proxy.ref("big:1"), "--tls-verify=false", cache=cache)
+    m.expect_log(r"GET http://127\.0\.0\.1:\d+/v2/big/blobs/\S+: the answer ended early")
+    m.expect_log(r"blob sha256:[0-9a-f]{64}: ")
+    blob = m.path / "refs/1/layers/0.tar"
+    seen = []
+    for attempt in range(3):
+        if attempt:
+            time.sleep(5.5)  # FAILURE_HOLD: the next read starts a new download
+        _read_fails_with_eio(blob)
+        held = _held_cache_files(m.pid, cache)
+        assert held == [], f"failed download {attempt} still holds {held}"
+        seen.append((len(os.listdir(f"/proc/{m.pid}/fd")), _disk_use(cache)))
+    assert m.log_text().count("(after 5 attempts)") == 3  # three downloads, each retried
+    assert seen[2] == seen[0], seen
+    assert _cached_blobs(cache) == []
