@@ -237,10 +237,10 @@ def _resolve_path_options(args: argparse.Namespace) -> None:
     """Make path options absolute against the caller's cwd.
 
     The detached daemon changes directory to `/`: a relative `--cache-dir cache`
-    once created `/cache`.
+    once created `/cache`, and a relative `--authfile` was not found.
     """
-    for name in ("cache_dir", "pid_file", "log"):
-        value = getattr(args, name)
+    for name in ("cache_dir", "pid_file", "log", "authfile", "cert_dir"):
+        value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(value))
 

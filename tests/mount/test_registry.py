@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, OCIFS, require_fuse, require_tools
+from tests.conftest import FIXTURES, OCIFS, REPO, require_fuse, require_tools
 from tests.helpers import treecompare
 from tests.helpers.faultproxy import FaultProxy
 from tests.helpers.registry import (
@@ -188,7 +188,9 @@ def test_tls_and_basic_auth(mount_image, secure, sample_layout, tmp_path) -> Non
     authfile = tmp_path / "auth.json"
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     authfile.write_text(json.dumps({"auths": {secure.host: {"auth": token}}}))
-    m2 = mount_image(secure.ref("sample"), "--cert-dir", cert_dir, "--authfile", str(authfile))
+    # given relative to the caller's directory (the daemon runs in /): still found
+    m2 = mount_image(secure.ref("sample"), "--cert-dir", os.path.relpath(cert_dir, REPO),
+                     "--authfile", os.path.relpath(authfile, REPO))  # fmt: skip
     assert os.listdir(m2.path / "refs") == ["1.0"]
 
 
