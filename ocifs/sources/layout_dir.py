@@ -100,7 +100,9 @@ class LayoutDir(Source):
         documents.parse_oci_layout(self._oci_layout, self._layout_path)
         self._index_stamp: tuple[int, ...] | None = None
         #: blobs/<alg>/ mtimes when blobs/ was last listed (None: never listed)
-        self._blobs_stamp: tuple[int, ...] | None = None
+        # Stamped now, so a blob added from outside before blobs/ was ever listed
+        # (skopeo or another mount supplying a missing layer) is noticed too.
+        self._blobs_stamp = self._blob_dirs_identity()
         # Validate now so a broken index.json is a mount error, not a broken mount.
         documents.parse_index(self.index_bytes(), self._index_path, lenient=True)
 
@@ -139,7 +141,13 @@ class LayoutDir(Source):
         return self._index_identity() != self._index_stamp
 
     def blobs_changed(self) -> bool:
-        return self._blobs_stamp is not None and self._blob_dirs_identity() != self._blobs_stamp
+        """Whether blobs/ changed since the last time this said so (or it was listed):
+        the caller reacts once, not on every tick of the watcher."""
+        now = self._blob_dirs_identity()
+        if now == self._blobs_stamp:
+            return False
+        self._blobs_stamp = now
+        return True
 
     def blob_path(self, digest: Digest) -> str:
         return os.path.join(self.path, "blobs", digest.algorithm, digest.hex)

@@ -269,6 +269,10 @@ class Tree:
         blobs = self._serves_blobs(node) and self.source.blobs_changed()
         if not index and not blobs:
             return
+        if blobs and self._incomplete:
+            # an image directory waits for a blob that may just have arrived: rebuild
+            # from the catalog, as an index.json change does
+            index = True
         self._refreshing = done = trio.Event()
         try:
             listed = self._listed_blobs()
