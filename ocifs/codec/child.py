@@ -31,6 +31,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from ocifs.errors import BlobUnavailable
 from ocifs.model.mediatypes import Compression
 
 #: the decoder command per compression; both write the decoded stream to stdout.
@@ -135,6 +136,8 @@ class ChildDecoder:
         rc = self._proc.wait()
         if self.feed_error is not None or rc != 0:
             self.join_feeder()
+        if rc < 0:  # killed (OOM killer, an admin): not the layer's fault, nothing cached
+            raise BlobUnavailable(f"the decoder process was killed by signal {-rc}")
         if rc != 0:
             raise on_failure(self._message(rc))
 

@@ -69,6 +69,7 @@ class _Sidecar:
             depth
         )
         self._error: BaseException | None = None
+        self._joined = False
         self._thread = threading.Thread(target=self._run, name="ocifs-layer-pass", daemon=True)
         self._thread.start()
 
@@ -84,12 +85,20 @@ class _Sidecar:
                     self._error = exc
 
     def submit(self, fn: Callable[[bytes], object], data: bytes) -> None:
-        self._queue.put((fn, data))
+        """Queue work; dropped once `join` has run (an abandoned pass's decoder
+        thread may still be producing: it must not wait on a queue nobody drains)."""
+        while not self._joined:
+            try:
+                self._queue.put((fn, data), timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def join(self) -> None:
         """Wait for the queued work; re-raise its first error."""
         self._queue.put(None)
         self._thread.join()
+        self._joined = True
         if self._error is not None:
             raise self._error
 
@@ -215,6 +224,8 @@ class LayerPass:
         size = self.reader.size
         hasher = self._hasher
         while self.consumed < size:
+            if self._closed:  # abandoned (close() without finish()): stop reading
+                raise BlobUnavailable(f"{self._named}: pass abandoned")
             data = self.reader.pread(self.consumed, min(READ_SIZE, size - self.consumed))
             if not data:
                 raise BlobUnavailable(f"{self._named}: blob ends early at {self.consumed}")

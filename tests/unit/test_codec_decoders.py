@@ -245,3 +245,22 @@ def test_a_decoder_that_cannot_start_falls_back_to_a_thread(
     assert record.index.complete and len(record.index.children[0] or {}) == 40
     assert record.diff_id == f"sha256:{hashlib.sha256(raw).hexdigest()}"
     assert "cannot start /nonexistent/igzip" in caplog.text
+
+
+def test_an_abandoned_pass_leaves_no_decoder_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob that is long compressed but decodes to little (a 32 MiB zstd skippable
+    frame) keeps the decoder thread reading and hashing without output; after close()
+    without finish() (an error abandoned the pass) it must stop, not wait forever
+    on the hashing queue nobody drains."""
+    monkeypatch.delenv("OCIFS_DECODER", raising=False)
+    monkeypatch.setattr(decode, "CHILD_MIN_SIZE", 0)
+    skippable = b"\x50\x2a\x4d\x18" + (32 << 20).to_bytes(4, "little") + bytes(32 << 20)
+    blob = compress(layer_tar(files=2), Compression.ZSTD) + skippable
+    lp = LayerPass(BytesReader(blob), of_bytes(blob), Compression.ZSTD, "abandoned", DEFAULT)
+    chunks = lp.chunks()
+    next(chunks)
+    lp.close()
+    deadline = time.monotonic() + 30
+    while any(t.name in ("ocifs-decode", "ocifs-layer-pass") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a decoder thread of an abandoned pass kept running"
+        time.sleep(0.05)
