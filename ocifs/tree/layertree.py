@@ -128,10 +128,19 @@ class MemberNode(Node):
     def readlink(self) -> str:
         if self.entry.kind != Kind.SYMLINK:
             raise InvalidInput(f"inode {self.inode}: not a symlink")
+        self._check_not_failed()
         return self.link
 
     def xattrs(self) -> dict[str, bytes]:
+        self._check_not_failed()
         return self.entry.xattrs or {}
+
+    def _check_not_failed(self) -> None:
+        """Metadata answered early, from a pass that has since failed (e.g. the blob
+        did not match its digest), is not served any more: EIO, as reads are."""
+        entry = self.entry
+        if self.store.live(self.desc) is None and not self.store.settled(self.desc, entry):
+            raise LayerCorrupt(f"layer {self.desc.digest}: {entry.name!r} is from a failed pass")
 
     def virtual_xattrs(self) -> dict[str, bytes]:
         return layer_xattr(self.position, self.desc.digest)
