@@ -166,6 +166,10 @@ class ArchiveImport:
             if actual in self.staged or blob_size(self.layout, actual) is not None:
                 sink.staged.discard()
             else:
+                # written out now (this runs in a worker thread): a kept member must
+                # not hold its direct-write buffers until the commit (100 layers
+                # would hold ~600 MiB)
+                sink.staged.settle()
                 self.staged[actual] = sink.staged
 
     # -- finishing ------------------------------------------------------------

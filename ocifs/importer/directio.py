@@ -79,8 +79,13 @@ class DirectWriter:
         self._fill = 0
         self._base = base  # file offset of the current buffer's first byte
         self._fallback = threading.Lock()
+        #: the first failed write: raised again by every later call, so the file
+        #: can never be completed with a hole where that write should have been
+        self._failed: BaseException | None = None
 
     def append(self, data: bytes | memoryview) -> None:
+        if self._failed is not None:
+            raise self._failed
         view = memoryview(data).cast("B")
         while view:
             buf = self._buffer()
@@ -99,7 +104,11 @@ class DirectWriter:
         future = self._pending[self._cur]
         if future is not None:
             self._pending[self._cur] = None
-            future.result()
+            try:
+                future.result()
+            except BaseException as exc:
+                self._failed = exc
+                raise
         return self._bufs[self._cur]
 
     def _submit(self) -> None:
@@ -138,7 +147,8 @@ class DirectWriter:
     def finish(self) -> None:
         """Complete the file: wait for the writes in flight, write the tail plainly."""
         try:
-            error = self._wait_all()
+            error = self._wait_all()  # always: buffers are released below
+            error = self._failed or error
             if error is not None:
                 raise error
             if self.direct:
