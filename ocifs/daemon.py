@@ -8,8 +8,10 @@ start-up; it is safe because no trio loop and no thread exists yet.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +87,15 @@ def start(job: Job, inherited_fds: set[int]) -> int:
             os._exit(status)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as pipe:
-        message = pipe.read().decode(errors="replace").strip()
+        try:
+            message = pipe.read().decode(errors="replace").strip()
+        except KeyboardInterrupt:
+            # Ctrl-C while waiting: the daemon (in its own session) would mount
+            # anyway. SIGTERM stops it: before the mount it just ends, after it
+            # the daemon unmounts as `ocifs umount` would have it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            raise
     if message == "ready":
         return 0
     _pid, wait_status = os.waitpid(pid, 0)

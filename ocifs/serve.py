@@ -214,6 +214,10 @@ async def _announce_ready(mountpoint: str, ready_fd: int | None) -> None:
     if ready_fd is not None:
         try:
             os.write(ready_fd, b"ready\n")
-            os.close(ready_fd)
+            # The command waits for end-of-file; the fd number stays taken (by
+            # /dev/null) so that a late error report cannot land in a reused fd.
+            null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            os.dup2(null, ready_fd, inheritable=False)
+            os.close(null)
         except OSError:
             pass
