@@ -218,8 +218,10 @@ class Tree:
         elif identity >= len(nodes):  # made while the layer was being indexed
             nodes.extend([None] * (len(index.entries) - len(nodes)))
         node = nodes[identity]
-        if node is None:
-            entry = index.entries[identity]
+        entry = index.entries[identity]
+        # A node of an earlier pass that failed (answered early, then retried
+        # before anyone listed its directory) belongs to another index: replace it.
+        if node is None or (isinstance(node, layertree.MemberNode) and node.entry is not entry):
             link = None
             if self.contain_symlinks and entry.kind is Kind.SYMLINK:
                 link = symlinks.contained_target(index.path(identity), entry.link)
