@@ -98,6 +98,9 @@ class Tree:
         self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
         # image directories built while their document was unreadable; retried on refresh
         self._incomplete: set[DirNode] = set()
+        #: installs by the synchronous `refresh` (imports): a worker-thread re-read
+        #: that started before one of them may hold an older index.json
+        self._sync_installs = 0
         self._refs_dirs: dict[tuple[str, ...], DirNode] = {}
         #: inode -> refs/ path of every directory currently under refs/ (refs/ itself: ())
         self.refs_paths: dict[int, tuple[str, ...]] = {}
@@ -279,9 +282,12 @@ class Tree:
         try:
             listed = self._listed_blobs()
             if index:
+                seen = self._sync_installs
                 cat, gone = await trio.to_thread.run_sync(
                     self._reread, listed, limiter=self.io_limiter
                 )
+                if seen != self._sync_installs:
+                    return  # `refresh` installed a file at least as new meanwhile
             else:  # only blobs/ changed: the catalog stays
                 cat, gone = None, await trio.to_thread.run_sync(
                     self._gone_blobs, listed, limiter=self.io_limiter
@@ -319,6 +325,7 @@ class Tree:
         """
         listed = [b for b in self._listed_blobs() if b[2] != unlinked_blob]
         cat, gone = self._reread(listed)
+        self._sync_installs += 1  # a re-read in a worker thread now may be older
         if cat is not None:
             self._install(cat, kernel_updated, gone=gone)
 
@@ -341,10 +348,14 @@ class Tree:
             await self._refreshing.wait()
         self._refreshing = done = trio.Event()
         try:
-            listed = [b for b in self._listed_blobs() if b[2] != unlinked_blob]
-            cat, gone = await trio.to_thread.run_sync(
-                self._reread, listed, limiter=self.io_limiter
-            )
+            while True:  # again if `refresh` installed a newer file meanwhile
+                seen = self._sync_installs
+                listed = [b for b in self._listed_blobs() if b[2] != unlinked_blob]
+                cat, gone = await trio.to_thread.run_sync(
+                    self._reread, listed, limiter=self.io_limiter
+                )
+                if seen == self._sync_installs:
+                    break
             if before_install is not None:
                 before_install()
             if cat is not None:
