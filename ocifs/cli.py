@@ -166,12 +166,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.inherited_fds = inherited
     try:
-        return int(args.run(args))
+        status = int(args.run(args))
+        sys.stdout.flush()  # here, so a reader that left is handled below
+        return status
     except OcifsError as exc:
         print(f"ocifs: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `ocifs status | head`: the reader left; no traceback, and none at exit
+        # when Python flushes stdout again (the Python docs' recipe)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # what a shell reports for a command killed by SIGPIPE
 
 
 def _mount(args: argparse.Namespace) -> int:

@@ -378,3 +378,16 @@ def test_relative_path_options_are_resolved_before_detaching(sample_layout, tmp_
     finally:
         assert ocifs("umount", str(work / "mnt")).returncode == 0
     assert _wait_gone(pid)
+
+def test_a_reader_that_leaves_early_gets_no_traceback(sample_layout) -> None:
+    """`ocifs check ... | head -0`: the pipe closes before ocifs writes; it exits
+    quietly (141, as for SIGPIPE) instead of printing a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [*OCIFS, "check", str(sample_layout)], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
