@@ -81,12 +81,21 @@ def _layout_reader(layout: str) -> Callable[[Digest], BlobReader]:
     return open_blob
 
 
-def _hash_job(open_blob: Callable[[Digest], BlobReader], digest: Digest, report: Report) -> None:
-    subject = f"blob {digest}"
+def _open(
+    open_blob: Callable[[Digest], BlobReader], digest: Digest, subject: str, report: Report
+) -> BlobReader | None:
+    """The blob's reader, or None with the reason reported."""
     try:
-        reader = open_blob(digest)
+        return open_blob(digest)
     except (OcifsError, OSError) as exc:
         report.add(PROBLEM, subject, f"cannot open: {exc}")
+        return None
+
+
+def _hash_job(open_blob: Callable[[Digest], BlobReader], digest: Digest, report: Report) -> None:
+    subject = f"blob {digest}"
+    reader = _open(open_blob, digest, subject, report)
+    if reader is None:
         return
     hasher, offset = digest.hasher(), 0
     try:
@@ -115,10 +124,8 @@ def _layer_job(
     from ocifs.layers import indexer
 
     subject = f"layer {digest} ({uses[0].via})"
-    try:
-        reader = open_blob(digest)
-    except (OcifsError, OSError) as exc:
-        report.add(PROBLEM, subject, f"cannot open: {exc}")
+    reader = _open(open_blob, digest, subject, report)
+    if reader is None:
         return
     try:
         key = str(digest)

@@ -93,7 +93,7 @@ class Tree:
         # (layer digest, its position in the image) -> node per entry identity (a
         # list: 8 bytes per member, no tuple key and dict slot per member); the
         # position is part of the key for the provenance xattr (user.ocifs.layer)
-        self._members: dict[tuple[Digest, int], list[Node | None]] = {}
+        self._members: dict[tuple[Digest, int], list[layertree.MemberNode | None]] = {}
         self._blob_files: dict[tuple[Digest, int], BlobFile] = {}
         self._image_dirs: dict[tuple[str, Digest], DirNode] = {}
         # image directories built while their document was unreadable; retried on refresh
@@ -224,7 +224,7 @@ class Tree:
         entry = index.entries[identity]
         # A node of an earlier pass that failed (answered early, then retried
         # before anyone listed its directory) belongs to another index: replace it.
-        if node is None or (isinstance(node, layertree.MemberNode) and node.entry is not entry):
+        if node is None or node.entry is not entry:
             link = None
             if self.contain_symlinks and entry.kind is Kind.SYMLINK:
                 link = symlinks.contained_target(index.path(identity), entry.link)
