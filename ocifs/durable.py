@@ -43,6 +43,12 @@ REMOVAL_STEPS = (
     "blob-unlink-dirsync",  # fsync of blobs/<alg>/ after removals
     "init-write",  # ocifs init: writing oci-layout / index.json
 )
+#: Steps of the derived-data cache (layer indexes, diff_ids).
+CACHE_STEPS = (
+    "cache-lock",  # opening the lock file of a cache entry being built (work_lock)
+    "diff-id-hash",  # hashing a layer's decompressed stream for its diff_id
+    "diff-id-store",  # storing the hashed diff_id in the cache
+)
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -202,6 +208,7 @@ def work_lock(lock_path: str, timeout: float) -> Iterator[bool]:
     waiting (the caller then does the work itself: a stuck holder must not
     stop this process). Blocking: call it from a worker thread.
     """
+    checkpoint("cache-lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         deadline = time.monotonic() + timeout

@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 
 import trio
 
+from ocifs import durable
 from ocifs import log as log_mod
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader, FileRegionReader
@@ -297,12 +298,12 @@ class LayerStore:
             raise BlobUnavailable(
                 f"{where}: the config lists {len(diff_ids)} diff_ids for {len(descs)} layers"
             )
-        outcomes: list[str | OcifsError] = [""] * len(descs)
+        outcomes: list[str | OcifsError | OSError] = [""] * len(descs)
 
         async def one(n: int) -> None:
             try:
                 outcomes[n] = await self.diff_id(descs[n])
-            except OcifsError as exc:
+            except (OcifsError, OSError) as exc:  # raised bare below, not as a nursery's group
                 outcomes[n] = exc
 
         async with trio.open_nursery() as nursery:
@@ -310,7 +311,7 @@ class LayerStore:
                 nursery.start_soon(one, n)
         for n, (desc, expected) in enumerate(zip(descs, diff_ids, strict=True)):
             actual = outcomes[n]
-            if isinstance(actual, OcifsError):
+            if isinstance(actual, (OcifsError, OSError)):
                 raise actual
             if actual != expected:
                 raise BlobUnavailable(
@@ -344,25 +345,34 @@ class LayerStore:
             raise type(broken)(str(broken))
         try:
             return await self._diff_ids.get(desc.digest, compute)
-        except OcifsError as exc:  # repeated, not redone, like a failed index
-            self._diff_broken[desc.digest] = exc
+        except OcifsError as exc:  # repeated, not redone, like a failed index ...
+            if not isinstance(exc.__cause__, OSError):  # ... unless the disk failed
+                self._diff_broken[desc.digest] = exc
             raise
 
     def _load_or_hash_diff_id(self, desc: Descriptor, record: LayerRecord) -> str:
         """The cached diff_id, or one hash of the copy (or the blob), kept in the
-        cache; one hasher per layer across daemons (like the index)."""
+        cache; one hasher per layer across daemons (like the index).
+
+        An OSError (the lock file, a read of the copy or the blob) becomes a
+        BlobUnavailable naming the layer, as a failed read does (`_read_stream`)."""
         key = str(desc.digest)
-        found = diffid.load(self.cache, key)
-        if found:
-            return found
-        with self.cache.building(diffid.KIND, key):
+        try:
             found = diffid.load(self.cache, key)
             if found:
                 return found
-            started = time.monotonic()
-            log.info("hashing layer %s for its diff_id", key)
-            value = self._hash_diff_id(desc, record)
-            diffid.store(self.cache, key, value)
+            with self.cache.building(diffid.KIND, key):
+                found = diffid.load(self.cache, key)
+                if found:
+                    return found
+                started = time.monotonic()
+                log.info("hashing layer %s for its diff_id", key)
+                durable.checkpoint("diff-id-hash")
+                value = self._hash_diff_id(desc, record)
+                durable.checkpoint("diff-id-store")
+                diffid.store(self.cache, key, value)
+        except OSError as exc:
+            raise BlobUnavailable(f"layer {key}: diff_id: {exc}") from exc
         log.info("hashed layer %s: diff_id in %.3f s", key, time.monotonic() - started)
         return value
 

@@ -342,7 +342,7 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
             diff_ids = documents.parse_diff_ids(config, f"config {manifest.config.digest}")
             merged = await checked_merge(store, descs, diff_ids, manifest)
             indexes = [await store.index(d) for d in descs]
-        except OcifsError as exc:
+        except (OcifsError, OSError) as exc:  # the reason once, not per request
             log_mod.once(log, logging.ERROR, f"rootfs: {exc}", cause=str(exc))
             raise
         inner = rootfs_dir(tree, descs, indexes, merged, 0)
@@ -361,21 +361,23 @@ async def checked_merge(
     the merge runs; a mismatch wins over the merge's outcome, so `rootfs/` is
     never served from a layer the config does not name.
     """
-    merged: list[MergedTree | OcifsError] = []
-    checked: list[OcifsError] = []
+    # Errors are kept and raised after the nursery: raised inside it they would
+    # leave it as an ExceptionGroup, which `fuse._edge` cannot map to an errno.
+    merged: list[MergedTree | OcifsError | OSError] = []
+    checked: list[OcifsError | OSError] = []
 
     async def merge() -> None:
         try:
             for desc in descs:  # a layer's own error, not the merge's task group
                 await store.index(desc)
             merged.append(await store.merged(descs))
-        except OcifsError as exc:
+        except (OcifsError, OSError) as exc:
             merged.append(exc)
 
     async def check() -> None:
         try:
             await store.check_diff_ids(descs, diff_ids, f"image config {manifest.config.digest}")
-        except OcifsError as exc:
+        except (OcifsError, OSError) as exc:
             checked.append(exc)
 
     async with trio.open_nursery() as nursery:
@@ -383,6 +385,6 @@ async def checked_merge(
         nursery.start_soon(merge)
     if checked:
         raise checked[0]
-    if isinstance(merged[0], OcifsError):
+    if isinstance(merged[0], (OcifsError, OSError)):
         raise merged[0]
     return merged[0]

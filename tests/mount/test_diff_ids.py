@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ocifs.cache import DiskCache
 from ocifs.layers import diffid, serial
 from ocifs.layers.store import DATA_KIND, INDEX_KIND
@@ -199,3 +201,54 @@ def test_kill_9_while_hashing_keeps_no_diff_id_and_the_next_mount_hashes(
     assert os.listdir(m2.path / "refs/big/rootfs") == ["data"]
     assert os.stat(m2.path / "refs/big/rootfs/data").st_size == SIZE
     assert diffid.load(DiskCache(cache_dir), key) == real
+
+
+def no_traceback(m: Any) -> None:
+    assert "Traceback" not in m.log_text(), m.log_text()
+
+
+def test_disk_full_while_indexing_for_rootfs_is_enospc_without_a_traceback(
+    mount_image: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The index pass runs beside the diff_id check (two tasks of one nursery):
+    # its OSError must still reach the kernel as its errno, not as EIO.
+    layout, _digest, _real = gz_image(tmp_path)
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_FAIL_AT", "cache-lock:ENOSPC")
+    m = mount_image(layout.path)
+    m.expect_log(r"rootfs: \[Errno 28\] No space left on device \(injected at cache-lock\)")
+    for _ in range(2):
+        assert probe("list", m.path / "refs/img/rootfs") == ["err", "ENOSPC"]
+    no_traceback(m)
+    lines = [ln for ln in m.log_text().splitlines() if "rootfs: " in ln]
+    assert len(lines) == 1, lines
+
+
+@pytest.mark.parametrize("step", ["cache-lock", "diff-id-hash"])
+def test_an_os_error_while_hashing_the_diff_id_is_one_line_and_eio(
+    mount_image: Any, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    step: str,
+) -> None:
+    layout, digest, real = gz_image(tmp_path)
+    m = mount_image(layout.path)
+    assert sorted(os.listdir(m.path / "refs/img/layers/0")) == ["etc"]  # index cached
+    assert ocifs("umount", str(m.path)).returncode == 0
+
+    # the index comes from the cache: only the diff_id's work meets the fault
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_FAIL_AT", f"{step}:EACCES")
+    m2 = mount_image(layout.path)
+    m2.expect_log(rf"rootfs: layer {digest}: diff_id: .*injected at {step}")
+    for _ in range(2):
+        assert probe("list", m2.path / "refs/img/rootfs") == ["err", "EIO"]
+    assert (m2.path / "refs/img/layers/0/etc/hello").read_bytes() == b"hi\n"
+    no_traceback(m2)
+    lines = [ln for ln in m2.log_text().splitlines() if "rootfs: " in ln]
+    assert len(lines) == 1 and "Permission denied" in lines[0], lines
+    assert ocifs("umount", str(m2.path)).returncode == 0
+
+    # the failure was the disk's, not the layer's: nothing kept, the next mount hashes
+    monkeypatch.delenv("OCIFS_TEST_FAIL_AT")
+    m3 = mount_image(layout.path)
+    assert sorted(os.listdir(m3.path / "refs/img/rootfs")) == ["etc"]
+    assert diffid.load(DiskCache(cache_dir), digest) == real
