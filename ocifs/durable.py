@@ -48,6 +48,7 @@ CACHE_STEPS = (
     "cache-lock",  # opening the lock file of a cache entry being built (work_lock)
     "diff-id-hash",  # hashing a layer's decompressed stream for its diff_id
     "diff-id-store",  # storing the hashed diff_id in the cache
+    "cache-replace",  # renaming a written cache entry's temp file into place (DiskCache.put)
 )
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
