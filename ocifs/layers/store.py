@@ -406,10 +406,11 @@ class LayerStore:
             return indexer.build(
                 reader, desc.digest, compression, self.limits, builder=builder
             )[0]
-        # the diff_id is hashed now only for a rootfs that waits for this pass;
-        # otherwise later, from the copy, if a rootfs asks (diffid.py)
+        # the diff_id is hashed now for a rootfs that waits for this pass, or a
+        # stream that may outgrow the copy; otherwise later, from the copy, if a
+        # rootfs asks (diffid.py)
         in_pass = desc.digest in self._diff_id_in_pass or diffid.hash_in_pass(
-            compression, desc.size, self.unpack_limit
+            desc.size, self.unpack_limit
         )
         temp, sink = self.cache.new_temp(DATA_KIND)
         kept = False
