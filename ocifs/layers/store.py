@@ -12,6 +12,10 @@ first use) when the layer's decompressed size fits `unpack_limit`; bigger gzip
 layers use seek points (`seekable.open_gzip`), bigger zstd layers a sequential
 cursor. docs/layers.md has the measurements behind this choice.
 
+A layer's diff_id (what `rootfs/` checks against the image config) is hashed
+in the pass only where it must be, else on first need, and kept under kind
+`layer-diff-id` (`diffid.py`).
+
 While a layer's pass runs, `live()` gives its tree as built so far
 (`layers.live`): the tree answers lookups of names already seen from it,
 provisionally; `settled()` says whether an entry belongs to a final index.
