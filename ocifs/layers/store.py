@@ -451,6 +451,11 @@ class LayerStore:
 
         return await self._merged.get(tuple(d.digest for d in descs), compute)
 
+    def forget_merged(self, descs: list[Descriptor]) -> None:
+        """Drop the merged tree of these layers if one is kept: their image failed
+        its diff_id check, and a rootfs of the same layers checks them again."""
+        self._merged.done.pop(tuple(d.digest for d in descs), None)
+
     # -- reads ---------------------------------------------------------------------
 
     async def read(self, desc: Descriptor, entry: Entry, offset: int, size: int) -> bytes:

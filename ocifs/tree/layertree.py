@@ -340,7 +340,9 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
                 catalog.read_document, tree.source, manifest.config, limiter=tree.io_limiter
             )
             diff_ids = documents.parse_diff_ids(config, f"config {manifest.config.digest}")
-            merged = await checked_merge(store, descs, diff_ids, manifest)
+            merged = await checked_merge(
+                store, descs, diff_ids, f"image config {manifest.config.digest}"
+            )
             indexes = [await store.index(d) for d in descs]
         except (OcifsError, OSError) as exc:  # the reason once, not per request
             log_mod.once(log, logging.ERROR, f"rootfs: {exc}", cause=str(exc))
@@ -353,13 +355,14 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
 
 
 async def checked_merge(
-    store: LayerStore, descs: list[Descriptor], diff_ids: list[str], manifest: Manifest
+    store: LayerStore, descs: list[Descriptor], diff_ids: list[str], where: str
 ) -> MergedTree:
     """The merged tree, once every layer matched its config diff_id.
 
     The diff_ids are hashed (worker threads, `LayerStore.check_diff_ids`) while
     the merge runs; a mismatch wins over the merge's outcome, so `rootfs/` is
-    never served from a layer the config does not name.
+    never served from a layer the config does not name: the merge is cancelled,
+    and a merged tree it already made is not kept for the next `rootfs/`.
     """
     # Errors are kept and raised after the nursery: raised inside it they would
     # leave it as an ExceptionGroup, which `fuse._edge` cannot map to an errno.
@@ -374,16 +377,19 @@ async def checked_merge(
         except (OcifsError, OSError) as exc:
             merged.append(exc)
 
-    async def check() -> None:
-        try:
-            await store.check_diff_ids(descs, diff_ids, f"image config {manifest.config.digest}")
-        except (OcifsError, OSError) as exc:
-            checked.append(exc)
-
     async with trio.open_nursery() as nursery:
+
+        async def check() -> None:
+            try:
+                await store.check_diff_ids(descs, diff_ids, where)
+            except (OcifsError, OSError) as exc:
+                checked.append(exc)
+                nursery.cancel_scope.cancel()
+
         nursery.start_soon(check)
         nursery.start_soon(merge)
     if checked:
+        store.forget_merged(descs)
         raise checked[0]
     if isinstance(merged[0], (OcifsError, OSError)):
         raise merged[0]
