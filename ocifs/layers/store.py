@@ -20,6 +20,7 @@ provisionally; `settled()` says whether an entry belongs to a final index.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -32,7 +33,7 @@ from ocifs.codec.blobio import BlobReader, FileRegionReader
 from ocifs.codec.limits import DEFAULT, Limits
 from ocifs.codec.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
 from ocifs.codec.seekable import open_gzip
-from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
+from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError, Unmounting
 from ocifs.layers import indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex, sparse_pieces
 from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
@@ -131,6 +132,18 @@ class LayerStore:
         self._retired: list[BlobReader] = []
         #: what each layer's indexing is doing (ocifs status)
         self.progress = IndexProgress()
+        #: set by `stop()` (unmounting): passes in worker threads end at their next chunk
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Unmounting: end the passes under way now, leaving nothing behind.
+
+        `trio.to_thread` calls cannot be cancelled, so trio.run (and the daemon's
+        exit) would otherwise wait for every pass to reach the end of its layer.
+        A stopped pass raises `Unmounting`: no cache entry, its temp file removed.
+        Does not wait; callable from any thread.
+        """
+        self.stopping.set()
 
     # -- indexes -----------------------------------------------------------------
 
@@ -249,7 +262,8 @@ class LayerStore:
         except Exception as exc:
             progress.state, progress.error = "failed", str(exc)
             progress.seconds = time.monotonic() - started
-            log.info("indexing layer %s failed after %.3f s", desc.digest, progress.seconds)
+            how = "stopped (unmounting)" if isinstance(exc, Unmounting) else "failed"
+            log.info("indexing layer %s %s after %.3f s", desc.digest, how, progress.seconds)
             raise
         progress.seconds = time.monotonic() - started
         progress.entries = len(record.index.entries)
@@ -262,7 +276,9 @@ class LayerStore:
         log.info("indexing layer %s (%d bytes)", key, desc.size)
         blob = self._open_blob(desc)
         try:
-            builder = gated_builder(key, self.limits) or IndexBuilder(key, self.limits)
+            builder = gated_builder(key, self.limits, self.stopping) or IndexBuilder(
+                key, self.limits
+            )
             if live is not None:
                 live.attach(builder)
             record = self._index_blob(desc, self.progress.counting(desc, blob), builder)
@@ -306,7 +322,8 @@ class LayerStore:
         compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
         if compression is Compression.NONE or self.unpack_limit <= 0:
             return indexer.build(
-                reader, desc.digest, compression, self.limits, builder=builder
+                reader, desc.digest, compression, self.limits, builder=builder,
+                stop=self.stopping,
             )[0]
         temp, sink = self.cache.new_temp(DATA_KIND)
         kept = False
@@ -314,7 +331,7 @@ class LayerStore:
             with sink:
                 record, kept = indexer.build(
                     reader, desc.digest, compression, self.limits, sink, self.unpack_limit,
-                    builder,
+                    builder, self.stopping,
                 )
             if kept:
                 self.cache.commit_file(temp, DATA_KIND, key)
@@ -447,7 +464,8 @@ class LayerStore:
                 try:
                     with sink:  # the pass checks the blob's digest
                         indexer.unpack(
-                            blob, desc.digest, record.compression, self.limits, sink, size
+                            blob, desc.digest, record.compression, self.limits, sink, size,
+                            self.stopping,
                         )
                     self.cache.commit_file(temp, DATA_KIND, key)
                 finally:
