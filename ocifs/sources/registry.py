@@ -47,6 +47,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -57,7 +58,7 @@ import httpx
 
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader, BytesReader, clamp
-from ocifs.errors import BlobUnavailable, OcifsError, RegistryError
+from ocifs.errors import BlobUnavailable, OcifsError, RegistryError, Unmounting
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
@@ -178,9 +179,18 @@ class RegistrySource(Source):
     def identity(self) -> str:
         return self.ref.repo_str
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Unmounting: every download ends at once, and the reads waiting on it fail
+        (so an index pass reading a layer being downloaded ends too). Does not wait."""
         with self._lock:
             self._closed = True
+            downloads = list(self._downloads.values())
+        for running in downloads:
+            running.request_stop()
+
+    def close(self) -> None:
+        self.stop()
+        with self._lock:
             downloads = list(self._downloads.values())
         for running in downloads:
             running.stop()
@@ -370,6 +380,17 @@ def _header_digest(value: str | None) -> Digest | None:
         return None
 
 
+def _close_elsewhere(fd: int) -> None:
+    """Close `fd` on a short-lived thread of its own.
+
+    The last close of a failed download's partial file (deleted already) frees
+    its blocks, which takes a while for a big one; the pread that ends up doing
+    it may be running on the trio thread (`_Download.ready`). Nothing else uses
+    the number any more: it was retired and its last user is done.
+    """
+    threading.Thread(target=os.close, args=(fd,), name="ocifs-close", daemon=True).start()
+
+
 class _ManifestReader:
     """A manifest's bytes, fetched (and verified) on the first read."""
 
@@ -431,6 +452,8 @@ class _Download:
         self._users: dict[int, int] = {}
         self._retired: set[int] = set()
         self._owned: set[int] = set()  # fds opened here and not yet retired
+        #: the socket of the answer being received, for `request_stop` to interrupt
+        self._sock: socket.socket | None = None
         self._url = source.client.repo_url(f"blobs/{digest}")
 
     @property
@@ -440,10 +463,18 @@ class _Download:
     def close(self) -> None:
         pass  # shared; the download goes on so the next reader finds the blob cached
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Stop the download and fail the reads waiting on it, without waiting (any thread)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+            sock = self._sock
+        if sock is not None:
+            download.interrupt(sock)
+
+    def stop(self) -> None:
+        """Stop the download and wait (a bounded time) for its thread to clean up."""
+        self.request_stop()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
@@ -471,7 +502,7 @@ class _Download:
             del self._users[fd]
             if fd in self._retired:
                 self._retired.discard(fd)
-                os.close(fd)
+                _close_elsewhere(fd)  # this pread may have run on the trio thread
 
     def ready(self, offset: int, size: int) -> bool:
         """Whether `pread` would answer without waiting: the verified copy is open, or the
@@ -498,7 +529,7 @@ class _Download:
         end = offset + n
         with self._cond:
             if self._stop:
-                raise BlobUnavailable(f"blob {self.digest}: unmounting")
+                raise Unmounting(f"blob {self.digest}: unmounting")
             fd = self._verified_fd
             if fd < 0:
                 fd = self._from_cache()
@@ -517,7 +548,7 @@ class _Download:
                     if self._error is not None:
                         raise BlobUnavailable(f"blob {self.digest}: {self._error}")
                     if self._stop:
-                        raise BlobUnavailable(f"blob {self.digest}: unmounting")
+                        raise Unmounting(f"blob {self.digest}: unmounting")
                     if streamed and end < self._size and self._have >= end:
                         fd = self._temp_fd
                         break
@@ -611,6 +642,8 @@ class _Download:
                 try:
                     received = self._attempt(sink, received)
                 except download.Transient as exc:
+                    if self._stop:  # request_stop cut the connection
+                        raise _Failed("stopped (unmounting)") from None
                     received = sink.queued
                     failures += 1
                     if failures > options.retries:
@@ -626,7 +659,9 @@ class _Download:
                         received,
                         delay,
                     )
-                    time.sleep(delay)
+                    with self._cond:
+                        if self._cond.wait_for(lambda: self._stop, delay):
+                            raise _Failed("stopped (unmounting)") from None
                     continue
                 except download.TooLarge as exc:
                     raise _Failed(str(exc), permanent=True) from None
@@ -643,6 +678,10 @@ class _Download:
         """One request for the bytes from `have` on; returns the end received."""
         options = self.source.client.options
         with self.source.client.blob_stream(str(self.digest), have) as response:
+            with self._cond:
+                self._sock = download.connection_socket(response)
+                if self._stop and self._sock is not None:
+                    download.interrupt(self._sock)
             skip = 0
             if response.status_code == 206:
                 content_range = response.headers.get("Content-Range", "")
@@ -650,9 +689,15 @@ class _Download:
                     raise _Failed(f"asked for bytes {have}- but got range {content_range!r}")
             elif have:
                 skip = have  # ranges ignored: the whole blob again
-            have = download.receive(
-                response, sink, have, self._size, skip, options.timeout, lambda: self._stop
-            )
+            try:
+                have = download.receive(
+                    response, sink, have, self._size, skip, options.timeout, lambda: self._stop
+                )
+            finally:
+                with self._cond:
+                    self._sock = None
+            if self._stop:
+                raise download.Stopped("unmounting")
         if have < self._size:
             raise download.Transient("the answer ended early")
         return have
