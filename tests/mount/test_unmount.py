@@ -1,0 +1,154 @@
+"""Unmount never waits for background work (RELIABILITY: unmount leaves nothing partial).
+
+Index passes and blob downloads run in worker threads, which trio cannot
+cancel: the daemon used to outlive `ocifs umount` until the pass reached the
+end of its layer (or the download its last byte). The shutdown path now sets
+the store's stop flag and stops the downloads; these tests hold a pass (at the
+index gate, `OCIFS_TEST_INDEX_GATE`) or a download (the fault proxy's pause)
+and check by order, not by time: the daemon is gone while the gate is still
+closed or the proxy still holds the body, and it left no cache entry, no temp
+file and no decoder process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ocifs.cache import DiskCache
+from ocifs.layers import serial
+from ocifs.layers.store import DATA_KIND, INDEX_KIND
+from ocifs.sources.registry import BLOB_KIND
+from tests.conftest import OCIFS, REPO, _is_mounted, _wait_gone, ocifs, require_fuse, require_tools
+from tests.helpers import tarbuilder as tb
+from tests.helpers.faultproxy import FaultProxy
+from tests.helpers.layoutbuilder import Layout
+from tests.helpers.registry import make_big_image, push, start_registry
+from tests.mount.test_index_kill import children_of, comm
+
+#: generous bound for the daemon's exit: without the stop it waits for the gate
+#: (120 s) or the held download (an hour), so this only catches a hang
+EXIT_BOUND = 60.0
+
+
+def temp_files(cache_dir: Path) -> list[Path]:
+    return [p for p in cache_dir.rglob(".tmp-*") if p.is_file()]
+
+
+def _unmount_and_wait(m: Any) -> None:
+    pid = m.pid
+    result = ocifs("umount", str(m.path))
+    assert result.returncode == 0, result.stderr
+    assert _wait_gone(pid, EXIT_BOUND), "the daemon outlived the unmount"
+
+
+@pytest.mark.parametrize("decoder", ["thread", "child"])
+def test_unmount_during_an_index_pass_stops_it_and_leaves_nothing(
+    mount_image: Any, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    decoder: str,
+) -> None:
+    if decoder == "child":
+        monkeypatch.setenv("OCIFS_DECODER", "child")
+    layout = Layout(tmp_path / "layout")
+    # 8 MiB that do not compress: the blob is decoded on the other core, and the
+    # pass cannot have the rest of the layer in hand when the gate holds it
+    late = os.urandom(8 << 20)
+    members = [tb.File("first", data=b"one\n"), tb.File("big", data=late),
+               tb.File("last", data=b"end\n")]
+    desc, _diff_id = layout.layer(members, "gz")
+    layout.tag(layout.image([(desc, _diff_id)]), "held")
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_INDEX_GATE", f"1:{gate}")
+    m = mount_image(layout.path)
+
+    # answered by the running pass, held at the gate before its second member
+    assert (m.path / "refs/held/layers/0/first").stat().st_size == 4
+    decoders = [c for c in children_of(m.pid) if comm(c) == "igzip"]
+    if decoder == "child":
+        assert decoders, "no igzip child while the pass runs"
+
+    _unmount_and_wait(m)
+    assert not gate.exists()  # the pass never went past the gate on its own
+    for pid in decoders:
+        assert _wait_gone(pid), f"decoder {pid} outlived the daemon"
+    cache = DiskCache(cache_dir)
+    key = desc["digest"]
+    assert cache.get(INDEX_KIND, key, version=serial.FORMAT) is None
+    assert not cache.path_for(DATA_KIND, key).exists()
+    assert temp_files(cache_dir) == []
+    log = m.log_text()
+    assert "stopped (unmounting)" in log and "unmounted" in log
+    assert " WARNING " not in log
+
+    # a later mount indexes the layer from scratch
+    monkeypatch.delenv("OCIFS_TEST_INDEX_GATE")
+    m2 = mount_image(layout.path)
+    assert (m2.path / "refs/held/layers/0/big").read_bytes() == late
+    assert cache.get(INDEX_KIND, key, version=serial.FORMAT) is not None
+
+
+def test_unmount_during_a_download_stops_it_and_leaves_nothing(
+    mount_image: Any, tmp_path: Path, cache_dir: Path
+) -> None:
+    require_fuse()
+    require_tools("docker-registry", "skopeo")
+    size = 16 << 20
+    layout = tmp_path / "layout"
+    layer = make_big_image(layout, size)
+    reg = start_registry(tmp_path / "registry")
+    proxy = FaultProxy(reg.host)
+    try:
+        push(layout, "big", reg, "big:1")
+        proxy.mode, proxy.digest, proxy.pause = "slow", layer, 0.0
+        m = mount_image(proxy.ref("big:1"), "--tls-verify=false")
+        # The index pass reads the layer as it downloads: its first member is
+        # answered once the first MiB is in; then the proxy holds the rest.
+        assert (m.path / "refs/1/layers/0/big.bin").stat().st_size == size
+        proxy.pause = 3600.0
+        held_at = proxy.blob_bytes
+        assert held_at < size
+        _unmount_and_wait(m)
+        assert proxy.blob_bytes < size  # the download cannot have ended on its own
+    finally:
+        proxy.close()
+        reg.stop()
+    cache = DiskCache(cache_dir)
+    assert not cache.path_for(BLOB_KIND, layer).exists()
+    assert cache.get(INDEX_KIND, layer, version=serial.FORMAT) is None
+    assert temp_files(cache_dir) == []
+    log = m.log_text()
+    assert "stopped (unmounting)" in log and "unmounted" in log
+    assert " WARNING " not in log
+
+
+@pytest.mark.parametrize("name", ["INT", "TERM"])
+def test_signal_right_after_the_mount_exists_unmounts_cleanly(
+    tmp_path: Path, sample_layout: Path, name: str
+) -> None:
+    """A Ctrl-C or SIGTERM between `pyfuse3.init` and the loop's signal handler (the
+    daemon sends it to itself there, in test mode) unmounts like any other."""
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    log = tmp_path / "ocifs.log"
+    env = {**os.environ, "OCIFS_TEST_MODE": "1", "OCIFS_TEST_SIGNAL_AFTER_INIT": name}
+    try:
+        proc = subprocess.run(
+            [*OCIFS, "mount", "-f", "--log", str(log), "--cache-dir", str(tmp_path / "cache"),
+             str(sample_layout), str(mnt)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, (proc.returncode, proc.stderr)
+        assert not _is_mounted(mnt), "a dead mount was left behind"
+        text = log.read_text()
+        assert f"signal {getattr(signal, 'SIG' + name).value}: unmounting" in text
+        assert "unmounted" in text and "Traceback" not in text
+    finally:
+        if _is_mounted(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
