@@ -226,7 +226,9 @@ class LayerStore:
         record = self._load(desc)
         if record is not None:
             return record
-        with self.cache.building(INDEX_KIND, str(desc.digest)):
+        with self.cache.building(INDEX_KIND, str(desc.digest), stop=self.stopping):
+            if self.stopping.is_set():  # gave up waiting for the other daemon
+                raise Unmounting(f"layer {desc.digest}: not indexed (unmounting)")
             return self._load(desc) or self._build_tracked(desc, live)
 
     def _load(self, desc: Descriptor) -> LayerRecord | None:
