@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,63 @@ def test_unmount_during_an_index_pass_stops_it_and_leaves_nothing(
     assert cache.get(INDEX_KIND, key, version=serial.FORMAT) is not None
 
 
+def test_sigterm_while_waiting_for_another_daemons_index_exits_at_once(
+    mount_image: Any, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two mounts, one cache: the second waits for the first's index of a shared layer
+    (the entry's build lock); a SIGTERM ends that wait instead of the 600 s bound."""
+    layout = Layout(tmp_path / "layout")
+    members = [tb.File("first", data=b"one\n"), tb.File("last", data=b"end\n")]
+    desc, diff_id = layout.layer(members, "gz")
+    layout.tag(layout.image([(desc, diff_id)]), "shared")
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_INDEX_GATE", f"1:{gate}")
+    first = mount_image(layout.path)
+    assert (first.path / "refs/shared/layers/0/first").stat().st_size == 4  # holds the lock
+    second = mount_image(layout.path)
+    pid = second.pid
+    failures: list[BaseException] = []
+
+    def look() -> None:
+        try:
+            (second.path / "refs/shared/layers/0/last").stat()
+        except OSError as exc:
+            failures.append(exc)
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    locks = cache_dir / "locks" / INDEX_KIND
+    deadline = time.monotonic() + EXIT_BOUND
+    while not any(str(locks) in target for target in open_files(pid)):
+        assert time.monotonic() < deadline, "the second daemon never waited for the lock"
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGTERM)
+    assert _wait_gone(pid, EXIT_BOUND), "the daemon waited for the other one's index"
+    assert not gate.exists()
+    looker.join(EXIT_BOUND)
+    assert not looker.is_alive() and failures  # its lookup failed: it was stopped
+    assert not _is_mounted(second.path)
+    assert "signal 15: unmounting" in second.log_text()
+
+    gate.touch()  # the first daemon goes on and caches the index
+    assert (first.path / "refs/shared/layers/0/last").read_bytes() == b"end\n"
+    assert DiskCache(cache_dir).get(INDEX_KIND, desc["digest"], version=serial.FORMAT)
+
+
+def open_files(pid: int) -> list[str]:
+    targets = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return targets
+
+
 def test_unmount_during_a_download_stops_it_and_leaves_nothing(
     mount_image: Any, tmp_path: Path, cache_dir: Path
 ) -> None:
@@ -106,15 +165,13 @@ def test_unmount_during_a_download_stops_it_and_leaves_nothing(
     try:
         push(layout, "big", reg, "big:1")
         proxy.mode, proxy.digest, proxy.pause = "slow", layer, 0.0
+        proxy.hold_after = 4 << 20  # then nothing more until proxy.resume is set
         m = mount_image(proxy.ref("big:1"), "--tls-verify=false")
         # The index pass reads the layer as it downloads: its first member is
-        # answered once the first MiB is in; then the proxy holds the rest.
+        # answered once the first MiB is in; the proxy holds the rest.
         assert (m.path / "refs/1/layers/0/big.bin").stat().st_size == size
-        proxy.pause = 3600.0
-        held_at = proxy.blob_bytes
-        assert held_at < size
         _unmount_and_wait(m)
-        assert proxy.blob_bytes < size  # the download cannot have ended on its own
+        assert not proxy.resume.is_set()  # the download cannot have ended on its own
     finally:
         proxy.close()
         reg.stop()
