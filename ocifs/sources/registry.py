@@ -28,8 +28,11 @@ copy is committed only if it hashes to the digest. Reads are answered as follows
 A download that fails (registry gone, truncated answers after the retries)
 fails the reads waiting on it with BlobUnavailable (EIO), logs the URL and the
 cause, and leaves nothing in the cache: its partial file is deleted and closed
-before the reads hear of the failure (a pread still using it closes it when it
-ends), so failures do not pile up descriptors or disk space. Reads in the next
+before the reads hear of the failure (when a pread still uses it, it is closed
+on a thread of its own once that pread ends: the pread may run on the trio
+thread, and freeing a big file's blocks takes a while), so failures do not
+pile up descriptors or disk space. Unmounting (`stop`) ends every download at
+once: the reads waiting on it fail and the socket being read is shut down. Reads in the next
 FAILURE_HOLD seconds get the same error, the first one after that starts a new
 download.
 A digest mismatch marks the blob bad for the rest of the mount.
