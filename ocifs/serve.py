@@ -234,6 +234,7 @@ def _hold_signals() -> None:
     signal unmounts as soon as the loop runs. trio restores this handler when
     `trio.run` ends, so one during the clean-up after it is recorded (ignored) too.
     """
+    _early_signals.clear()
     for signum in _SIGNALS:
         signal.signal(signum, lambda n, _frame: _early_signals.append(n))
 

@@ -31,10 +31,10 @@ cause, and leaves nothing in the cache: its partial file is deleted and closed
 before the reads hear of the failure (when a pread still uses it, it is closed
 on a thread of its own once that pread ends: the pread may run on the trio
 thread, and freeing a big file's blocks takes a while), so failures do not
-pile up descriptors or disk space. Unmounting (`stop`) ends every download at
-once: the reads waiting on it fail and the socket being read is shut down. Reads in the next
-FAILURE_HOLD seconds get the same error, the first one after that starts a new
-download.
+pile up descriptors or disk space. Reads in the next FAILURE_HOLD seconds get
+the same error, the first one after that starts a new download. Unmounting
+(`stop`) ends every download at once: the reads waiting on it fail and the
+socket being read is shut down.
 A digest mismatch marks the blob bad for the rest of the mount.
 
 Layer trees and rootfs/ go through the LayerStore like any other source, so
@@ -471,9 +471,8 @@ class _Download:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-            sock = self._sock
-        if sock is not None:
-            download.interrupt(sock)
+            if self._sock is not None:  # still open: `_attempt` clears it under the lock first
+                download.interrupt(self._sock)
 
     def stop(self) -> None:
         """Stop the download and wait (a bounded time) for its thread to clean up."""
