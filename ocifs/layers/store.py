@@ -128,12 +128,12 @@ class LayerStore:
         #: layers whose indexing failed: the error is repeated, not the work, until
         #: `forget_failures` (index.json changed: an import may have fixed the blob)
         self._broken: dict[Digest, OcifsError] = {}
-        self.in_place = InPlaceVerifier(source, cache)
+        #: set by `stop()` (unmounting): passes in worker threads end at their next chunk
+        self.stopping = threading.Event()
+        self.in_place = InPlaceVerifier(source, cache, self.stopping)
         self._retired: list[BlobReader] = []
         #: what each layer's indexing is doing (ocifs status)
         self.progress = IndexProgress()
-        #: set by `stop()` (unmounting): passes in worker threads end at their next chunk
-        self.stopping = threading.Event()
 
     def stop(self) -> None:
         """Unmounting: end the passes under way now, leaving nothing behind.
