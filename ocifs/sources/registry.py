@@ -185,6 +185,7 @@ class RegistrySource(Source):
     def stop(self) -> None:
         """Unmounting: every download ends at once, and the reads waiting on it fail
         (so an index pass reading a layer being downloaded ends too). Does not wait."""
+        self.client.stopping.set()
         with self._lock:
             self._closed = True
             downloads = list(self._downloads.values())

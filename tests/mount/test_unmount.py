@@ -12,11 +12,13 @@ file and no decoder process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,18 +154,64 @@ def open_files(pid: int) -> list[str]:
     return targets
 
 
-def test_unmount_during_a_download_stops_it_and_leaves_nothing(
-    mount_image: Any, tmp_path: Path, cache_dir: Path
-) -> None:
+@contextlib.contextmanager
+def registry_behind_proxy(tmp_path: Path, size: int) -> Iterator[tuple[FaultProxy, str]]:
+    """(fault proxy in front of a registry holding a `size`-byte layer, its digest)."""
     require_fuse()
     require_tools("docker-registry", "skopeo")
-    size = 16 << 20
     layout = tmp_path / "layout"
     layer = make_big_image(layout, size)
     reg = start_registry(tmp_path / "registry")
     proxy = FaultProxy(reg.host)
     try:
         push(layout, "big", reg, "big:1")
+        yield proxy, layer
+    finally:
+        proxy.close()
+        reg.stop()
+
+
+def test_sigterm_while_a_download_waits_to_retry_exits_before_the_retries(
+    mount_image: Any, tmp_path: Path, cache_dir: Path
+) -> None:
+    """The registry answers 503: the download thread waits (backoff) between attempts.
+    A SIGTERM ends that wait: no attempt after it, and no partial file left (the
+    unmount used to give the thread 5 s, then leave it with its temp file)."""
+    with registry_behind_proxy(tmp_path, 4 << 20) as (proxy, layer):
+        proxy.mode, proxy.digest, proxy.fail_next = "unavailable", layer, 100
+        m = mount_image(proxy.ref("big:1"), "--tls-verify=false")
+        m.expect_log(r"GET \S+: \S.*")  # the download's end, whatever the registry said
+        errors: list[OSError] = []
+
+        def read() -> None:
+            try:
+                (m.path / "refs/1/layers/0.tar").read_bytes()
+            except OSError as exc:
+                errors.append(exc)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + EXIT_BOUND
+        while not proxy.refused:
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.005)
+        pid = m.pid
+        os.kill(pid, signal.SIGTERM)
+        assert _wait_gone(pid, EXIT_BOUND)
+        reader.join(EXIT_BOUND)
+        assert errors  # the read failed: its download was stopped
+        # the client retries 4 times (5 attempts): it stopped within one of the signal
+        assert len(proxy.refused) < 4, proxy.refused
+    assert temp_files(cache_dir) == []
+    assert not DiskCache(cache_dir).path_for(BLOB_KIND, layer).exists()
+    assert "stopped (unmounting)" in m.log_text()
+
+
+def test_unmount_during_a_download_stops_it_and_leaves_nothing(
+    mount_image: Any, tmp_path: Path, cache_dir: Path
+) -> None:
+    size = 16 << 20
+    with registry_behind_proxy(tmp_path, size) as (proxy, layer):
         proxy.mode, proxy.digest, proxy.pause = "slow", layer, 0.0
         proxy.hold_after = 4 << 20  # then nothing more until proxy.resume is set
         m = mount_image(proxy.ref("big:1"), "--tls-verify=false")
@@ -172,9 +220,6 @@ def test_unmount_during_a_download_stops_it_and_leaves_nothing(
         assert (m.path / "refs/1/layers/0/big.bin").stat().st_size == size
         _unmount_and_wait(m)
         assert not proxy.resume.is_set()  # the download cannot have ended on its own
-    finally:
-        proxy.close()
-        reg.stop()
     cache = DiskCache(cache_dir)
     assert not cache.path_for(BLOB_KIND, layer).exists()
     assert cache.get(INDEX_KIND, layer, version=serial.FORMAT) is None
