@@ -48,14 +48,19 @@ def build(
     sink_limit: int = 0,
     builder: IndexBuilder | None = None,
     stop: threading.Event | None = None,
+    *,
+    want_diff_id: bool = True,
 ) -> tuple[LayerRecord, bool]:
     """(record, whether `sink` received the whole decompressed stream).
 
     `builder`: the caller's, to read the tree while the pass runs (LayerStore).
-    `stop`: once set, the pass ends at its next chunk with `Unmounting`."""
+    `stop`: once set, the pass ends at its next chunk with `Unmounting`.
+    `want_diff_id=False`: the record's diff_id stays "" unless it is free (an
+    uncompressed sha256 layer); the store hashes the unpacked copy later, when
+    a rootfs needs it (diffid.py)."""
     where = str(digest)
-    lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit, want_diff_id=True,
-                   stop=stop)
+    lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit,
+                   want_diff_id=want_diff_id, stop=stop)
     try:
         return _build(lp, limits, builder or IndexBuilder(where, limits))
     finally:
@@ -86,7 +91,8 @@ def _build(lp: LayerPass, limits: Limits, builder: IndexBuilder) -> tuple[LayerR
             log.warning("layer %s: %s after the end of the tar archive (ignored)", where, exc)
     lp.finish()
     index = builder.finish(complete, error, lp.produced)
-    record = LayerRecord(index, lp.compression, valid, lp.crcs, lp.diff_id)
+    diff_id = lp.diff_id if lp.has_diff_id else ""
+    record = LayerRecord(index, lp.compression, valid, lp.crcs, diff_id)
     return record, lp.sink is not None
 
 
