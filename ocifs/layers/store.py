@@ -373,7 +373,7 @@ class LayerStore:
         found = diffid.load(self.cache, key)
         if found:
             return found
-        with self.cache.building(diffid.KIND, key):
+        with self.cache.building(diffid.KIND, key, stop=self.stopping):
             found = diffid.load(self.cache, key)
             if found:
                 return found
@@ -391,7 +391,7 @@ class LayerStore:
             fd = self.cache.open_file(DATA_KIND, key, size)
             if fd is not None:
                 try:
-                    return diffid.from_copy(fd, size, record.crcs)
+                    return diffid.from_copy(fd, size, record.crcs, self.stopping)
                 except CopyCorrupt as exc:
                     log.warning("unpacked copy of layer %s is corrupt (%s); hashing the blob",
                                 key, exc)
@@ -400,7 +400,9 @@ class LayerStore:
                     os.close(fd)
         blob = self._open_blob(desc)
         try:
-            return diffid.from_blob(blob, desc.digest, record.compression, self.limits, size)
+            return diffid.from_blob(
+                blob, desc.digest, record.compression, self.limits, size, self.stopping
+            )
         finally:
             blob.close()
 

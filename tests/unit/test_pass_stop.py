@@ -105,3 +105,19 @@ def test_a_stopped_store_does_not_hash_a_blob_read_in_place(tmp_path: Path) -> N
             await store.read(desc, entry, 0, 5)
 
     trio.run(main)
+
+
+def test_a_stopped_store_does_not_hash_a_copy_for_its_diff_id(tmp_path: Path) -> None:
+    """The diff_id hash of an unpacked copy (for rootfs/, after the pass) stops too."""
+    src = tb.BlobSource(tmp_path)
+    desc = src.layer([tb.File("f", os.urandom(3 << 20))], "gz")
+    cache = DiskCache(tmp_path / "cache")
+
+    async def main() -> None:
+        store = LayerStore(src, cache)
+        await store.index(desc)  # keeps an unpacked copy; the diff_id is left for later
+        store.stop()
+        with pytest.raises(Unmounting):
+            await store.diff_id(desc)
+
+    trio.run(main)
