@@ -193,6 +193,8 @@ class QueuedKernelCache(KernelCache):
             self.queued += 1
         except trio.WouldBlock:
             log.debug("invalidation queue full; relying on short timeouts")
+        except trio.BrokenResourceError:
+            pass  # run_invalidations has ended: unmounting, nothing left to invalidate
 
     def mark_sent(self) -> None:
         self.sent += 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -33,7 +34,7 @@ from ocifs.codec.blobio import BlobReader, FileRegionReader
 from ocifs.codec.limits import DEFAULT, Limits
 from ocifs.codec.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
 from ocifs.codec.seekable import open_gzip
-from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
+from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError, Unmounting
 from ocifs.layers import diffid, indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex, sparse_pieces
 from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
@@ -132,10 +133,22 @@ class LayerStore:
         #: layers whose indexing failed: the error is repeated, not the work, until
         #: `forget_failures` (index.json changed: an import may have fixed the blob)
         self._broken: dict[Digest, OcifsError] = {}
-        self.in_place = InPlaceVerifier(source, cache)
+        #: set by `stop()` (unmounting): passes in worker threads end at their next chunk
+        self.stopping = threading.Event()
+        self.in_place = InPlaceVerifier(source, cache, self.stopping)
         self._retired: list[BlobReader] = []
         #: what each layer's indexing is doing (ocifs status)
         self.progress = IndexProgress()
+
+    def stop(self) -> None:
+        """Unmounting: end the passes under way now, leaving nothing behind.
+
+        `trio.to_thread` calls cannot be cancelled, so trio.run (and the daemon's
+        exit) would otherwise wait for every pass to reach the end of its layer.
+        A stopped pass raises `Unmounting`: no cache entry, its temp file removed.
+        Does not wait; callable from any thread.
+        """
+        self.stopping.set()
 
     # -- indexes -----------------------------------------------------------------
 
@@ -219,7 +232,9 @@ class LayerStore:
         record = self._load(desc)
         if record is not None:
             return record
-        with self.cache.building(INDEX_KIND, str(desc.digest)):
+        with self.cache.building(INDEX_KIND, str(desc.digest), stop=self.stopping):
+            if self.stopping.is_set():  # gave up waiting for the other daemon
+                raise Unmounting(f"layer {desc.digest}: not indexed (unmounting)")
             return self._load(desc) or self._build_tracked(desc, live)
 
     def _load(self, desc: Descriptor) -> LayerRecord | None:
@@ -255,7 +270,8 @@ class LayerStore:
         except Exception as exc:
             progress.state, progress.error = "failed", str(exc)
             progress.seconds = time.monotonic() - started
-            log.info("indexing layer %s failed after %.3f s", desc.digest, progress.seconds)
+            how = "stopped (unmounting)" if isinstance(exc, Unmounting) else "failed"
+            log.info("indexing layer %s %s after %.3f s", desc.digest, how, progress.seconds)
             raise
         progress.seconds = time.monotonic() - started
         progress.entries = len(record.index.entries)
@@ -268,7 +284,9 @@ class LayerStore:
         log.info("indexing layer %s (%d bytes)", key, desc.size)
         blob = self._open_blob(desc)
         try:
-            builder = gated_builder(key, self.limits) or IndexBuilder(key, self.limits)
+            builder = gated_builder(key, self.limits, self.stopping) or IndexBuilder(
+                key, self.limits
+            )
             if live is not None:
                 live.attach(builder)
             record = self._index_blob(desc, self.progress.counting(desc, blob), builder)
@@ -355,7 +373,7 @@ class LayerStore:
         found = diffid.load(self.cache, key)
         if found:
             return found
-        with self.cache.building(diffid.KIND, key):
+        with self.cache.building(diffid.KIND, key, stop=self.stopping):
             found = diffid.load(self.cache, key)
             if found:
                 return found
@@ -373,7 +391,7 @@ class LayerStore:
             fd = self.cache.open_file(DATA_KIND, key, size)
             if fd is not None:
                 try:
-                    return diffid.from_copy(fd, size, record.crcs)
+                    return diffid.from_copy(fd, size, record.crcs, self.stopping)
                 except CopyCorrupt as exc:
                     log.warning("unpacked copy of layer %s is corrupt (%s); hashing the blob",
                                 key, exc)
@@ -382,7 +400,9 @@ class LayerStore:
                     os.close(fd)
         blob = self._open_blob(desc)
         try:
-            return diffid.from_blob(blob, desc.digest, record.compression, self.limits, size)
+            return diffid.from_blob(
+                blob, desc.digest, record.compression, self.limits, size, self.stopping
+            )
         finally:
             blob.close()
 
@@ -394,7 +414,8 @@ class LayerStore:
         compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
         if compression is Compression.NONE or self.unpack_limit <= 0:
             return indexer.build(
-                reader, desc.digest, compression, self.limits, builder=builder
+                reader, desc.digest, compression, self.limits, builder=builder,
+                stop=self.stopping,
             )[0]
         # the diff_id is hashed now only for a rootfs that waits for this pass;
         # otherwise later, from the copy, if a rootfs asks (diffid.py)
@@ -407,7 +428,7 @@ class LayerStore:
             with sink:
                 record, kept = indexer.build(
                     reader, desc.digest, compression, self.limits, sink, self.unpack_limit,
-                    builder, want_diff_id=in_pass,
+                    builder, self.stopping, want_diff_id=in_pass,
                 )
             if kept:
                 self.cache.commit_file(temp, DATA_KIND, key)
@@ -540,7 +561,8 @@ class LayerStore:
                 try:
                     with sink:  # the pass checks the blob's digest
                         indexer.unpack(
-                            blob, desc.digest, record.compression, self.limits, sink, size
+                            blob, desc.digest, record.compression, self.limits, sink, size,
+                            self.stopping,
                         )
                     self.cache.commit_file(temp, DATA_KIND, key)
                 finally:
