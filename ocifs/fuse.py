@@ -483,6 +483,12 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def flush(self, fh: int) -> None:
+        """Imports verify and commit here (docs/durability.md). A mount without
+        `.import/` has nothing to flush: ENOSYS makes the kernel set `no_flush`
+        for the whole mount, so no later close() sends a FLUSH (one request per
+        file fewer for scripts that read many files; docs/layers.md)."""
+        if self.area is None:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         if fh in self._area_fhs:
             assert self.area is not None
             try:
