@@ -352,7 +352,9 @@ class LayerStore:
         if offset >= entry.size or size <= 0:
             return b""
         size = min(size, entry.size - offset)
-        layer = await self._layer(desc)
+        # Every READ of every file comes here: an indexed layer is one dict lookup
+        # (no closure, no single-flight coroutine; a layer in `done` is never broken).
+        layer = self._layers.done.get(desc.digest) or await self._layer(desc)
         if entry.sparse is None:
             return await self._read_stream(desc, layer, entry, entry.data_offset + offset, size)
         out = bytearray(size)  # holes read as zeros, as `tar -x` restores them
