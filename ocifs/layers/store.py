@@ -363,6 +363,38 @@ class LayerStore:
             out[file_off - offset : file_off - offset + length] = data
         return bytes(out)
 
+    def read_ready(self, desc: Descriptor, entry: Entry, limit: int) -> bytes | None:
+        """All of a FILE entry's bytes if they can be had now without blocking, or None.
+
+        "Now" means: the layer is indexed, its reader is open and reads inline (an
+        unpacked copy in the page cache, or the blob file itself), `entry` belongs to
+        the final index, is not sparse, holds 1 to `limit` bytes and lies before any
+        damage. Anything else, and any error, is None: the caller then leaves the
+        bytes to `read()`, which waits, retries and reports as it always does (the
+        CRC and digest checks are the reader's own, the same for both ways).
+        """
+        layer = self._layers.done.get(desc.digest)
+        if layer is None or not layer.inline or entry.sparse is not None:
+            return None
+        reader = layer.reader
+        size = entry.size
+        start = entry.data_offset
+        if (
+            reader is None
+            or entry.kind is not Kind.FILE
+            or not 0 < size <= limit
+            or start + size > layer.record.valid_size
+        ):
+            return None
+        entries = layer.record.index.entries
+        if not (entry.identity < len(entries) and entries[entry.identity] is entry):
+            return None
+        try:
+            data = reader.pread(start, size)
+        except (CopyCorrupt, OcifsError, OSError):
+            return None
+        return data if len(data) == size else None
+
     async def _read_stream(
         self, desc: Descriptor, layer: _Layer, entry: Entry, start: int, size: int
     ) -> bytes:
