@@ -10,9 +10,12 @@ listings follows the kernel's lookup counts (`forget`, ocifs.dirparents). Files
 whose content changes (index.json, .import/.status...) follow
 `ocifs.tree.kernelcache` (timeout 0, direct_io, a new inode per rewrite,
 appends pushed). Notifications go out from one task
-(`run_invalidations`), never from a request handler. No exception escapes a handler: an
-unexpected one is logged with its traceback and becomes EIO, because pyfuse3
-would otherwise end the whole mount.
+(`run_invalidations`), never from a request handler, with one exception made
+safe by construction: `open` pushes a small layer file's bytes into the page
+cache when no handle of it is open (`_push`). A mount without `.import/`
+answers FLUSH with ENOSYS, so the kernel stops sending it. No exception
+escapes a handler: an unexpected one is logged with its traceback and becomes
+EIO, because pyfuse3 would otherwise end the whole mount.
 """
 
 from __future__ import annotations
