@@ -210,3 +210,28 @@ def test_read_only_mount_stops_flush_writable_mount_keeps_it(
     big = sum(1 for data in files.values() if len(data) > PUSH_LIMIT)
     assert ro.get("READ", 0) < opened and ro.get("READ", 0) >= big
     print(f"requests, read-only: {ro}; writable: {rw}", file=sys.stderr)
+
+
+def test_a_corrupt_unpacked_copy_is_rebuilt_when_its_files_are_pushed(
+    mount_image: Any, tmp_path: Path, cache_dir: Path
+) -> None:
+    """A block of the cache's unpacked copy damaged between two mounts: a push that
+    meets it leaves the file to READ, which rebuilds the copy; every file reads right."""
+    rng = random.Random(9)
+    files = {f"f{i:02d}": rng.randbytes(100_000) for i in range(40)}  # ~4 MiB: 4 blocks
+    layout = Layout(tmp_path / "layout")
+    layout.tag(layout.image([layout.layer(
+        [tarbuilder.File(n, data=d) for n, d in files.items()], "gz")]), "img")
+    first = mount_image(layout.path, "--read-only")
+    assert (first.path / "refs/img/layers/0/f00").read_bytes() == files["f00"]
+    unmount(first.path)
+    (copy,) = [p for p in (cache_dir / "layer-data").rglob("*") if p.is_file()]
+    with open(copy, "r+b") as f:  # a byte in the third MiB: files read later meet it
+        f.seek((2 << 20) + 4321)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    m = mount_image(layout.path, "--read-only")
+    m.expect_log(r"unpacked copy of layer .* is corrupt")
+    _files_equal(_tar_all(m.path / "refs/img/layers/0"), files)
+    assert "is corrupt" in m.log_text() and "rebuilding" in m.log_text()
