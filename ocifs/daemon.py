@@ -50,6 +50,9 @@ def run_foreground(job: Job) -> int:
     cache = build_cache(job.options)
     source = open_source(job.source, job.registry, cache)
     _setup_log(job, job.log_file)
+    from ocifs import trioimport
+
+    trioimport.import_trio()
     from ocifs import serve
 
     def run() -> int:
@@ -112,6 +115,9 @@ def _open_and_serve(job: Job, ready_fd: int) -> int:
 
     cache = build_cache(job.options)
     source = open_source(job.source, job.registry, cache)
+    from ocifs import trioimport
+
+    trioimport.import_trio()
     from ocifs import serve  # pyfuse3 and trio: only for a source that opened
 
     _write_pid(job)
