@@ -310,6 +310,11 @@ class LayerPass:
             self._diff_side.submit(self._diff_hasher.update, out)
 
     @property
+    def has_diff_id(self) -> bool:
+        """Whether `diff_id` is known (wanted, or the digest itself)."""
+        return self._own_diff_id or self._diff_hasher is not None
+
+    @property
     def diff_id(self) -> str:
         """`sha256:<hex>` of the decompressed bytes produced (valid after `finish`)."""
         if self._own_diff_id:

@@ -46,12 +46,18 @@ def build(
     sink: BinaryIO | None = None,
     sink_limit: int = 0,
     builder: IndexBuilder | None = None,
+    *,
+    want_diff_id: bool = True,
 ) -> tuple[LayerRecord, bool]:
     """(record, whether `sink` received the whole decompressed stream).
 
-    `builder`: the caller's, to read the tree while the pass runs (LayerStore)."""
+    `builder`: the caller's, to read the tree while the pass runs (LayerStore).
+    `want_diff_id=False`: the record's diff_id stays "" unless it is free (an
+    uncompressed sha256 layer); the store hashes the unpacked copy later, when
+    a rootfs needs it (diffid.py)."""
     where = str(digest)
-    lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit, want_diff_id=True)
+    lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit,
+                   want_diff_id=want_diff_id)
     try:
         return _build(lp, limits, builder or IndexBuilder(where, limits))
     finally:
@@ -82,7 +88,8 @@ def _build(lp: LayerPass, limits: Limits, builder: IndexBuilder) -> tuple[LayerR
             log.warning("layer %s: %s after the end of the tar archive (ignored)", where, exc)
     lp.finish()
     index = builder.finish(complete, error, lp.produced)
-    record = LayerRecord(index, lp.compression, valid, lp.crcs, lp.diff_id)
+    diff_id = lp.diff_id if lp.has_diff_id else ""
+    record = LayerRecord(index, lp.compression, valid, lp.crcs, diff_id)
     return record, lp.sink is not None
 
 

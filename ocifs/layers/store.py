@@ -20,6 +20,7 @@ provisionally; `settled()` says whether an entry belongs to a final index.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -33,7 +34,7 @@ from ocifs.codec.limits import DEFAULT, Limits
 from ocifs.codec.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
 from ocifs.codec.seekable import open_gzip
 from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
-from ocifs.layers import indexer, serial
+from ocifs.layers import diffid, indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex, sparse_pieces
 from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
 from ocifs.layers.live import LiveIndex
@@ -122,6 +123,10 @@ class LayerStore:
         self._layers: _SingleFlight[Digest, _Layer] = _SingleFlight()
         self._readers: _SingleFlight[Digest, None] = _SingleFlight()
         self._merged: _SingleFlight[tuple[Digest, ...], MergedTree] = _SingleFlight()
+        self._diff_ids: _SingleFlight[Digest, str] = _SingleFlight()
+        #: layers a rootfs is about to need whole: their pass hashes the diff_id too
+        self._diff_id_in_pass: set[Digest] = set()
+        self._diff_broken: dict[Digest, OcifsError] = {}
         #: passes running in this process, readable before they end
         self._live: dict[Digest, LiveIndex] = {}
         #: layers whose indexing failed: the error is repeated, not the work, until
@@ -196,6 +201,7 @@ class LayerStore:
     def forget_failures(self) -> None:
         """Try failed layers again on next use (called when index.json changes)."""
         self._broken.clear()
+        self._diff_broken.clear()
 
     def cached(self, desc: Descriptor) -> bool:
         """Whether an index exists in memory or in the disk cache."""
@@ -283,20 +289,102 @@ class LayerStore:
     ) -> None:
         """Raise BlobUnavailable unless each layer decompresses to its config diff_id.
 
-        The digests were computed by the indexing pass (and cached with the
-        index), so this costs nothing once the layers are indexed.
+        Each layer's diff_id is hashed as soon as its index is there, all layers
+        at once on the worker threads (`diff_id`); the first problem in layer
+        order is raised (a layer that failed to index raises its own error).
         """
         if len(diff_ids) != len(descs):
             raise BlobUnavailable(
                 f"{where}: the config lists {len(diff_ids)} diff_ids for {len(descs)} layers"
             )
+        outcomes: list[str | OcifsError] = [""] * len(descs)
+
+        async def one(n: int) -> None:
+            try:
+                outcomes[n] = await self.diff_id(descs[n])
+            except OcifsError as exc:
+                outcomes[n] = exc
+
+        async with trio.open_nursery() as nursery:
+            for n in range(len(descs)):
+                nursery.start_soon(one, n)
         for n, (desc, expected) in enumerate(zip(descs, diff_ids, strict=True)):
-            actual = (await self._layer(desc)).record.diff_id
+            actual = outcomes[n]
+            if isinstance(actual, OcifsError):
+                raise actual
             if actual != expected:
                 raise BlobUnavailable(
                     f"{where}: layer {n} ({desc.digest}) decompresses to {actual}, "
                     f"the config's rootfs.diff_ids[{n}] says {expected}"
                 )
+
+    def need_diff_ids(self, descs: list[Descriptor]) -> None:
+        """A rootfs of these layers is coming: a pass that starts from now on hashes
+        the decompressed stream as it goes (on its own thread, in parallel with
+        the walk), which costs less than reading the copy back afterwards."""
+        self._diff_id_in_pass.update(d.digest for d in descs)
+
+    async def diff_id(self, desc: Descriptor) -> str:
+        """`sha256:<hex>` of the layer's decompressed stream: from its record (the
+        pass hashed it), the cache, or hashed now from the unpacked copy (or the
+        blob) on a worker thread and kept in the cache (diffid.py)."""
+        layer = await self._layer(desc)
+        if layer.record.diff_id:
+            return layer.record.diff_id
+
+        async def compute() -> str:
+            value = await trio.to_thread.run_sync(
+                self._load_or_hash_diff_id, desc, layer.record, limiter=self.limiter
+            )
+            layer.record.diff_id = value
+            return value
+
+        broken = self._diff_broken.get(desc.digest)
+        if broken is not None:
+            raise type(broken)(str(broken))
+        try:
+            return await self._diff_ids.get(desc.digest, compute)
+        except OcifsError as exc:  # repeated, not redone, like a failed index
+            self._diff_broken[desc.digest] = exc
+            raise
+
+    def _load_or_hash_diff_id(self, desc: Descriptor, record: LayerRecord) -> str:
+        """The cached diff_id, or one hash of the copy (or the blob), kept in the
+        cache; one hasher per layer across daemons (like the index)."""
+        key = str(desc.digest)
+        found = diffid.load(self.cache, key)
+        if found:
+            return found
+        with self.cache.building(diffid.KIND, key):
+            found = diffid.load(self.cache, key)
+            if found:
+                return found
+            started = time.monotonic()
+            log.info("hashing layer %s for its diff_id", key)
+            value = self._hash_diff_id(desc, record)
+            diffid.store(self.cache, key, value)
+        log.info("hashed layer %s: diff_id in %.3f s", key, time.monotonic() - started)
+        return value
+
+    def _hash_diff_id(self, desc: Descriptor, record: LayerRecord) -> str:
+        key = str(desc.digest)
+        size = record.index.uncompressed_size
+        if record.compression is not Compression.NONE:
+            fd = self.cache.open_file(DATA_KIND, key, size)
+            if fd is not None:
+                try:
+                    return diffid.from_copy(fd, size, record.crcs)
+                except CopyCorrupt as exc:
+                    log.warning("unpacked copy of layer %s is corrupt (%s); hashing the blob",
+                                key, exc)
+                    self.cache.discard(DATA_KIND, key)
+                finally:
+                    os.close(fd)
+        blob = self._open_blob(desc)
+        try:
+            return diffid.from_blob(blob, desc.digest, record.compression, self.limits, size)
+        finally:
+            blob.close()
 
     def _index_blob(
         self, desc: Descriptor, reader: BlobReader, builder: IndexBuilder
@@ -308,13 +396,18 @@ class LayerStore:
             return indexer.build(
                 reader, desc.digest, compression, self.limits, builder=builder
             )[0]
+        # the diff_id is hashed now only for a rootfs that waits for this pass;
+        # otherwise later, from the copy, if a rootfs asks (diffid.py)
+        in_pass = desc.digest in self._diff_id_in_pass or diffid.hash_in_pass(
+            compression, desc.size, self.unpack_limit
+        )
         temp, sink = self.cache.new_temp(DATA_KIND)
         kept = False
         try:
             with sink:
                 record, kept = indexer.build(
                     reader, desc.digest, compression, self.limits, sink, self.unpack_limit,
-                    builder,
+                    builder, want_diff_id=in_pass,
                 )
             if kept:
                 self.cache.commit_file(temp, DATA_KIND, key)

@@ -335,6 +335,7 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
 
     async def build() -> Children:
         store = tree.layers
+        store.need_diff_ids(descs)
         for desc in descs:
             store.start(desc)  # every layer indexes at once (two worker threads)
         try:
@@ -342,9 +343,8 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
                 catalog.read_document, tree.source, manifest.config, limiter=tree.io_limiter
             )
             diff_ids = documents.parse_diff_ids(config, f"config {manifest.config.digest}")
+            merged = await checked_merge(store, descs, diff_ids, manifest)
             indexes = [await store.index(d) for d in descs]
-            await store.check_diff_ids(descs, diff_ids, f"image config {manifest.config.digest}")
-            merged = await store.merged(descs)
         except OcifsError as exc:
             log_mod.once(log, logging.ERROR, f"rootfs: {exc}", cause=str(exc))
             raise
@@ -353,3 +353,39 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
 
     node.set_builder(build)
     return node
+
+
+async def checked_merge(
+    store: LayerStore, descs: list[Descriptor], diff_ids: list[str], manifest: Manifest
+) -> MergedTree:
+    """The merged tree, once every layer matched its config diff_id.
+
+    The diff_ids are hashed (worker threads, `LayerStore.check_diff_ids`) while
+    the merge runs; a mismatch wins over the merge's outcome, so `rootfs/` is
+    never served from a layer the config does not name.
+    """
+    merged: list[MergedTree | OcifsError] = []
+    checked: list[OcifsError] = []
+
+    async def merge() -> None:
+        try:
+            for desc in descs:  # a layer's own error, not the merge's task group
+                await store.index(desc)
+            merged.append(await store.merged(descs))
+        except OcifsError as exc:
+            merged.append(exc)
+
+    async def check() -> None:
+        try:
+            await store.check_diff_ids(descs, diff_ids, f"image config {manifest.config.digest}")
+        except OcifsError as exc:
+            checked.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(check)
+        nursery.start_soon(merge)
+    if checked:
+        raise checked[0]
+    if isinstance(merged[0], OcifsError):
+        raise merged[0]
+    return merged[0]
