@@ -466,7 +466,9 @@ class LayerStore:
         if offset >= entry.size or size <= 0:
             return b""
         size = min(size, entry.size - offset)
-        layer = await self._layer(desc)
+        # Every READ of every file comes here: an indexed layer is one dict lookup
+        # (no closure, no single-flight coroutine; a layer in `done` is never broken).
+        layer = self._layers.done.get(desc.digest) or await self._layer(desc)
         if entry.sparse is None:
             return await self._read_stream(desc, layer, entry, entry.data_offset + offset, size)
         out = bytearray(size)  # holes read as zeros, as `tar -x` restores them
@@ -474,6 +476,38 @@ class LayerStore:
             data = await self._read_stream(desc, layer, entry, stream_off, length)
             out[file_off - offset : file_off - offset + length] = data
         return bytes(out)
+
+    def read_ready(self, desc: Descriptor, entry: Entry, limit: int) -> bytes | None:
+        """All of a FILE entry's bytes if they can be had now without blocking, or None.
+
+        "Now" means: the layer is indexed, its reader is open and reads inline (an
+        unpacked copy in the page cache, or the blob file itself), `entry` belongs to
+        the final index, is not sparse, holds 1 to `limit` bytes and lies before any
+        damage. Anything else, and any error, is None: the caller then leaves the
+        bytes to `read()`, which waits, retries and reports as it always does (the
+        CRC and digest checks are the reader's own, the same for both ways).
+        """
+        layer = self._layers.done.get(desc.digest)
+        if layer is None or not layer.inline or entry.sparse is not None:
+            return None
+        reader = layer.reader
+        size = entry.size
+        start = entry.data_offset
+        if (
+            reader is None
+            or entry.kind is not Kind.FILE
+            or not 0 < size <= limit
+            or start + size > layer.record.valid_size
+        ):
+            return None
+        entries = layer.record.index.entries
+        if not (entry.identity < len(entries) and entries[entry.identity] is entry):
+            return None
+        try:
+            data = reader.pread(start, size)
+        except (CopyCorrupt, OcifsError, OSError):
+            return None
+        return data if len(data) == size else None
 
     async def _read_stream(
         self, desc: Descriptor, layer: _Layer, entry: Entry, start: int, size: int

@@ -125,6 +125,9 @@ class MemberNode(Node):
             raise LayerCorrupt(f"layer {self.desc.digest}: {entry.name!r} is from a failed pass")
         return data
 
+    def ready_content(self, limit: int) -> bytes | None:
+        return self.store.read_ready(self.desc, self.entry, limit)
+
     def readlink(self) -> str:
         if self.entry.kind != Kind.SYMLINK:
             raise InvalidInput(f"inode {self.inode}: not a symlink")
