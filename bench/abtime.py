@@ -9,6 +9,8 @@ untimed `pre`/`post` steps may be Python callables, stdout is kept (for comparin
 a command that fails in the warm-up round is dropped from the group with its reason (shown
 as n/a) instead of being timed failing, a timeout kills the command's session, and the
 ratio is taken against the group's ocifs command: median over rounds of ocifs_i / alt_i.
+A command may also name a `versus` command (its own per-round ratio to that one) and a
+`daemon_cpu` probe (the CPU its FUSE daemon used during each timed run).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class Cmd:
     post: Step = None
     na: str | None = None  # set up front when the command cannot run
     ref: bool = False  # its stdout is the reference the ocifs stdout must equal
+    #: CPU seconds its daemon has used so far, read before and after each timed run
+    #: (the daemon is not a child of the command, so wait4's rusage misses it)
+    daemon_cpu: Callable[[], float | None] | None = None
+    #: label of another command of the group this one's per-round ratio is also
+    #: taken against (e.g. a second ocifs variant against the native command)
+    versus: str | None = None
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Result:
     stdout: str
     stderr: str
     round: int = 0
+    daemon_cpu: float | None = None
 
 
 @dataclass
@@ -142,7 +151,11 @@ def run_group(g: Group, rounds: int, warmup: int, timeout: float,
                 if why:
                     c.na = f"setup failed: {why}"
                     continue
+                cpu0 = c.daemon_cpu() if c.daemon_cpu else None
                 r = run_once(c.shell, timeout)
+                cpu1 = c.daemon_cpu() if c.daemon_cpu else None
+                if cpu0 is not None and cpu1 is not None:
+                    r.daemon_cpu = cpu1 - cpu0
                 why = run_step(c.post, timeout)
                 if r.rc != 0 or why:
                     reason = (f"exit {r.rc}: {r.stderr.strip()[-300:]}" if r.rc != 0
@@ -207,6 +220,15 @@ def summarize(g: Group) -> list[dict]:
             "maxrss_mib": round(max(r.maxrss_kib for r in res) / 1024, 1),
             "stdout": res[-1].stdout[:200],
         })
+        cpus = [r.daemon_cpu for r in res if r.daemon_cpu is not None]
+        if cpus:
+            row["daemon_cpu_median"] = round(statistics.median(cpus), 3)
+        if c.versus and g.results.get(c.versus):
+            other = {r.round: r for r in g.results[c.versus]}
+            vs = [r.wall / other[r.round].wall for r in res if r.round in other]
+            if vs:
+                row["ratio_versus"] = {"label": c.versus, "median": round(statistics.median(vs), 3),
+                                       "range": [round(min(vs), 3), round(max(vs), 3)]}
         if g.bytes:
             row["bytes"] = g.bytes
             row["mib_s_median"] = round(g.bytes / med / 2**20, 1)

@@ -159,13 +159,19 @@ class DiskCache:
         self._added(len(data))
 
     @contextmanager
-    def building(self, kind: str, key: str, timeout: float = BUILD_WAIT_S) -> Iterator[bool]:
+    def building(
+        self,
+        kind: str,
+        key: str,
+        timeout: float = BUILD_WAIT_S,
+        stop: threading.Event | None = None,
+    ) -> Iterator[bool]:
         """Cross-process "I am building (kind, key)": an flock on a lock file.
 
         Two mounts (two daemons) that need the same missing entry: the first
         builds it, the second waits here and then finds it with `get`. Yields
-        whether the lock is held (False after `timeout`: build anyway).
-        Blocking: call from a worker thread.
+        whether the lock is held (False after `timeout`: build anyway; or once
+        `stop` is set: unmounting). Blocking: call from a worker thread.
         """
         path = self.directory / "locks" / kind / self._path(kind, key).name
         try:
@@ -174,7 +180,7 @@ class DiskCache:
             log.warning("cannot create cache lock directory %s: %s", path.parent, exc)
             yield False
             return
-        with durable.work_lock(str(path), timeout) as held:
+        with durable.work_lock(str(path), timeout, stop) as held:
             yield held
 
     def path_for(self, kind: str, key: str) -> Path:

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -202,12 +203,15 @@ def layout_lock(lock_path: str, timeout: float) -> Iterator[None]:
 
 
 @contextmanager
-def work_lock(lock_path: str, timeout: float) -> Iterator[bool]:
+def work_lock(
+    lock_path: str, timeout: float, stop: threading.Event | None = None
+) -> Iterator[bool]:
     """Hold an flock that says "this work is being done" (building a cache entry).
 
     Yields True once the lock is held, or False after `timeout` seconds of
     waiting (the caller then does the work itself: a stuck holder must not
-    stop this process). Blocking: call it from a worker thread.
+    stop this process) or once `stop` is set (unmounting: the caller gives up).
+    Blocking: call it from a worker thread.
     """
     checkpoint("cache-lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -216,7 +220,11 @@ def work_lock(lock_path: str, timeout: float) -> Iterator[bool]:
         delay = 0.001
         held = try_lock(fd)
         while not held and time.monotonic() < deadline:
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            pause = min(delay, max(0.0, deadline - time.monotonic()))
+            if stop is None:
+                time.sleep(pause)
+            elif stop.wait(pause):
+                break
             delay = min(delay * 2, 0.1)
             held = try_lock(fd)
         yield held

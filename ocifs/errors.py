@@ -62,6 +62,10 @@ class BlobUnavailable(OcifsError):
     """A blob is missing, has the wrong size, or failed verification."""
 
 
+class Unmounting(BlobUnavailable):
+    """Background work (an index pass, a download) ended early because the mount is going away."""
+
+
 class LayerCorrupt(BlobUnavailable):
     """A layer could not be decompressed or parsed past some point."""
 

@@ -10,9 +10,12 @@ listings follows the kernel's lookup counts (`forget`, ocifs.dirparents). Files
 whose content changes (index.json, .import/.status...) follow
 `ocifs.tree.kernelcache` (timeout 0, direct_io, a new inode per rewrite,
 appends pushed). Notifications go out from one task
-(`run_invalidations`), never from a request handler. No exception escapes a handler: an
-unexpected one is logged with its traceback and becomes EIO, because pyfuse3
-would otherwise end the whole mount.
+(`run_invalidations`), never from a request handler, with one exception made
+safe by construction: `open` pushes a small layer file's bytes into the page
+cache when no handle of it is open (`_push`). A mount without `.import/`
+answers FLUSH with ENOSYS, so the kernel stops sending it. No exception
+escapes a handler: an unexpected one is logged with its traceback and becomes
+EIO, because pyfuse3 would otherwise end the whole mount.
 """
 
 from __future__ import annotations
@@ -57,6 +60,19 @@ MUTABLE_TIMEOUT = 1.0
 CHANGING_FILE_TIMEOUT = 0.0
 #: Longest a close() in .import/ waits for its notifications to be sent.
 BARRIER_TIMEOUT = 2.0
+
+
+def _push_limit() -> int:
+    """OCIFS_PUSH_LIMIT (bytes; 0 turns pushing off), for measuring; default 256 KiB."""
+    text = os.environ.get("OCIFS_PUSH_LIMIT", "")
+    return int(text) if text.isdigit() else 256 << 10
+
+
+#: Largest file whose bytes `open` stores in the kernel's page cache (`_push`):
+#: most files of an image are smaller, and a file opened only for its first bytes
+#: costs at most this much copying.
+PUSH_LIMIT = _push_limit()
+
 #: Reported block size of files: `cp` and `cat` size their buffers from it.
 BLKSIZE = 1 << 20
 #: Reported block size of directories. glibc's opendir() sizes its getdents
@@ -193,6 +209,8 @@ class QueuedKernelCache(KernelCache):
             self.queued += 1
         except trio.WouldBlock:
             log.debug("invalidation queue full; relying on short timeouts")
+        except trio.BrokenResourceError:
+            pass  # run_invalidations has ended: unmounting, nothing left to invalidate
 
     def mark_sent(self) -> None:
         self.sent += 1
@@ -252,6 +270,11 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, Node] = {}
         self._versions: dict[int, OpenVersion] = {}
         self._area_fhs: dict[int, int] = {}
+        #: inode -> handles of it in `_files` (`_push` only when none)
+        self._opened: dict[int, int] = {}
+        #: inodes whose bytes `_push` stored in the kernel's page cache
+        self._pushed: set[int] = set()
+        self._push_limit = PUSH_LIMIT
         #: fh -> (directory inode, its listing with `.` and `..`)
         self._dirs: dict[int, tuple[int, list[tuple[bytes, Attr]]]] = {}
         self._dir_owner: dict[int, tuple[int, int]] = {}  # fh -> (pid, inode), for edits
@@ -345,6 +368,8 @@ class Operations(pyfuse3.Operations):
         try:
             for inode, count in inode_list:
                 self.parents.forget(inode, count)
+                # the kernel's inode (and its page cache) is gone: push again
+                self._pushed.discard(inode)
         except Exception:
             log.exception("internal error in forget")
         log.debug("forget %d inodes; %d directories known", len(inode_list), len(self.parents))
@@ -460,7 +485,42 @@ class Operations(pyfuse3.Operations):
             self._files[fh] = BytesFile(node.inode, await node.snapshot())
             return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=True)
         self._files[fh] = node
+        inode = node.inode
+        opened = self._opened.get(inode, 0)
+        self._opened[inode] = opened + 1
+        if (
+            not opened
+            and self._push_limit
+            and inode not in self._pushed
+            and not node.mutable
+            and not flags & os.O_DIRECT  # its reads bypass the page cache
+        ):
+            self._push(inode, node)
         return pyfuse3.FileInfo(fh=fh, keep_cache=not node.mutable)
+
+    def _push(self, inode: int, node: Node) -> None:
+        """Store a small immutable file's bytes in the kernel's page cache before
+        answering its OPEN, so its reads never reach the daemon (one to three READ
+        round trips fewer per file; docs/layers.md "FUSE requests per file").
+
+        Only from the first open with no other handle of the inode open here: a
+        READ in flight holds its pages locked until we answer, and `notify_store`
+        from this (the only) thread would wait for those locks forever. With no
+        handle open none can be in flight (the kernel sends RELEASE only after a
+        file's last read). Only bytes `ready_content` has without blocking; any
+        other case is left to READ.
+        """
+        data = node.ready_content(self._push_limit)
+        if data is None:
+            return
+        try:
+            pyfuse3.notify_store(inode, 0, data)
+        except OSError as exc:
+            log.debug("notify_store of inode %d failed: %s", inode, exc)
+            if exc.errno == errno.ENOSYS:  # a kernel without it: stop trying
+                self._push_limit = 0
+            return
+        self._pushed.add(inode)
 
     @_edge
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -483,6 +543,12 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def flush(self, fh: int) -> None:
+        """Imports verify and commit here (docs/durability.md). A mount without
+        `.import/` has nothing to flush: ENOSYS makes the kernel set `no_flush`
+        for the whole mount, so no later close() sends a FLUSH (one request per
+        file fewer for scripts that read many files; docs/layers.md)."""
+        if self.area is None:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         if fh in self._area_fhs:
             assert self.area is not None
             try:
@@ -492,7 +558,16 @@ class Operations(pyfuse3.Operations):
 
     @_edge
     async def release(self, fh: int) -> None:
-        if self._files.pop(fh, None) is not None or self._versions.pop(fh, None) is not None:
+        node = self._files.pop(fh, None)
+        if node is not None:
+            inode = node.inode
+            left = self._opened.get(inode, 1) - 1
+            if left:
+                self._opened[inode] = left
+            else:
+                self._opened.pop(inode, None)
+            return
+        if self._versions.pop(fh, None) is not None:
             return
         area_fh = self._area_fhs.pop(fh, None)
         if area_fh is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pyfuse3
@@ -150,12 +151,19 @@ def serve(
         edits = None
     _install_status(source, mountpoint, cache, tree, area)
     ops = Operations(tree, area, edits)
+    _hold_signals()
     _init_fuse(ops, mountpoint, _fuse_options(source, opts))
+    _test_signal_after_init()
     log.info("mounted %s (%s) on %s", source.path, source.kind, mountpoint)
     status = 0
+
+    def stop_background() -> None:
+        tree.layers.stop()
+        source.stop()
+
     try:
         spin_us = fastloop.default_spin_us() if opts.busy_poll_us is None else opts.busy_poll_us
-        trio.run(_main, ops, mountpoint, ready_fd, spin_us)
+        trio.run(_main, ops, mountpoint, ready_fd, spin_us, stop_background)
     except BaseException:
         log.exception("ocifs stopped on an internal error")
         status = 1
@@ -186,31 +194,75 @@ def _install_status(
     status.install(tree, status.StatusReport(facts, tree.layers, cache, area))
 
 
-async def _main(ops: Operations, mountpoint: str, ready_fd: int | None, spin_us: int) -> None:
+async def _main(
+    ops: Operations,
+    mountpoint: str,
+    ready_fd: int | None,
+    spin_us: int,
+    stop_background: Callable[[], None],
+) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ops.run_invalidations)
         nursery.start_soon(ops.watch_outside_changes)
-        nursery.start_soon(_on_signals)
+        nursery.start_soon(_on_signals, stop_background)
         nursery.start_soon(_announce_ready, mountpoint, ready_fd)
         fastloop.install(spin_us)
         try:
             await pyfuse3.main()
         finally:
             fastloop.uninstall()
+            # Unmounted: index passes and downloads in worker threads end now.
+            # trio.run waits for every `to_thread` call (they cannot be
+            # cancelled), so without this the daemon outlives the unmount by
+            # as long as the biggest layer takes to index or download.
+            stop_background()
         nursery.cancel_scope.cancel()
 
 
-async def _on_signals() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("signal %d: unmounting", signum)
-            pyfuse3.terminate()
-            return
+#: what ends the daemon: it unmounts (and exits 0)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: signals that came before `_on_signals` listened (`_hold_signals`)
+_early_signals: list[int] = []
+
+
+def _hold_signals() -> None:
+    """Record SIGINT/SIGTERM/SIGHUP from now until `_on_signals` listens.
+
+    Installed just before `pyfuse3.init`: a Ctrl-C there (KeyboardInterrupt
+    outside the `try` that unmounts) or a SIGTERM (the default action kills the
+    process) would leave the mount behind with nobody serving it. Recorded, the
+    signal unmounts as soon as the loop runs. trio restores this handler when
+    `trio.run` ends, so one during the clean-up after it is recorded (ignored) too.
+    """
+    _early_signals.clear()
+    for signum in _SIGNALS:
+        signal.signal(signum, lambda n, _frame: _early_signals.append(n))
+
+
+def _test_signal_after_init() -> None:
+    """Test hook: the daemon signals itself right after the mount exists, in the
+    window `_hold_signals` covers (OCIFS_TEST_SIGNAL_AFTER_INIT=INT|TERM|HUP)."""
+    from ocifs.durable import test_env
+
+    name = test_env("OCIFS_TEST_SIGNAL_AFTER_INIT")
+    if name:
+        os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
+
+
+async def _on_signals(stop_background: Callable[[], None]) -> None:
+    with trio.open_signal_receiver(*_SIGNALS) as signals:
+        signum = _early_signals[0] if _early_signals else await signals.__anext__()
+        log.info("signal %d: unmounting", signum)
+        # before terminate: requests waiting for a pass must end for main() to return
+        stop_background()
+        pyfuse3.terminate()
 
 
 async def _announce_ready(mountpoint: str, ready_fd: int | None) -> None:
     # stat() of the mountpoint goes through our own loop, so it proves the mount answers.
-    await trio.to_thread.run_sync(_set_readahead, mountpoint)
+    # Abandoned if the loop ends first (a signal right after the mount): the stat
+    # would wait for a loop that no longer reads, and trio.run for the stat.
+    await trio.to_thread.run_sync(_set_readahead, mountpoint, abandon_on_cancel=True)
     if ready_fd is not None:
         try:
             os.write(ready_fd, b"ready\n")

@@ -37,7 +37,7 @@ from ocifs.codec import child
 from ocifs.codec.blobio import BlobReader
 from ocifs.codec.damage import StreamDamaged
 from ocifs.codec.limits import Limits
-from ocifs.errors import BlobUnavailable, LimitExceeded
+from ocifs.errors import BlobUnavailable, LimitExceeded, Unmounting
 from ocifs.model.digest import Digest
 from ocifs.model.mediatypes import Compression
 
@@ -186,8 +186,12 @@ class LayerPass:
         sink_limit: int = 0,
         *,
         want_diff_id: bool = False,
+        stop: threading.Event | None = None,
     ) -> None:
         self.reader = reader
+        #: set when the daemon unmounts: the pass then ends at its next chunk
+        #: (`Unmounting`), since the worker thread running it cannot be cancelled
+        self.stop = stop
         self.digest = digest
         self.compression = compression
         self.where = where
@@ -226,6 +230,7 @@ class LayerPass:
         while self.consumed < size:
             if self._closed:  # abandoned (close() without finish()): stop reading
                 raise BlobUnavailable(f"{self._named}: pass abandoned")
+            self._check_stop()
             data = self.reader.pread(self.consumed, min(READ_SIZE, size - self.consumed))
             if not data:
                 raise BlobUnavailable(f"{self._named}: blob ends early at {self.consumed}")
@@ -284,7 +289,12 @@ class LayerPass:
         if held:
             yield b"".join(held)
 
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Unmounting(f"{self._named}: pass stopped (unmounting)")
+
     def _account(self, out: bytes) -> None:
+        self._check_stop()
         self.produced += len(out)
         lim = self.limits
         if self.produced > lim.max_uncompressed:
@@ -335,6 +345,8 @@ class LayerPass:
                 self._crc, self._crc_fill = 0, 0
 
     def _damaged(self, what: str) -> StreamDamaged:
+        # a decoder whose input was cut short by the stop is not damage
+        self._check_stop()
         return StreamDamaged(f"{what} (compressed offset {self.consumed})", self._decoded)
 
     def _gunzip(self) -> Iterator[bytes]:

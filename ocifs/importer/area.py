@@ -193,12 +193,14 @@ class ImportDir:
             raise OSError(errno.EBADF, "stale file handle")
         return handle
 
-    def _new_ingest(self, node: _File) -> Ingest:
-        if node.ingest is not None and node.ingest.state == "held":
-            node.ingest.discard()  # a temporary rewritten before it was renamed
-        path = node.path()
-        node.ingest = _ingest(self.session, path, classify.role_of(path))
-        return node.ingest
+    async def _new_ingest(self, node: _File) -> Ingest:
+        old, path = node.ingest, node.path()
+        fresh = node.ingest = _ingest(self.session, path, classify.role_of(path))
+        if old is not None and old.state == "held":
+            # a temporary rewritten before it was renamed; unreachable from the node
+            # before the await, so no other request can discard it a second time
+            await old.discard_off_loop()
+        return fresh
 
     def _open_handle(self, node: _Node, write: bool, pid: int = 0) -> int:
         fh = next(self._fhs)
@@ -272,7 +274,7 @@ class ImportDir:
         if write and (node.ingest is None or node.writers == 0):
             finished = node.ingest is not None and node.ingest.state in ("done", "held")
             if not finished or flags & os.O_TRUNC:
-                self._new_ingest(node)  # rewriting from the start (cp) is a new import
+                await self._new_ingest(node)  # rewriting from the start (cp): a new import
             # else: opened to change a finished file in place: nothing happens unless
             # it writes or truncates, which imports the changed content anew
         return self._open_handle(node, write, pid)
@@ -326,7 +328,7 @@ class ImportDir:
             if ingest is not None and node.writers == 0 and ingest.state in ("done", "held"):
                 raise _finished(node)  # without a descriptor no close() would commit it
             if ingest is None or (node.writers == 0 and ingest.state != "open"):
-                ingest = self._new_ingest(node)
+                ingest = await self._new_ingest(node)
             await ingest.truncate(size)
         return self._attr(node)
 
@@ -412,8 +414,8 @@ class ImportDir:
             await fresh.flush()
         finally:
             await fresh.release()
-        held.discard()
         node.ingest = fresh
+        await held.discard_off_loop()
 
     async def _reinterpret(self, node: _File, new_path: tuple[str, ...]) -> None:
         """A finished file moved to a name with a meaning gets that meaning now."""
@@ -433,7 +435,12 @@ class ImportDir:
         node.ingest = fresh
 
     def close(self) -> None:
-        """Unmount: abort ingests still open (staging removed), log abandoned entries."""
+        """Unmount: abort ingests still open (staging removed), log abandoned entries.
+
+        Called once `trio.run` has returned (serve.py): no request is served any
+        more, so waiting here for direct writes in flight delays only the exit,
+        and keeps the promise that an unmount leaves no staging behind.
+        """
         for node in list(self._nodes.values()):
             if isinstance(node, _File) and node.ingest is not None:
                 node.ingest.state = "aborted"

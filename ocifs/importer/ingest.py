@@ -610,7 +610,7 @@ class Ingest:
             elif self.role.kind is Kind.AUTO and not self.temporary:
                 self.s.status.record("OK", self.name, "empty file; nothing to import")
         if self.state != "held":
-            await self._discard_off_loop()
+            await self.discard_off_loop()
         self.s.poke()
 
     async def abort(self) -> None:
@@ -624,9 +624,9 @@ class Ingest:
                 await self.pipeline.drain()
             except Exception:
                 pass
-        await self._discard_off_loop()
+        await self.discard_off_loop()
 
-    async def _discard_off_loop(self) -> None:
+    async def discard_off_loop(self) -> None:
         """`discard` in a worker thread: staging writes may still be in flight
         (directio), and closing their file waits for them."""
         await trio.to_thread.run_sync(self.discard, limiter=self.s.io)

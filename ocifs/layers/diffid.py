@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader
@@ -28,7 +29,7 @@ from ocifs.codec.damage import StreamDamaged
 from ocifs.codec.decode import CRC_BLOCK, LayerPass, crc32
 from ocifs.codec.limits import Limits
 from ocifs.codec.readers import CopyCorrupt
-from ocifs.errors import LayerCorrupt
+from ocifs.errors import LayerCorrupt, Unmounting
 from ocifs.model.digest import Digest
 from ocifs.model.mediatypes import Compression
 
@@ -65,12 +66,15 @@ def store(cache: DiskCache, key: str, diff_id: str) -> None:
     cache.put(KIND, key, diff_id.encode("ascii"), version=_VERSION)
 
 
-def from_copy(fd: int, size: int, crcs: list[int]) -> str:
+def from_copy(fd: int, size: int, crcs: list[int], stop: threading.Event | None = None) -> str:
     """sha256 of the first `size` bytes of an unpacked copy, each 1 MiB block
     checked against its CRC on the way (CopyCorrupt: the copy is not the stream
-    the pass produced, so its hash would say nothing about the layer)."""
+    the pass produced, so its hash would say nothing about the layer). Ends
+    with `Unmounting` once `stop` is set (the store's stop flag)."""
     hasher = hashlib.sha256()
     for block, start in enumerate(range(0, size, CRC_BLOCK)):
+        if stop is not None and stop.is_set():
+            raise Unmounting("diff_id not hashed (unmounting)")
         data = os.pread(fd, min(CRC_BLOCK, size - start), start)
         if block >= len(crcs) or crc32(data) != crcs[block]:
             raise CopyCorrupt(f"block {block}")
@@ -79,13 +83,19 @@ def from_copy(fd: int, size: int, crcs: list[int]) -> str:
 
 
 def from_blob(
-    reader: BlobReader, digest: Digest, compression: Compression, limits: Limits, size: int
+    reader: BlobReader,
+    digest: Digest,
+    compression: Compression,
+    limits: Limits,
+    size: int,
+    stop: threading.Event | None = None,
 ) -> str:
     """sha256 of the first `size` decompressed bytes, by one more decoding pass
     (the blob's digest is checked at its end: BlobUnavailable if it changed).
     `size` is what the indexing pass produced: the whole stream, or what came
     before the damage, as it hashed before this module existed."""
-    lp = LayerPass(reader, digest, compression, str(digest), limits, want_diff_id=True)
+    lp = LayerPass(reader, digest, compression, str(digest), limits, want_diff_id=True,
+                   stop=stop)
     try:
         try:
             for _ in lp.chunks():

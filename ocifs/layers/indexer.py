@@ -9,6 +9,7 @@ nothing is kept.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import BinaryIO
 
 from ocifs.codec.blobio import BlobReader
@@ -46,18 +47,20 @@ def build(
     sink: BinaryIO | None = None,
     sink_limit: int = 0,
     builder: IndexBuilder | None = None,
+    stop: threading.Event | None = None,
     *,
     want_diff_id: bool = True,
 ) -> tuple[LayerRecord, bool]:
     """(record, whether `sink` received the whole decompressed stream).
 
     `builder`: the caller's, to read the tree while the pass runs (LayerStore).
+    `stop`: once set, the pass ends at its next chunk with `Unmounting`.
     `want_diff_id=False`: the record's diff_id stays "" unless it is free (an
     uncompressed sha256 layer); the store hashes the unpacked copy later, when
     a rootfs needs it (diffid.py)."""
     where = str(digest)
     lp = LayerPass(reader, digest, compression, where, limits, sink, sink_limit,
-                   want_diff_id=want_diff_id)
+                   want_diff_id=want_diff_id, stop=stop)
     try:
         return _build(lp, limits, builder or IndexBuilder(where, limits))
     finally:
@@ -94,10 +97,12 @@ def _build(lp: LayerPass, limits: Limits, builder: IndexBuilder) -> tuple[LayerR
 
 
 def unpack(reader: BlobReader, digest: Digest, compression: Compression,
-           limits: Limits, sink: BinaryIO, size: int) -> int:
+           limits: Limits, sink: BinaryIO, size: int,
+           stop: threading.Event | None = None) -> int:
     """Write the first `size` decompressed bytes (as far as indexing decoded:
     the same chunks, so the same CRCs) to `sink`, re-creating an evicted copy."""
-    lp = LayerPass(reader, digest, compression, str(digest), limits, sink, limits.max_uncompressed)
+    lp = LayerPass(reader, digest, compression, str(digest), limits, sink, limits.max_uncompressed,
+                   stop=stop)
     try:
         try:
             for _ in lp.chunks():

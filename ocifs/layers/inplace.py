@@ -22,7 +22,7 @@ import threading
 from ocifs import log as log_mod
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader, FileRegionReader, StampedRegionReader
-from ocifs.errors import BlobUnavailable
+from ocifs.errors import BlobUnavailable, Unmounting
 from ocifs.model.digest import Digest
 from ocifs.sources.base import Source
 
@@ -67,9 +67,13 @@ class GuardedBlob:
 class InPlaceVerifier:
     """Remembers which blob identities matched (or failed) their digest. Thread-safe."""
 
-    def __init__(self, source: Source, cache: DiskCache) -> None:
+    def __init__(
+        self, source: Source, cache: DiskCache, stop: threading.Event | None = None
+    ) -> None:
         self.source = source
         self.cache = cache
+        #: the store's stop flag: a hash pass over a big blob ends when it is set
+        self.stop = stop
         self._lock = threading.Lock()
         self._good: dict[Digest, str] = {}
         self._bad: dict[Digest, str] = {}
@@ -105,7 +109,7 @@ class InPlaceVerifier:
                 raise BlobUnavailable(f"layer {digest}: content does not match its digest")
             known = ident and self.cache.get(VERIFIED_KIND, f"{digest}\0{ident}", version=_VERSION)
             if not known:
-                if not _hash_matches(blob, digest):
+                if not _hash_matches(blob, digest, self.stop):
                     with self._lock:
                         self._bad[digest] = ident
                     message = f"layer {digest}: content does not match its digest"
@@ -125,9 +129,11 @@ class InPlaceVerifier:
             self._good.pop(digest, None)
 
 
-def _hash_matches(blob: BlobReader, digest: Digest) -> bool:
+def _hash_matches(blob: BlobReader, digest: Digest, stop: threading.Event | None) -> bool:
     hasher = digest.hasher()
     for offset in range(0, blob.size, _CHUNK):
+        if stop is not None and stop.is_set():
+            raise Unmounting(f"layer {digest}: not verified (unmounting)")
         data = blob.pread(offset, _CHUNK)
         if not data:
             return False

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -38,7 +39,7 @@ from ocifs.codec.blobio import BlobReader, FileRegionReader
 from ocifs.codec.limits import DEFAULT, Limits
 from ocifs.codec.readers import CopyCorrupt, UnpackedReader, ZstdCursorReader
 from ocifs.codec.seekable import open_gzip
-from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError
+from ocifs.errors import BlobUnavailable, IsADirectory, LayerCorrupt, OcifsError, Unmounting
 from ocifs.layers import diffid, indexer, serial
 from ocifs.layers.entry import Entry, Kind, LayerIndex, sparse_pieces
 from ocifs.layers.inplace import BlobChanged, InPlaceVerifier
@@ -137,10 +138,22 @@ class LayerStore:
         #: layers whose indexing failed: the error is repeated, not the work, until
         #: `forget_failures` (index.json changed: an import may have fixed the blob)
         self._broken: dict[Digest, OcifsError] = {}
-        self.in_place = InPlaceVerifier(source, cache)
+        #: set by `stop()` (unmounting): passes in worker threads end at their next chunk
+        self.stopping = threading.Event()
+        self.in_place = InPlaceVerifier(source, cache, self.stopping)
         self._retired: list[BlobReader] = []
         #: what each layer's indexing is doing (ocifs status)
         self.progress = IndexProgress()
+
+    def stop(self) -> None:
+        """Unmounting: end the passes under way now, leaving nothing behind.
+
+        `trio.to_thread` calls cannot be cancelled, so trio.run (and the daemon's
+        exit) would otherwise wait for every pass to reach the end of its layer.
+        A stopped pass raises `Unmounting`: no cache entry, its temp file removed.
+        Does not wait; callable from any thread.
+        """
+        self.stopping.set()
 
     # -- indexes -----------------------------------------------------------------
 
@@ -224,7 +237,9 @@ class LayerStore:
         record = self._load(desc)
         if record is not None:
             return record
-        with self.cache.building(INDEX_KIND, str(desc.digest)):
+        with self.cache.building(INDEX_KIND, str(desc.digest), stop=self.stopping):
+            if self.stopping.is_set():  # gave up waiting for the other daemon
+                raise Unmounting(f"layer {desc.digest}: not indexed (unmounting)")
             return self._load(desc) or self._build_tracked(desc, live)
 
     def _load(self, desc: Descriptor) -> LayerRecord | None:
@@ -260,7 +275,8 @@ class LayerStore:
         except Exception as exc:
             progress.state, progress.error = "failed", str(exc)
             progress.seconds = time.monotonic() - started
-            log.info("indexing layer %s failed after %.3f s", desc.digest, progress.seconds)
+            how = "stopped (unmounting)" if isinstance(exc, Unmounting) else "failed"
+            log.info("indexing layer %s %s after %.3f s", desc.digest, how, progress.seconds)
             raise
         progress.seconds = time.monotonic() - started
         progress.entries = len(record.index.entries)
@@ -273,7 +289,9 @@ class LayerStore:
         log.info("indexing layer %s (%d bytes)", key, desc.size)
         blob = self._open_blob(desc)
         try:
-            builder = gated_builder(key, self.limits) or IndexBuilder(key, self.limits)
+            builder = gated_builder(key, self.limits, self.stopping) or IndexBuilder(
+                key, self.limits
+            )
             if live is not None:
                 live.attach(builder)
             record = self._index_blob(desc, self.progress.counting(desc, blob), builder)
@@ -365,7 +383,7 @@ class LayerStore:
             found = diffid.load(self.cache, key)
             if found:
                 return found
-            with self.cache.building(diffid.KIND, key):
+            with self.cache.building(diffid.KIND, key, stop=self.stopping):
                 found = diffid.load(self.cache, key)
                 if found:
                     return found
@@ -387,7 +405,7 @@ class LayerStore:
             fd = self.cache.open_file(DATA_KIND, key, size)
             if fd is not None:
                 try:
-                    return diffid.from_copy(fd, size, record.crcs)
+                    return diffid.from_copy(fd, size, record.crcs, self.stopping)
                 except CopyCorrupt as exc:
                     log.warning("unpacked copy of layer %s is corrupt (%s); hashing the blob",
                                 key, exc)
@@ -396,7 +414,9 @@ class LayerStore:
                     os.close(fd)
         blob = self._open_blob(desc)
         try:
-            return diffid.from_blob(blob, desc.digest, record.compression, self.limits, size)
+            return diffid.from_blob(
+                blob, desc.digest, record.compression, self.limits, size, self.stopping
+            )
         finally:
             blob.close()
 
@@ -408,7 +428,8 @@ class LayerStore:
         compression = indexer.choose_compression(desc.media_type, reader.pread(0, 512), key)
         if compression is Compression.NONE or self.unpack_limit <= 0:
             return indexer.build(
-                reader, desc.digest, compression, self.limits, builder=builder
+                reader, desc.digest, compression, self.limits, builder=builder,
+                stop=self.stopping,
             )[0]
         # the diff_id is hashed now for a rootfs that waits for this pass, or a
         # stream that may outgrow the copy; otherwise later, from the copy, if a
@@ -422,7 +443,7 @@ class LayerStore:
             with sink:
                 record, kept = indexer.build(
                     reader, desc.digest, compression, self.limits, sink, self.unpack_limit,
-                    builder, want_diff_id=in_pass,
+                    builder, self.stopping, want_diff_id=in_pass,
                 )
             if kept:
                 self.cache.commit_file(temp, DATA_KIND, key)
@@ -465,7 +486,9 @@ class LayerStore:
         if offset >= entry.size or size <= 0:
             return b""
         size = min(size, entry.size - offset)
-        layer = await self._layer(desc)
+        # Every READ of every file comes here: an indexed layer is one dict lookup
+        # (no closure, no single-flight coroutine; a layer in `done` is never broken).
+        layer = self._layers.done.get(desc.digest) or await self._layer(desc)
         if entry.sparse is None:
             return await self._read_stream(desc, layer, entry, entry.data_offset + offset, size)
         out = bytearray(size)  # holes read as zeros, as `tar -x` restores them
@@ -473,6 +496,38 @@ class LayerStore:
             data = await self._read_stream(desc, layer, entry, stream_off, length)
             out[file_off - offset : file_off - offset + length] = data
         return bytes(out)
+
+    def read_ready(self, desc: Descriptor, entry: Entry, limit: int) -> bytes | None:
+        """All of a FILE entry's bytes if they can be had now without blocking, or None.
+
+        "Now" means: the layer is indexed, its reader is open and reads inline (an
+        unpacked copy in the page cache, or the blob file itself), `entry` belongs to
+        the final index, is not sparse, holds 1 to `limit` bytes and lies before any
+        damage. Anything else, and any error, is None: the caller then leaves the
+        bytes to `read()`, which waits, retries and reports as it always does (the
+        CRC and digest checks are the reader's own, the same for both ways).
+        """
+        layer = self._layers.done.get(desc.digest)
+        if layer is None or not layer.inline or entry.sparse is not None:
+            return None
+        reader = layer.reader
+        size = entry.size
+        start = entry.data_offset
+        if (
+            reader is None
+            or entry.kind is not Kind.FILE
+            or not 0 < size <= limit
+            or start + size > layer.record.valid_size
+        ):
+            return None
+        entries = layer.record.index.entries
+        if not (entry.identity < len(entries) and entries[entry.identity] is entry):
+            return None
+        try:
+            data = reader.pread(start, size)
+        except (CopyCorrupt, OcifsError, OSError):
+            return None
+        return data if len(data) == size else None
 
     async def _read_stream(
         self, desc: Descriptor, layer: _Layer, entry: Entry, start: int, size: int
@@ -560,7 +615,8 @@ class LayerStore:
                 try:
                     with sink:  # the pass checks the blob's digest
                         indexer.unpack(
-                            blob, desc.digest, record.compression, self.limits, sink, size
+                            blob, desc.digest, record.compression, self.limits, sink, size,
+                            self.stopping,
                         )
                     self.cache.commit_file(temp, DATA_KIND, key)
                 finally:

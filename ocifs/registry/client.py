@@ -167,6 +167,8 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._challenge: Challenge | None = None
+        #: set when the mount goes away: retry waits end and no new attempt starts
+        self.stopping = threading.Event()
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -271,7 +273,13 @@ class RegistryClient:
                 else:
                     raise RegistryError(self._explain(url, status, reason), status=status)
             attempt += 1
-            time.sleep(delay)
+            self._pause(delay, f"{method} {url}")
+
+    def _pause(self, seconds: float, what: str) -> None:
+        """The wait before a retry; cut short (RegistryError) when unmounting, so a
+        download thread in it does not outlive the unmount."""
+        if self.stopping.wait(seconds):
+            raise RegistryError(f"{what}: stopped (unmounting)")
 
     @staticmethod
     def _reason(response: httpx.Response, stream: bool) -> str:
@@ -344,7 +352,7 @@ class RegistryClient:
                         f"token endpoint {realm}: {error_reason(response)} ({who}, scope {scope})",
                         status=401,
                     )
-            time.sleep(self.options.backoff * (2**attempt))
+            self._pause(self.options.backoff * (2**attempt), f"token endpoint {realm}")
             attempt += 1
         try:
             body = response.json()

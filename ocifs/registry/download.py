@@ -137,6 +137,22 @@ class BodySink:
             thread.join()
 
 
+def connection_socket(response: httpx.Response) -> socket.socket | None:
+    """The socket under the answer (TLS or not), for `interrupt` from another thread."""
+    stream = response.extensions.get("network_stream")
+    sock = None if stream is None else stream.get_extra_info("socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def interrupt(sock: socket.socket) -> None:
+    """End a receive blocked on `sock` in another thread now (unmounting): it sees the
+    end of the stream instead of waiting up to the read timeout for the next byte."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
 def _raw_socket(response: httpx.Response) -> socket.socket | None:
     """The connection's socket when the rest of the body can be read from it directly."""
     headers = response.headers

@@ -83,5 +83,12 @@ class Source(ABC):
             f"{os.path.realpath(self.path)}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         )
 
+    def stop(self) -> None:  # noqa: B027 - optional hook; most sources run nothing
+        """Unmounting: end background work (downloads) now, without waiting for it.
+
+        Called on the trio thread before `close()`, so that no read waiting on
+        that work keeps a worker thread -- and with it the daemon -- alive.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook; most sources hold nothing
         """Release file descriptors."""

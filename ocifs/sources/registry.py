@@ -28,10 +28,13 @@ copy is committed only if it hashes to the digest. Reads are answered as follows
 A download that fails (registry gone, truncated answers after the retries)
 fails the reads waiting on it with BlobUnavailable (EIO), logs the URL and the
 cause, and leaves nothing in the cache: its partial file is deleted and closed
-before the reads hear of the failure (a pread still using it closes it when it
-ends), so failures do not pile up descriptors or disk space. Reads in the next
-FAILURE_HOLD seconds get the same error, the first one after that starts a new
-download.
+before the reads hear of the failure (when a pread still uses it, it is closed
+on a thread of its own once that pread ends: the pread may run on the trio
+thread, and freeing a big file's blocks takes a while), so failures do not
+pile up descriptors or disk space. Reads in the next FAILURE_HOLD seconds get
+the same error, the first one after that starts a new download. Unmounting
+(`stop`) ends every download at once: the reads waiting on it fail and the
+socket being read is shut down.
 A digest mismatch marks the blob bad for the rest of the mount.
 
 Layer trees and rootfs/ go through the LayerStore like any other source, so
@@ -47,6 +50,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -57,7 +61,7 @@ import httpx
 
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader, BytesReader, clamp
-from ocifs.errors import BlobUnavailable, OcifsError, RegistryError
+from ocifs.errors import BlobUnavailable, OcifsError, RegistryError, Unmounting
 from ocifs.model import digest as digest_mod
 from ocifs.model import documents
 from ocifs.model import mediatypes as mt
@@ -178,9 +182,19 @@ class RegistrySource(Source):
     def identity(self) -> str:
         return self.ref.repo_str
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Unmounting: every download ends at once, and the reads waiting on it fail
+        (so an index pass reading a layer being downloaded ends too). Does not wait."""
+        self.client.stopping.set()
         with self._lock:
             self._closed = True
+            downloads = list(self._downloads.values())
+        for running in downloads:
+            running.request_stop()
+
+    def close(self) -> None:
+        self.stop()
+        with self._lock:
             downloads = list(self._downloads.values())
         for running in downloads:
             running.stop()
@@ -370,6 +384,17 @@ def _header_digest(value: str | None) -> Digest | None:
         return None
 
 
+def _close_elsewhere(fd: int) -> None:
+    """Close `fd` on a short-lived thread of its own.
+
+    The last close of a failed download's partial file (deleted already) frees
+    its blocks, which takes a while for a big one; the pread that ends up doing
+    it may be running on the trio thread (`_Download.ready`). Nothing else uses
+    the number any more: it was retired and its last user is done.
+    """
+    threading.Thread(target=os.close, args=(fd,), name="ocifs-close", daemon=True).start()
+
+
 class _ManifestReader:
     """A manifest's bytes, fetched (and verified) on the first read."""
 
@@ -431,6 +456,8 @@ class _Download:
         self._users: dict[int, int] = {}
         self._retired: set[int] = set()
         self._owned: set[int] = set()  # fds opened here and not yet retired
+        #: the socket of the answer being received, for `request_stop` to interrupt
+        self._sock: socket.socket | None = None
         self._url = source.client.repo_url(f"blobs/{digest}")
 
     @property
@@ -440,10 +467,17 @@ class _Download:
     def close(self) -> None:
         pass  # shared; the download goes on so the next reader finds the blob cached
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Stop the download and fail the reads waiting on it, without waiting (any thread)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
+            if self._sock is not None:  # still open: `_attempt` clears it under the lock first
+                download.interrupt(self._sock)
+
+    def stop(self) -> None:
+        """Stop the download and wait (a bounded time) for its thread to clean up."""
+        self.request_stop()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
@@ -471,7 +505,7 @@ class _Download:
             del self._users[fd]
             if fd in self._retired:
                 self._retired.discard(fd)
-                os.close(fd)
+                _close_elsewhere(fd)  # this pread may have run on the trio thread
 
     def ready(self, offset: int, size: int) -> bool:
         """Whether `pread` would answer without waiting: the verified copy is open, or the
@@ -498,7 +532,7 @@ class _Download:
         end = offset + n
         with self._cond:
             if self._stop:
-                raise BlobUnavailable(f"blob {self.digest}: unmounting")
+                raise Unmounting(f"blob {self.digest}: unmounting")
             fd = self._verified_fd
             if fd < 0:
                 fd = self._from_cache()
@@ -517,7 +551,7 @@ class _Download:
                     if self._error is not None:
                         raise BlobUnavailable(f"blob {self.digest}: {self._error}")
                     if self._stop:
-                        raise BlobUnavailable(f"blob {self.digest}: unmounting")
+                        raise Unmounting(f"blob {self.digest}: unmounting")
                     if streamed and end < self._size and self._have >= end:
                         fd = self._temp_fd
                         break
@@ -611,6 +645,8 @@ class _Download:
                 try:
                     received = self._attempt(sink, received)
                 except download.Transient as exc:
+                    if self._stop:  # request_stop cut the connection
+                        raise _Failed("stopped (unmounting)") from None
                     received = sink.queued
                     failures += 1
                     if failures > options.retries:
@@ -626,7 +662,9 @@ class _Download:
                         received,
                         delay,
                     )
-                    time.sleep(delay)
+                    with self._cond:
+                        if self._cond.wait_for(lambda: self._stop, delay):
+                            raise _Failed("stopped (unmounting)") from None
                     continue
                 except download.TooLarge as exc:
                     raise _Failed(str(exc), permanent=True) from None
@@ -643,6 +681,10 @@ class _Download:
         """One request for the bytes from `have` on; returns the end received."""
         options = self.source.client.options
         with self.source.client.blob_stream(str(self.digest), have) as response:
+            with self._cond:
+                self._sock = download.connection_socket(response)
+                if self._stop and self._sock is not None:
+                    download.interrupt(self._sock)
             skip = 0
             if response.status_code == 206:
                 content_range = response.headers.get("Content-Range", "")
@@ -650,9 +692,15 @@ class _Download:
                     raise _Failed(f"asked for bytes {have}- but got range {content_range!r}")
             elif have:
                 skip = have  # ranges ignored: the whole blob again
-            have = download.receive(
-                response, sink, have, self._size, skip, options.timeout, lambda: self._stop
-            )
+            try:
+                have = download.receive(
+                    response, sink, have, self._size, skip, options.timeout, lambda: self._stop
+                )
+            finally:
+                with self._cond:
+                    self._sock = None
+            if self._stop:
+                raise download.Stopped("unmounting")
         if have < self._size:
             raise download.Transient("the answer ended early")
         return have

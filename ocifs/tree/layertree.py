@@ -26,7 +26,7 @@ import trio
 
 from ocifs import catalog
 from ocifs import log as log_mod
-from ocifs.errors import InvalidInput, LayerCorrupt, NotFound, OcifsError
+from ocifs.errors import InvalidInput, LayerCorrupt, NotFound, OcifsError, Unmounting
 from ocifs.layers.entry import Entry, Kind
 from ocifs.model import documents
 from ocifs.model.naming import name_problem
@@ -124,6 +124,9 @@ class MemberNode(Node):
             # answered by a pass that failed; the final index has other offsets
             raise LayerCorrupt(f"layer {self.desc.digest}: {entry.name!r} is from a failed pass")
         return data
+
+    def ready_content(self, limit: int) -> bytes | None:
+        return self.store.read_ready(self.desc, self.entry, limit)
 
     def readlink(self) -> str:
         if self.entry.kind != Kind.SYMLINK:
@@ -255,7 +258,7 @@ class LayerDir(EntryDir):
             index = await view.tree.layers.index(view.desc)
         except OcifsError as exc:
             view.forget_early()
-            log_mod.once(log, logging.ERROR, str(exc), cause=str(exc))
+            log_mod.once(log, _level(exc), str(exc), cause=str(exc))
             raise
         entries = index.entries
         if self.entry is not None and (
@@ -345,13 +348,18 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
             )
             indexes = [await store.index(d) for d in descs]
         except (OcifsError, OSError) as exc:  # the reason once, not per request
-            log_mod.once(log, logging.ERROR, f"rootfs: {exc}", cause=str(exc))
+            log_mod.once(log, _level(exc), f"rootfs: {exc}", cause=str(exc))
             raise
         inner = rootfs_dir(tree, descs, indexes, merged, 0)
         return await inner.children()
 
     node.set_builder(build)
     return node
+
+
+def _level(exc: OcifsError | OSError) -> int:
+    """A layer that failed is an error; one stopped by the unmount is not."""
+    return logging.INFO if isinstance(exc, Unmounting) else logging.ERROR
 
 
 async def checked_merge(

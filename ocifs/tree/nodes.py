@@ -66,6 +66,12 @@ class Node:
     def check_open(self) -> None:
         """Raise if the file cannot be read at all (known bad blob)."""
 
+    def ready_content(self, limit: int) -> bytes | None:
+        """The whole content, if it is at most `limit` bytes and can be had without
+        blocking or waiting; else None (`ocifs.fuse` pushes it into the kernel's
+        page cache at open, saving the READ requests)."""
+        return None
+
     def readlink(self) -> str:
         from ocifs.errors import InvalidInput
 

@@ -9,10 +9,11 @@ to blob downloads and to manifests fetched by digest:
 - "busy" / "unavailable": answer the next `fail_next` blob requests with 429
   (`Retry-After: 1`) / 503, then forward;
 - "slow": forward blob bodies in 64 KiB pieces with a pause between them
-  (so a test can kill the registry mid-read). The upstream connection then has a
-  small fixed receive buffer, so the registry cannot have handed the kernel much
-  more than the proxy has sent when it is killed (with autotuned buffers a blob of
-  a few MiB sits whole in them and outlives the registry).
+  (so a test can kill the registry mid-read); with `hold_after` set, an answer stops
+  after that many body bytes until `resume` is set (`close()` sets it). The upstream
+  connection then has a small fixed receive buffer, so the registry cannot have
+  handed the kernel much more than the proxy has sent when it is killed (with
+  autotuned buffers a blob of a few MiB sits whole in them and outlives the registry).
 - "chunked": forward blob bodies with `Transfer-Encoding: chunked` and no
   Content-Length (httpx's own body path in ocifs); with `fail_next` > 0 that
   many answers end at half, without the last chunk.
@@ -37,6 +38,8 @@ class FaultProxy:
         self.digest: str | None = None
         self.blob_bytes = 0
         self.pause = 0.05
+        self.hold_after: int | None = None
+        self.resume = threading.Event()
         self.fail_next = 0
         self.refused: list[int] = []  # statuses answered instead of forwarding
         proxy = self
@@ -63,6 +66,7 @@ class FaultProxy:
         return f"docker://{self.host}/{repo}"
 
     def close(self) -> None:
+        self.resume.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -163,7 +167,10 @@ class FaultProxy:
                     self.blob_bytes += len(chunk)
                 if faulty and self.mode == "slow":
                     h.wfile.flush()
-                    threading.Event().wait(self.pause)
+                    if self.hold_after is not None and sent >= self.hold_after:
+                        self.resume.wait()
+                    else:
+                        threading.Event().wait(self.pause)
             if chunked and not h.close_connection:
                 h.wfile.write(b"0\r\n\r\n")
         except (OSError, http.client.HTTPException):

@@ -251,6 +251,45 @@ def test_disk_full(mount_image: Any, tmp_path: Path, monkeypatch: pytest.MonkeyP
             sh("umount", "-l", tmp_path / "small")
 
 
+def _takes_o_direct(directory: Path) -> bool:
+    try:
+        fd = os.open(directory / ".probe", os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o644)
+    except OSError as exc:
+        assert exc.errno == errno.EINVAL
+        return False
+    os.close(fd)
+    os.unlink(directory / ".probe")
+    return True
+
+
+# ramfs refuses O_DIRECT (EINVAL), as tmpfs did before Linux 6.6: the staging writes
+# fall back to plain pwrite. Mounting it needs root; without, only the local disk runs.
+@pytest.mark.parametrize("where", ["disk", "ramfs"] if os.geteuid() == 0 else ["disk"])
+def test_import_where_o_direct_is_refused(mount_image: Any, tmp_path: Path, where: str) -> None:
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    if where == "ramfs":
+        sh("mount", "-t", "ramfs", "ocifs-test-ramfs", fs, check=True)
+    try:
+        assert _takes_o_direct(fs) is (where == "disk")  # the path under test is taken
+        layout = empty_layout(fs / "layout")
+        m = mount_image(layout)
+        # several direct-write chunks (importer.directio.CHUNK) and an unaligned tail
+        data = os.urandom((9 << 20) + 12345)
+        src = tmp_path / "layer.bin"
+        src.write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        assert sh("cp", src, m.path / ".import/").returncode == 0
+        assert sh("cp", src, m.path / f".import/sha256:{digest}").returncode == 0
+        assert (layout / "blobs/sha256" / digest).read_bytes() == data
+        assert f"sha256:{digest}" in (m.path / ".import/.status").read_text()
+        sh("fusermount3", "-u", m.path)
+        layoutcheck.check(str(layout))  # no staging left
+    finally:
+        if where == "ramfs":
+            sh("umount", "-l", fs)
+
+
 def test_mkdir_rm_mv_ln_semantics(mount_image: Any, layout: Path) -> None:
     m = mount_image(layout)
     imp = m.path / ".import"

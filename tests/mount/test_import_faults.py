@@ -645,6 +645,24 @@ def test_temp_then_rename_writer_that_fails_commits_nothing(
     invariants(layout)
 
 
+def test_temporary_rewritten_before_its_rename_drops_the_first_staging(
+    mount_image: Any, layout: Path
+) -> None:
+    """A held temporary written again (O_TRUNC) starts a new import; the first one's
+    staging is discarded (in a worker thread) and only the second content commits."""
+    m = mount_image(layout)
+    temp = m.path / ".import/.layer.bin.XXXXXX"
+    first, second = os.urandom(5 << 20), os.urandom(3 << 20)
+    temp.write_bytes(first)  # held: a hidden unnamed file is kept staged at close
+    temp.write_bytes(second)
+    os.rename(temp, m.path / ".import/layer.bin")
+    assert "OK layer.bin: committed" in wait_for_line(m, " layer.bin:")
+    on_disk = blobs_on_disk(layout)
+    assert hashlib.sha256(second).hexdigest() in on_disk
+    assert hashlib.sha256(first).hexdigest() not in on_disk
+    invariants(layout)  # no staging left, from either content
+
+
 def test_rsync_of_an_archive_imports_it_under_its_real_name(
     mount_image: Any, layout: Path, images: dict[str, Path]
 ) -> None:
