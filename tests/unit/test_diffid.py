@@ -23,6 +23,7 @@ from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BytesReader
 from ocifs.codec.limits import DEFAULT
 from ocifs.codec.readers import CopyCorrupt
+from ocifs.errors import BlobUnavailable
 from ocifs.layers import diffid, indexer, serial
 from ocifs.layers.store import DATA_KIND, INDEX_KIND, LayerStore
 from ocifs.model.descriptor import Descriptor
@@ -142,6 +143,30 @@ def test_the_store_hashes_in_the_pass_only_a_layer_near_the_copy_limit(
             assert "hashing layer" not in caplog.text
             assert await st.diff_id(far) == f"sha256:{hashlib.sha256(far_raw).hexdigest()}"
             assert f"hashing layer {far.digest}" in caplog.text
+        st.close()
+
+    trio.run(main)
+
+
+def test_a_disk_error_while_hashing_is_not_the_layers_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an OSError is a BlobUnavailable naming the layer, and the next call hashes
+    # again (a wrong layer's error, by contrast, is repeated without the work)
+    raw = tb.build([tb.File("noise", os.urandom(100_000))])
+    src = tb.BlobSource(tmp_path)
+    desc = src.add(gzip.compress(raw, 1), "gz")
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+
+    async def main() -> None:
+        st = LayerStore(src, DiskCache(tmp_path / "cache"))
+        await st.index(desc)
+        monkeypatch.setenv("OCIFS_TEST_FAIL_AT", "diff-id-hash:EIO")
+        with pytest.raises(BlobUnavailable,
+                           match=f"layer {desc.digest}: diff_id: .*Input/output error"):
+            await st.diff_id(desc)
+        monkeypatch.delenv("OCIFS_TEST_FAIL_AT")
+        assert await st.diff_id(desc) == f"sha256:{hashlib.sha256(raw).hexdigest()}"
         st.close()
 
     trio.run(main)
