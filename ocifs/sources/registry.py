@@ -55,6 +55,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -442,6 +443,7 @@ class _Download:
         self._thread: threading.Thread | None = None
         self._have = 0
         self._temp_fd = -1
+        self._temp_path: Path | None = None  # the partial file, for `stop` to delete
         self._verified_fd = -1
         self._error: str | None = None
         self._permanent = False
@@ -481,6 +483,13 @@ class _Download:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
+            temp = self._temp_path
+            if thread.is_alive() and temp is not None:
+                # blocked where the stop cannot reach (a registry that never sends the
+                # headers: no socket recorded yet): the process exits with it, and its
+                # partial file must not stay behind (`DiskCache.evict` would remove it
+                # at a later mount, this removes it now)
+                temp.unlink(missing_ok=True)
         with self._cond:  # unmounting: reads still in os.pread close them when done
             for fd in {self._verified_fd, self._temp_fd} - {-1}:
                 self._retire(fd)
@@ -601,6 +610,7 @@ class _Download:
         permanent = False
         try:
             temp, sink = cache.new_temp(BLOB_KIND)
+            self._temp_path = temp
             with sink:
                 rfd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
                 with self._cond:
@@ -608,6 +618,7 @@ class _Download:
                     self._owned.add(rfd)
                 self._fetch(sink.fileno())
             cache.commit_file(temp, BLOB_KIND, str(self.digest))
+            self._temp_path = None
         except _Failed as exc:
             if self._stop:
                 log.info("GET %s: stopped (unmounting)", self._url)
@@ -625,6 +636,7 @@ class _Download:
             return
         if temp is not None:
             temp.unlink(missing_ok=True)
+        self._temp_path = None
         with self._cond:
             if rfd >= 0:
                 if self._temp_fd == rfd:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ocifs.cache import DiskCache
+from ocifs.cache import STALE_TEMP_S, DiskCache
 from ocifs.layers import serial
 from ocifs.layers.store import DATA_KIND, INDEX_KIND
 from ocifs.sources.registry import BLOB_KIND
@@ -227,6 +227,35 @@ def test_unmount_during_a_download_stops_it_and_leaves_nothing(
     log = m.log_text()
     assert "stopped (unmounting)" in log and "unmounted" in log
     assert " WARNING " not in log
+
+
+def test_a_dead_daemons_temporary_file_goes_at_the_next_mount(
+    mount_image: Any, sample_layout: Path, cache_dir: Path
+) -> None:
+    """A download the unmount could not end (a registry that never sends headers)
+    leaves its partial file when the process exits: the next mount removes it. A
+    temporary file a live process holds (its flock: `new_temp`) stays, however old."""
+    cache = DiskCache(cache_dir)
+    dead, dead_file = cache.new_temp(BLOB_KIND)
+    dead_file.write(b"partial")
+    dead_file.close()  # the writer is gone: nothing holds its lock
+    live, live_file = cache.new_temp(BLOB_KIND)  # this process is the live writer
+    try:
+        live_file.write(b"still coming")
+        live_file.flush()
+        old = time.time() - 2 * STALE_TEMP_S
+        for path in (dead, live):
+            os.utime(path, (old, old))
+        m = mount_image(sample_layout)
+        deadline = time.monotonic() + EXIT_BOUND
+        while "removed 1 stale temporary file" not in m.log_text():
+            assert time.monotonic() < deadline, "the mount never swept the cache"
+            time.sleep(0.01)
+        assert not dead.exists()
+        assert live.read_bytes() == b"still coming"
+    finally:
+        live_file.close()
+        live.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("name", ["INT", "TERM"])
