@@ -173,7 +173,9 @@ class RegistrySource(Source):
                 return _ManifestReader(self, digest, known.size)
             download = self._downloads.get(digest)
             if download is None:
-                download = self._downloads[digest] = _Download(self, digest, known.size)
+                # after `stop` it starts stopped: its reads fail (Unmounting), nothing starts
+                download = _Download(self, digest, known.size, stopped=self._closed)
+                self._downloads[digest] = download
             return download
 
     def list_blobs(self) -> list[Digest]:
@@ -298,6 +300,8 @@ class RegistrySource(Source):
     def _refresh(self) -> None:
         try:
             data = self._resolve()
+        except Unmounting:
+            data = None
         except OcifsError as exc:
             log.warning("refresh of %s failed (keeping the previous view): %s", self.ref, exc)
             data = None
@@ -435,7 +439,9 @@ class _Download:
     It is the blob's BlobReader too: every reader of the digest shares it.
     """
 
-    def __init__(self, source: RegistrySource, digest: Digest, size: int) -> None:
+    def __init__(
+        self, source: RegistrySource, digest: Digest, size: int, *, stopped: bool = False
+    ) -> None:
         self.source = source
         self.digest = digest
         self._size = size
@@ -448,7 +454,7 @@ class _Download:
         self._error: str | None = None
         self._permanent = False
         self._failed_at = 0.0
-        self._stop = False
+        self._stop = stopped
         #: furthest end of a read of a sequential pass; lowest end a pass waits for
         self._frontier = 0
         self._waiting = 1 << 62
@@ -585,7 +591,10 @@ class _Download:
     def _start(self) -> None:
         """Start a download unless one runs; a failed one is retried unless it was permanent
         or failed less than FAILURE_HOLD seconds ago (the reads of one `read()` call, the
-        kernel's readahead and its retry, all get that failure instead of a new download)."""
+        kernel's readahead and its retry, all get that failure instead of a new download).
+        None once stopped (unmounting): the caller sees `_stop` and fails."""
+        if self._stop:
+            return
         if self._thread is not None and (self._thread.is_alive() or self._error is None):
             return
         if self._error is not None and (
@@ -680,6 +689,8 @@ class _Download:
                     continue
                 except download.TooLarge as exc:
                     raise _Failed(str(exc), permanent=True) from None
+                except Unmounting:  # the client refused a request (`send`)
+                    raise _Failed("stopped (unmounting)") from None
                 except (RegistryError, download.WriteFailed, download.Stopped) as exc:
                     raise _Failed(str(exc)) from None
                 break
