@@ -279,10 +279,10 @@ class RegistryClient:
             self._pause(delay, f"{method} {url}")
 
     def _pause(self, seconds: float, what: str) -> None:
-        """The wait before a retry; cut short (RegistryError) when unmounting, so a
+        """The wait before a retry; cut short (Unmounting) when unmounting, so a
         download thread in it does not outlive the unmount."""
         if self.stopping.wait(seconds):
-            raise RegistryError(f"{what}: stopped (unmounting)")
+            raise Unmounting(f"{what}: stopped (unmounting)")
 
     @staticmethod
     def _reason(response: httpx.Response, stream: bool) -> str:

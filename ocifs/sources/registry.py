@@ -187,13 +187,17 @@ class RegistrySource(Source):
 
     def stop(self) -> None:
         """Unmounting: every download ends at once, and the reads waiting on it fail
-        (so an index pass reading a layer being downloaded ends too). Does not wait."""
-        self.client.stopping.set()
+        (so an index pass reading a layer being downloaded ends too). Does not wait.
+
+        The downloads hear of it before the client does: a download thread woken
+        from a retry wait by `client.stopping` then finds its own `_stop` set and
+        ends as a stop, not as a failure (an ERROR line, BlobUnavailable)."""
         with self._lock:
             self._closed = True
             downloads = list(self._downloads.values())
         for running in downloads:
             running.request_stop()
+        self.client.stopping.set()
 
     def close(self) -> None:
         self.stop()
@@ -563,10 +567,10 @@ class _Download:
                     if self._verified_fd >= 0:
                         fd = self._verified_fd
                         break
+                    if self._stop:  # first: a stopped download's error is the stop
+                        raise Unmounting(f"blob {self.digest}: unmounting")
                     if self._error is not None:
                         raise BlobUnavailable(f"blob {self.digest}: {self._error}")
-                    if self._stop:
-                        raise Unmounting(f"blob {self.digest}: unmounting")
                     if streamed and end < self._size and self._have >= end:
                         fd = self._temp_fd
                         break
@@ -629,7 +633,7 @@ class _Download:
             cache.commit_file(temp, BLOB_KIND, str(self.digest))
             self._temp_path = None
         except _Failed as exc:
-            if self._stop:
+            if self._stop or self.source.client.stopping.is_set():
                 log.info("GET %s: stopped (unmounting)", self._url)
             else:
                 log.error("GET %s: %s", self._url, exc)

@@ -41,6 +41,7 @@ class FaultProxy:
         self.hold_after: int | None = None
         self.resume = threading.Event()
         self.fail_next = 0
+        self.retry_after = "1"  # the Retry-After of a 429 ("busy")
         self.refused: list[int] = []  # statuses answered instead of forwarding
         proxy = self
 
@@ -85,7 +86,7 @@ class FaultProxy:
         self.refused.append(status)
         h.send_response(status)
         if status == 429:
-            h.send_header("Retry-After", "1")
+            h.send_header("Retry-After", self.retry_after)
         h.send_header("Content-Length", "0")
         h.end_headers()
         return True
