@@ -32,7 +32,7 @@ from tests.conftest import OCIFS, REPO, _is_mounted, _wait_gone, ocifs, require_
 from tests.helpers import tarbuilder as tb
 from tests.helpers.faultproxy import FaultProxy
 from tests.helpers.layoutbuilder import Layout
-from tests.helpers.registry import make_big_image, push, start_registry
+from tests.helpers.registry import make_big_image, make_ca_and_cert, push, start_registry
 from tests.mount.test_index_kill import children_of, comm
 
 #: generous bound for the daemon's exit: without the stop it waits for the gate
@@ -155,14 +155,21 @@ def open_files(pid: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def registry_behind_proxy(tmp_path: Path, size: int) -> Iterator[tuple[FaultProxy, str]]:
-    """(fault proxy in front of a registry holding a `size`-byte layer, its digest)."""
+def registry_behind_proxy(
+    tmp_path: Path, size: int, *, tls: bool = False
+) -> Iterator[tuple[FaultProxy, str]]:
+    """(fault proxy in front of a registry holding a `size`-byte layer, its digest);
+    `tls`: the proxy answers HTTPS."""
     require_fuse()
     require_tools("docker-registry", "skopeo")
     layout = tmp_path / "layout"
     layer = make_big_image(layout, size)
     reg = start_registry(tmp_path / "registry")
-    proxy = FaultProxy(reg.host)
+    cert = None
+    if tls:
+        _ca, crt, key = make_ca_and_cert(tmp_path / "proxy-tls")
+        cert = (crt, key)
+    proxy = FaultProxy(reg.host, tls=cert)
     try:
         push(layout, "big", reg, "big:1")
         yield proxy, layer
@@ -209,11 +216,15 @@ def test_sigterm_while_a_download_waits_to_retry_exits_before_the_retries(
     assert not [line for line in log.splitlines() if " ERROR " in line]
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_unmount_during_a_download_stops_it_and_leaves_nothing(
-    mount_image: Any, tmp_path: Path, cache_dir: Path
+    mount_image: Any, tmp_path: Path, cache_dir: Path, tls: bool
 ) -> None:
+    """Also over TLS, where the stop shuts the socket down under the TLS layer (an
+    `SSLSocket.shutdown` from the unmount made the reading thread fail with a
+    ValueError and a traceback)."""
     size = 16 << 20
-    with registry_behind_proxy(tmp_path, size) as (proxy, layer):
+    with registry_behind_proxy(tmp_path, size, tls=tls) as (proxy, layer):
         proxy.mode, proxy.digest, proxy.pause = "slow", layer, 0.0
         proxy.hold_after = 4 << 20  # then nothing more until proxy.resume is set
         m = mount_image(proxy.ref("big:1"), "--tls-verify=false")
@@ -228,7 +239,7 @@ def test_unmount_during_a_download_stops_it_and_leaves_nothing(
     assert temp_files(cache_dir) == []
     log = m.log_text()
     assert "stopped (unmounting)" in log and "unmounted" in log
-    assert " WARNING " not in log
+    assert " WARNING " not in log and "Traceback" not in log
 
 
 def test_a_dead_daemons_temporary_file_goes_at_the_next_mount(
