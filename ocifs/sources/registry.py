@@ -404,6 +404,12 @@ def _close_elsewhere(fd: int) -> None:
     threading.Thread(target=os.close, args=(fd,), name="ocifs-close", daemon=True).start()
 
 
+def _close_now(fd: int) -> None:
+    """Close a retired fd here (-1: nothing to close)."""
+    if fd >= 0:
+        os.close(fd)
+
+
 class _ManifestReader:
     """A manifest's bytes, fetched (and verified) on the first read."""
 
@@ -501,19 +507,25 @@ class _Download:
                 # at a later mount, this removes it now)
                 temp.unlink(missing_ok=True)
         with self._cond:  # unmounting: reads still in os.pread close them when done
-            for fd in {self._verified_fd, self._temp_fd} - {-1}:
-                self._retire(fd)
+            idle = [self._retire(fd) for fd in {self._verified_fd, self._temp_fd} - {-1}]
             self._verified_fd = self._temp_fd = -1
+        for fd in idle:
+            _close_now(fd)
 
-    def _retire(self, fd: int) -> None:
-        """Close `fd` now, or when the last pread using it ends (once). Hold `_cond`."""
+    def _retire(self, fd: int) -> int:
+        """Give up `fd`: returns it if no pread uses it (the caller closes it once it
+        has let go of `_cond`), else leaves it to the last pread using it; -1 then,
+        or if it was retired already. Hold `_cond`.
+
+        Never closed under `_cond`: the trio thread takes it (`request_stop`, inline
+        `pread`), and the last close of a big deleted partial file takes a while."""
         if fd not in self._owned:
-            return
+            return -1
         self._owned.discard(fd)
         if self._users.get(fd):
             self._retired.add(fd)
-        else:
-            os.close(fd)
+            return -1
+        return fd
 
     def _release(self, fd: int) -> None:
         with self._cond:
@@ -571,7 +583,12 @@ class _Download:
                         raise Unmounting(f"blob {self.digest}: unmounting")
                     if self._error is not None:
                         raise BlobUnavailable(f"blob {self.digest}: {self._error}")
-                    if streamed and end < self._size and self._have >= end:
+                    if (
+                        streamed
+                        and end < self._size
+                        and self._have >= end
+                        and self._temp_fd >= 0
+                    ):
                         fd = self._temp_fd
                         break
                     self._cond.wait(1.0)
@@ -650,11 +667,14 @@ class _Download:
         if temp is not None:
             temp.unlink(missing_ok=True)
         self._temp_path = None
-        with self._cond:
-            if rfd >= 0:
+        if rfd >= 0:
+            with self._cond:  # readers wait (no bytes, no error) until the error is set
                 if self._temp_fd == rfd:
                     self._temp_fd = -1
-                self._retire(rfd)
+                    self._have = 0
+                idle = self._retire(rfd)
+            _close_now(idle)  # this worker thread frees the blocks, not under `_cond`
+        with self._cond:
             self._error = error
             self._permanent = permanent
             self._failed_at = time.monotonic()
