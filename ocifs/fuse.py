@@ -510,7 +510,11 @@ class Operations(pyfuse3.Operations):
         file's last read). Only bytes `ready_content` has without blocking; any
         other case is left to READ.
         """
-        data = node.ready_content(self._push_limit)
+        try:
+            data = node.ready_content(self._push_limit)
+        except Exception:  # a bug, but only an optimisation failed: the open stands
+            log.exception("pushing inode %d into the page cache failed", inode)
+            return
         if data is None:
             return
         try:

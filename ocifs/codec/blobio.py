@@ -73,6 +73,21 @@ class BlobReader(Protocol):
     def close(self) -> None: ...
 
 
+def pread_cached(fd: int, size: int, offset: int) -> bytes | None:
+    """`size` bytes at `offset` if the page cache holds them all, else None.
+
+    `RWF_NOWAIT` makes the read fail (EAGAIN) or come back short instead of
+    waiting for the disk: for work that is only worth doing when it is cheap,
+    such as pushing a file's bytes into the kernel before anyone asked for them.
+    """
+    buf = bytearray(size)
+    try:
+        got = os.preadv(fd, [buf], offset, os.RWF_NOWAIT)
+    except (BlockingIOError, OSError):
+        return None
+    return bytes(buf) if got == size else None
+
+
 def clamp(offset: int, size: int, total: int) -> int:
     """Bytes a read of `size` at `offset` gets from `total` bytes (0: nothing to read).
 
@@ -105,6 +120,11 @@ class FileRegionReader:
     def pread(self, offset: int, size: int) -> bytes:
         size = clamp(offset, size, self._size)
         return os.pread(self.fd, size, self.start + offset) if size else b""
+
+    def pread_if_cached(self, offset: int, size: int) -> bytes | None:
+        """`pread`, or None if the bytes are not all in the page cache (no disk wait)."""
+        size = clamp(offset, size, self._size)
+        return pread_cached(self.fd, size, self.start + offset) if size else b""
 
     def changed(self) -> bool:
         """Whether the file may have changed since this reader was opened.

@@ -16,7 +16,7 @@ from typing import IO, cast
 
 import zstandard
 
-from ocifs.codec.blobio import BlobReader, ReaderFile, clamp
+from ocifs.codec.blobio import BlobReader, ReaderFile, clamp, pread_cached
 from ocifs.codec.decode import CRC_BLOCK, crc32
 from ocifs.errors import LayerCorrupt
 
@@ -52,6 +52,25 @@ class UnpackedReader:
                     raise CopyCorrupt(f"block {block}")
                 checked[block] = 1
         return os.pread(self.fd, end - offset, offset)
+
+    def pread_if_cached(self, offset: int, size: int) -> bytes | None:
+        """`pread` if every byte it needs (its CRC blocks included) is in the page
+        cache, else None: never waits for the disk."""
+        size = clamp(offset, size, self._size)
+        if not size:
+            return b""
+        end = offset + size
+        checked = self._checked
+        for block in range(offset // CRC_BLOCK, (end - 1) // CRC_BLOCK + 1):
+            if not checked[block]:
+                want = min(CRC_BLOCK, self._size - block * CRC_BLOCK)
+                data = pread_cached(self.fd, want, block * CRC_BLOCK)
+                if data is None:
+                    return None
+                if crc32(data) != self._crcs[block]:
+                    raise CopyCorrupt(f"block {block}")
+                checked[block] = 1
+        return pread_cached(self.fd, size, offset)
 
     def close(self) -> None:
         os.close(self.fd)

@@ -60,6 +60,13 @@ class GuardedBlob:
             )
         return data
 
+    def pread_if_cached(self, offset: int, size: int) -> bytes | None:
+        """`pread` if the page cache holds the bytes (None, never a disk wait)."""
+        data = self._blob.pread_if_cached(offset, size)
+        if data is not None and self._blob.changed():
+            return None  # let the real read report it
+        return data
+
     def close(self) -> None:
         self._blob.close()
 

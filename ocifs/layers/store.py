@@ -487,11 +487,13 @@ class LayerStore:
         """All of a FILE entry's bytes if they can be had now without blocking, or None.
 
         "Now" means: the layer is indexed, its reader is open and reads inline (an
-        unpacked copy in the page cache, or the blob file itself), `entry` belongs to
-        the final index, is not sparse, holds 1 to `limit` bytes and lies before any
-        damage. Anything else, and any error, is None: the caller then leaves the
-        bytes to `read()`, which waits, retries and reports as it always does (the
-        CRC and digest checks are the reader's own, the same for both ways).
+        unpacked copy, or the blob file itself), every byte needed is in the page
+        cache (read with RWF_NOWAIT: this runs on the trio thread, for bytes nobody
+        has asked for yet), `entry` belongs to the final index, is not sparse, holds
+        1 to `limit` bytes and lies before any damage. Anything else, and any error,
+        is None: the caller then leaves the bytes to `read()`, which waits, retries
+        and reports as it always does (the CRC and digest checks are the reader's
+        own, the same for both ways).
         """
         layer = self._layers.done.get(desc.digest)
         if layer is None or not layer.inline or entry.sparse is not None:
@@ -509,11 +511,14 @@ class LayerStore:
         entries = layer.record.index.entries
         if not (entry.identity < len(entries) and entries[entry.identity] is entry):
             return None
+        pread_if_cached = getattr(reader, "pread_if_cached", None)
+        if pread_if_cached is None:
+            return None
         try:
-            data = reader.pread(start, size)
+            data = pread_if_cached(start, size)
         except (CopyCorrupt, OcifsError, OSError):
             return None
-        return data if len(data) == size else None
+        return data if data is not None and len(data) == size else None
 
     async def _read_stream(
         self, desc: Descriptor, layer: _Layer, entry: Entry, start: int, size: int

@@ -115,6 +115,31 @@ def test_small_files_are_read_without_read_requests(
     assert m.log_text().count(" read fh=") > before
 
 
+def test_nothing_is_pushed_from_a_copy_that_is_not_in_the_page_cache(
+    mount_image: Any, image: tuple[Path, dict[str, bytes]]
+) -> None:
+    """The push runs on the request loop for bytes nobody asked for yet, so it
+    only takes what the page cache holds (RWF_NOWAIT): with the unpacked copy
+    evicted, small files are read through READ requests, with exact bytes."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root: the page cache is emptied through /proc/sys/vm/drop_caches")
+    layout, files = image
+    m = mount_image(layout, "--debug", "--read-only")
+    layer = m.path / "refs/zst/layers/0"
+    first = layer / "d/f1"
+    assert first.read_bytes() == files["d/f1"]  # the layer is indexed, its reader open
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("1\n")  # clean page-cache pages
+    small = [
+        n for n, data in files.items()
+        if 0 < len(data) <= PUSH_LIMIT and n not in ("d/hard", "d/f1")
+    ][:20]
+    before = m.log_text().count(" read fh=")
+    for name in small:
+        assert (layer / name).read_bytes() == files[name]
+    assert m.log_text().count(" read fh=") > before
+
+
 def test_a_file_held_open_is_not_pushed_again(
     mount_image: Any, image: tuple[Path, dict[str, bytes]]
 ) -> None:
