@@ -13,6 +13,7 @@ file and no decoder process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -25,9 +26,12 @@ from typing import Any
 import pytest
 
 from ocifs.cache import STALE_TEMP_S, DiskCache
+from ocifs.errors import Unmounting
 from ocifs.layers import serial
 from ocifs.layers.store import DATA_KIND, INDEX_KIND
-from ocifs.sources.registry import BLOB_KIND
+from ocifs.model import digest as digest_mod
+from ocifs.registry.options import RegistryOptions
+from ocifs.sources.registry import BLOB_KIND, open_registry
 from tests.conftest import OCIFS, REPO, _is_mounted, _wait_gone, ocifs, require_fuse, require_tools
 from tests.helpers import tarbuilder as tb
 from tests.helpers.faultproxy import FaultProxy
@@ -217,6 +221,30 @@ def test_sigterm_while_a_download_waits_to_retry_exits_before_the_retries(
     log = m.log_text()
     assert "stopped (unmounting)" in log
     assert not [line for line in log.splitlines() if " ERROR " in line]
+
+
+def test_nothing_is_requested_from_the_registry_after_the_stop(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    """A read that opens a blob after `stop()` (a request the loop was still answering)
+    starts no download, and the client sends nothing more: Unmounting at once."""
+    with registry_behind_proxy(tmp_path, 1 << 20) as (proxy, layer):
+        proxy.mode, proxy.digest, proxy.fail_next = "unavailable", layer, 100
+        options = RegistryOptions(tls_verify=False)
+        source = open_registry(proxy.ref("big:1"), options, DiskCache(cache_dir))
+        try:
+            index = json.loads(source.index_bytes())
+            source.manifest_bytes(digest_mod.parse(index["manifests"][0]["digest"]))
+            source.stop()
+            blob = source.open_blob(digest_mod.parse(layer))
+            with pytest.raises(Unmounting):
+                blob.pread(0, 4096)
+            with pytest.raises(Unmounting):
+                source.client.send("GET", source.client.repo_url("tags/list"))
+            assert proxy.refused == []  # no request for the blob reached the registry
+        finally:
+            source.close()
+    assert temp_files(cache_dir) == []
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
