@@ -15,6 +15,12 @@ Total size is kept under a limit by evicting the least recently used entries
 and then kept up to date as entries are added; it is recounted when it would
 pass the limit or has not been for `RECOUNT_S` (other processes share the
 directory), so adding an entry does not stat every file.
+
+Temporary files (`.tmp-*`, renamed into place when complete) are never counted.
+`new_temp` flocks its file for as long as it is open, so the count also removes
+the temporaries a dead process left (a download the unmount could not end, a
+crash): unlocked and untouched for `STALE_TEMP_S`. The daemon counts once at
+mount (`serve`), so a leftover goes at the next mount at the latest.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ DEFAULT_LIMIT = 10 * 1024**3
 RECOUNT_S = 60.0
 #: how long a process waits for another one building the same entry (seconds)
 BUILD_WAIT_S = 600.0
+#: an unlocked temporary file untouched this long is a dead process's leftover (seconds);
+#: `_write_atomic`'s short-lived temporaries are not locked, so age alone must exclude them
+STALE_TEMP_S = 600.0
 
 
 #: entries are opened so that a FIFO or symlink planted in the cache cannot block or redirect
@@ -203,6 +212,7 @@ class DiskCache:
         d = self.directory / kind
         d.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=".tmp-", dir=d)
+        durable.try_lock(fd)  # "in use" for `evict` until closed (a fresh file: never held)
         return Path(name), os.fdopen(fd, "wb")
 
     def commit_file(self, temp: Path, kind: str, key: str) -> Path:
@@ -261,10 +271,12 @@ class DiskCache:
         return total or 0
 
     def evict(self) -> None:
-        """Count the cache on disk; delete least recently used entries until it fits."""
+        """Count the cache on disk; delete least recently used entries until it fits,
+        and stale temporary files (module docstring)."""
         with self._lock:
             entries: list[tuple[float, int, Path]] = []
             total = 0
+            stale = 0
             self._counted_at = time.monotonic()
             if not self.directory.exists():
                 self._total = 0
@@ -276,6 +288,7 @@ class DiskCache:
                     dirs.remove("locks")
                 for name in files:
                     if name.startswith(".tmp-"):
+                        stale += self._remove_if_stale(Path(root) / name)
                         continue
                     p = Path(root) / name
                     try:
@@ -292,6 +305,28 @@ class DiskCache:
                     self._discard(p)
                     total -= size
             self._total = total
+        if stale:
+            log.info("cache %s: removed %d stale temporary file(s)", self.directory, stale)
+
+    def _remove_if_stale(self, path: Path) -> bool:
+        """Delete a temporary file no live process holds (its flock) or has written to
+        for STALE_TEMP_S; whether it was deleted."""
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_TEMP_S:
+                return False
+            if not durable.try_lock(fd):
+                return False  # its writer is alive (a download held by a slow registry)
+            path.unlink()  # under our lock: a writer cannot have taken it in between
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

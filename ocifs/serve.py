@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -155,6 +156,9 @@ def serve(
     _init_fuse(ops, mountpoint, _fuse_options(source, opts))
     _test_signal_after_init()
     log.info("mounted %s (%s) on %s", source.path, source.kind, mountpoint)
+    # count the cache now, off the trio thread: that also removes the temporary
+    # files a dead daemon left (a download it could not end before exiting)
+    threading.Thread(target=cache.evict, name="ocifs-cache-count", daemon=True).start()
     status = 0
 
     def stop_background() -> None:

@@ -23,7 +23,7 @@ class LayerProgress:
     digest: str
     size: int
     #: "indexing", "indexed" (built by this mount), "cached" (read from the
-    #: persistent cache), "failed"
+    #: persistent cache), "failed", "stopped" (the mount is going away)
     state: str = "indexing"
     #: compressed bytes of the blob read so far
     done: int = 0
@@ -58,7 +58,8 @@ class IndexProgress:
 
     def loaded(self, desc: Descriptor, entries: int) -> None:
         """The index came from the persistent cache: nothing to read."""
-        if str(desc.digest) in self.layers and self.layers[str(desc.digest)].state != "failed":
+        known = self.layers.get(str(desc.digest))
+        if known is not None and known.state not in ("failed", "stopped"):
             return
         self.layers[str(desc.digest)] = LayerProgress(
             str(desc.digest), desc.size, "cached", desc.size, seconds=0.0, entries=entries

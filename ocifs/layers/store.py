@@ -183,6 +183,8 @@ class LayerStore:
             raise type(broken)(str(broken))
         try:
             return await self._layers.get(desc.digest, compute)
+        except Unmounting:
+            raise  # a stop, not a verdict on the layer
         except OcifsError as exc:
             self._broken[desc.digest] = exc
             raise
@@ -273,9 +275,11 @@ class LayerStore:
         try:
             record = self._build(desc, live)
         except Exception as exc:
-            progress.state, progress.error = "failed", str(exc)
+            stopped = isinstance(exc, Unmounting)
+            progress.state = "stopped" if stopped else "failed"
+            progress.error = None if stopped else str(exc)
             progress.seconds = time.monotonic() - started
-            how = "stopped (unmounting)" if isinstance(exc, Unmounting) else "failed"
+            how = "stopped (unmounting)" if stopped else "failed"
             log.info("indexing layer %s %s after %.3f s", desc.digest, how, progress.seconds)
             raise
         progress.seconds = time.monotonic() - started
@@ -367,6 +371,8 @@ class LayerStore:
             raise type(broken)(str(broken))
         try:
             return await self._diff_ids.get(desc.digest, compute)
+        except Unmounting:
+            raise  # a stop, not a verdict on the layer
         except OcifsError as exc:  # repeated, not redone, like a failed index ...
             if not isinstance(exc.__cause__, OSError):  # ... unless the disk failed
                 self._diff_broken[desc.digest] = exc

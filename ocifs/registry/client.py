@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 
-from ocifs.errors import RegistryError
+from ocifs.errors import RegistryError, Unmounting
 from ocifs.registry.auth import Challenge, Credentials, parse_challenge
 from ocifs.registry.reference import Reference
 
@@ -229,12 +229,15 @@ class RegistryClient:
     ) -> httpx.Response:
         """One request with auth and retries; the response has a status in `ok`.
 
-        Streamed responses are the caller's to close. Raises RegistryError.
+        Streamed responses are the caller's to close. Raises RegistryError, or
+        Unmounting once `stopping` is set (no new request after the unmount).
         """
         attempt = 0
         reauthed = False
         scope = self._scope(None)
         while True:
+            if self.stopping.is_set():
+                raise Unmounting(f"{method} {url}: not sent (unmounting)")
             hdrs = dict(headers or {})
             auth = self._auth_header(scope)
             if auth is not None:
@@ -276,10 +279,10 @@ class RegistryClient:
             self._pause(delay, f"{method} {url}")
 
     def _pause(self, seconds: float, what: str) -> None:
-        """The wait before a retry; cut short (RegistryError) when unmounting, so a
+        """The wait before a retry; cut short (Unmounting) when unmounting, so a
         download thread in it does not outlive the unmount."""
         if self.stopping.wait(seconds):
-            raise RegistryError(f"{what}: stopped (unmounting)")
+            raise Unmounting(f"{what}: stopped (unmounting)")
 
     @staticmethod
     def _reason(response: httpx.Response, stream: bool) -> str:

@@ -146,9 +146,13 @@ def connection_socket(response: httpx.Response) -> socket.socket | None:
 
 def interrupt(sock: socket.socket) -> None:
     """End a receive blocked on `sock` in another thread now (unmounting): it sees the
-    end of the stream instead of waiting up to the read timeout for the next byte."""
+    end of the stream instead of waiting up to the read timeout for the next byte.
+
+    The base class's `shutdown` even for a TLS socket: `SSLSocket.shutdown` also
+    drops its SSL object, and the reading thread then fails with ValueError ("Read
+    on closed or unwrapped SSL socket") instead of seeing the connection end."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass  # already closed
 
@@ -211,6 +215,10 @@ def receive(
             have = _from_socket(sock, sink, have, left, timeout, stopped)
     except httpx.TransportError as exc:
         raise Transient(describe(exc)) from None
+    except ValueError:
+        if stopped():  # a TLS socket unwrapped under the read by the stop (belt and braces)
+            raise Stopped("unmounting") from None
+        raise
     finally:
         chunks.close()  # type: ignore[attr-defined]
     return have

@@ -55,6 +55,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -172,7 +173,9 @@ class RegistrySource(Source):
                 return _ManifestReader(self, digest, known.size)
             download = self._downloads.get(digest)
             if download is None:
-                download = self._downloads[digest] = _Download(self, digest, known.size)
+                # after `stop` it starts stopped: its reads fail (Unmounting), nothing starts
+                download = _Download(self, digest, known.size, stopped=self._closed)
+                self._downloads[digest] = download
             return download
 
     def list_blobs(self) -> list[Digest]:
@@ -184,13 +187,17 @@ class RegistrySource(Source):
 
     def stop(self) -> None:
         """Unmounting: every download ends at once, and the reads waiting on it fail
-        (so an index pass reading a layer being downloaded ends too). Does not wait."""
-        self.client.stopping.set()
+        (so an index pass reading a layer being downloaded ends too). Does not wait.
+
+        The downloads hear of it before the client does: a download thread woken
+        from a retry wait by `client.stopping` then finds its own `_stop` set and
+        ends as a stop, not as a failure (an ERROR line, BlobUnavailable)."""
         with self._lock:
             self._closed = True
             downloads = list(self._downloads.values())
         for running in downloads:
             running.request_stop()
+        self.client.stopping.set()
 
     def close(self) -> None:
         self.stop()
@@ -297,6 +304,8 @@ class RegistrySource(Source):
     def _refresh(self) -> None:
         try:
             data = self._resolve()
+        except Unmounting:
+            data = None
         except OcifsError as exc:
             log.warning("refresh of %s failed (keeping the previous view): %s", self.ref, exc)
             data = None
@@ -395,6 +404,12 @@ def _close_elsewhere(fd: int) -> None:
     threading.Thread(target=os.close, args=(fd,), name="ocifs-close", daemon=True).start()
 
 
+def _close_now(fd: int) -> None:
+    """Close a retired fd here (-1: nothing to close)."""
+    if fd >= 0:
+        os.close(fd)
+
+
 class _ManifestReader:
     """A manifest's bytes, fetched (and verified) on the first read."""
 
@@ -434,7 +449,9 @@ class _Download:
     It is the blob's BlobReader too: every reader of the digest shares it.
     """
 
-    def __init__(self, source: RegistrySource, digest: Digest, size: int) -> None:
+    def __init__(
+        self, source: RegistrySource, digest: Digest, size: int, *, stopped: bool = False
+    ) -> None:
         self.source = source
         self.digest = digest
         self._size = size
@@ -442,11 +459,12 @@ class _Download:
         self._thread: threading.Thread | None = None
         self._have = 0
         self._temp_fd = -1
+        self._temp_path: Path | None = None  # the partial file, for `stop` to delete
         self._verified_fd = -1
         self._error: str | None = None
         self._permanent = False
         self._failed_at = 0.0
-        self._stop = False
+        self._stop = stopped
         #: furthest end of a read of a sequential pass; lowest end a pass waits for
         self._frontier = 0
         self._waiting = 1 << 62
@@ -481,20 +499,33 @@ class _Download:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
+            temp = self._temp_path
+            if thread.is_alive() and temp is not None:
+                # blocked where the stop cannot reach (a registry that never sends the
+                # headers: no socket recorded yet): the process exits with it, and its
+                # partial file must not stay behind (`DiskCache.evict` would remove it
+                # at a later mount, this removes it now)
+                temp.unlink(missing_ok=True)
         with self._cond:  # unmounting: reads still in os.pread close them when done
-            for fd in {self._verified_fd, self._temp_fd} - {-1}:
-                self._retire(fd)
+            idle = [self._retire(fd) for fd in {self._verified_fd, self._temp_fd} - {-1}]
             self._verified_fd = self._temp_fd = -1
+        for fd in idle:
+            _close_now(fd)
 
-    def _retire(self, fd: int) -> None:
-        """Close `fd` now, or when the last pread using it ends (once). Hold `_cond`."""
+    def _retire(self, fd: int) -> int:
+        """Give up `fd`: returns it if no pread uses it (the caller closes it once it
+        has let go of `_cond`), else leaves it to the last pread using it; -1 then,
+        or if it was retired already. Hold `_cond`.
+
+        Never closed under `_cond`: the trio thread takes it (`request_stop`, inline
+        `pread`), and the last close of a big deleted partial file takes a while."""
         if fd not in self._owned:
-            return
+            return -1
         self._owned.discard(fd)
         if self._users.get(fd):
             self._retired.add(fd)
-        else:
-            os.close(fd)
+            return -1
+        return fd
 
     def _release(self, fd: int) -> None:
         with self._cond:
@@ -548,11 +579,16 @@ class _Download:
                     if self._verified_fd >= 0:
                         fd = self._verified_fd
                         break
+                    if self._stop:  # first: a stopped download's error is the stop
+                        raise Unmounting(f"blob {self.digest}: unmounting")
                     if self._error is not None:
                         raise BlobUnavailable(f"blob {self.digest}: {self._error}")
-                    if self._stop:
-                        raise Unmounting(f"blob {self.digest}: unmounting")
-                    if streamed and end < self._size and self._have >= end:
+                    if (
+                        streamed
+                        and end < self._size
+                        and self._have >= end
+                        and self._temp_fd >= 0
+                    ):
                         fd = self._temp_fd
                         break
                     self._cond.wait(1.0)
@@ -576,7 +612,10 @@ class _Download:
     def _start(self) -> None:
         """Start a download unless one runs; a failed one is retried unless it was permanent
         or failed less than FAILURE_HOLD seconds ago (the reads of one `read()` call, the
-        kernel's readahead and its retry, all get that failure instead of a new download)."""
+        kernel's readahead and its retry, all get that failure instead of a new download).
+        None once stopped (unmounting): the caller sees `_stop` and fails."""
+        if self._stop:
+            return
         if self._thread is not None and (self._thread.is_alive() or self._error is None):
             return
         if self._error is not None and (
@@ -601,6 +640,7 @@ class _Download:
         permanent = False
         try:
             temp, sink = cache.new_temp(BLOB_KIND)
+            self._temp_path = temp
             with sink:
                 rfd = os.open(temp, os.O_RDONLY | os.O_CLOEXEC)
                 with self._cond:
@@ -608,8 +648,9 @@ class _Download:
                     self._owned.add(rfd)
                 self._fetch(sink.fileno())
             cache.commit_file(temp, BLOB_KIND, str(self.digest))
+            self._temp_path = None
         except _Failed as exc:
-            if self._stop:
+            if self._stop or self.source.client.stopping.is_set():
                 log.info("GET %s: stopped (unmounting)", self._url)
             else:
                 log.error("GET %s: %s", self._url, exc)
@@ -625,11 +666,15 @@ class _Download:
             return
         if temp is not None:
             temp.unlink(missing_ok=True)
-        with self._cond:
-            if rfd >= 0:
+        self._temp_path = None
+        if rfd >= 0:
+            with self._cond:  # readers wait (no bytes, no error) until the error is set
                 if self._temp_fd == rfd:
                     self._temp_fd = -1
-                self._retire(rfd)
+                    self._have = 0
+                idle = self._retire(rfd)
+            _close_now(idle)  # this worker thread frees the blocks, not under `_cond`
+        with self._cond:
             self._error = error
             self._permanent = permanent
             self._failed_at = time.monotonic()
@@ -668,6 +713,8 @@ class _Download:
                     continue
                 except download.TooLarge as exc:
                     raise _Failed(str(exc), permanent=True) from None
+                except Unmounting:  # the client refused a request (`send`)
+                    raise _Failed("stopped (unmounting)") from None
                 except (RegistryError, download.WriteFailed, download.Stopped) as exc:
                     raise _Failed(str(exc)) from None
                 break

@@ -18,21 +18,24 @@ to blob downloads and to manifests fetched by digest:
   Content-Length (httpx's own body path in ocifs); with `fail_next` > 0 that
   many answers end at half, without the last chunk.
 Everything else (manifests by tag, tags, auth, HEAD) is forwarded unchanged. `blob_bytes`
-counts body bytes sent for blobs.
+counts body bytes sent for blobs. With `tls` (certificate, key) the proxy answers
+HTTPS (ocifs with `--tls-verify=false` then talks TLS to it).
 """
 
 from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
 
 
 class FaultProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, tls: tuple[Path, Path] | None = None) -> None:
         self.upstream = upstream  # host:port, plain http
         self.mode = "pass"
         self.digest: str | None = None
@@ -41,6 +44,7 @@ class FaultProxy:
         self.hold_after: int | None = None
         self.resume = threading.Event()
         self.fail_next = 0
+        self.retry_after = "1"  # the Retry-After of a 429 ("busy")
         self.refused: list[int] = []  # statuses answered instead of forwarding
         proxy = self
 
@@ -58,6 +62,10 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
@@ -85,7 +93,7 @@ class FaultProxy:
         self.refused.append(status)
         h.send_response(status)
         if status == 429:
-            h.send_header("Retry-After", "1")
+            h.send_header("Retry-After", self.retry_after)
         h.send_header("Content-Length", "0")
         h.end_headers()
         return True

@@ -13,6 +13,7 @@ file and no decoder process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -24,15 +25,18 @@ from typing import Any
 
 import pytest
 
-from ocifs.cache import DiskCache
+from ocifs.cache import STALE_TEMP_S, DiskCache
+from ocifs.errors import Unmounting
 from ocifs.layers import serial
 from ocifs.layers.store import DATA_KIND, INDEX_KIND
-from ocifs.sources.registry import BLOB_KIND
+from ocifs.model import digest as digest_mod
+from ocifs.registry.options import RegistryOptions
+from ocifs.sources.registry import BLOB_KIND, open_registry
 from tests.conftest import OCIFS, REPO, _is_mounted, _wait_gone, ocifs, require_fuse, require_tools
 from tests.helpers import tarbuilder as tb
 from tests.helpers.faultproxy import FaultProxy
 from tests.helpers.layoutbuilder import Layout
-from tests.helpers.registry import make_big_image, push, start_registry
+from tests.helpers.registry import make_big_image, make_ca_and_cert, push, start_registry
 from tests.mount.test_index_kill import children_of, comm
 
 #: generous bound for the daemon's exit: without the stop it waits for the gate
@@ -78,11 +82,12 @@ def test_unmount_during_an_index_pass_stops_it_and_leaves_nothing(
         assert decoders, "no igzip child while the pass runs"
 
     _unmount_and_wait(m)
-    assert not gate.exists()  # the pass never went past the gate on its own
+    key = desc["digest"]
+    # the pass ended by the stop (at the gate or at its next chunk), not at its end
+    assert f"indexing layer {key} stopped (unmounting)" in m.log_text()
     for pid in decoders:
         assert _wait_gone(pid), f"decoder {pid} outlived the daemon"
     cache = DiskCache(cache_dir)
-    key = desc["digest"]
     assert cache.get(INDEX_KIND, key, version=serial.FORMAT) is None
     assert not cache.path_for(DATA_KIND, key).exists()
     assert temp_files(cache_dir) == []
@@ -130,7 +135,9 @@ def test_sigterm_while_waiting_for_another_daemons_index_exits_at_once(
         time.sleep(0.01)
     os.kill(pid, signal.SIGTERM)
     assert _wait_gone(pid, EXIT_BOUND), "the daemon waited for the other one's index"
-    assert not gate.exists()
+    # the first daemon (held at the gate) has not written the index: the second one
+    # stopped waiting for it rather than loading it
+    assert DiskCache(cache_dir).get(INDEX_KIND, desc["digest"], version=serial.FORMAT) is None
     looker.join(EXIT_BOUND)
     assert not looker.is_alive() and failures  # its lookup failed: it was stopped
     assert not _is_mounted(second.path)
@@ -155,14 +162,21 @@ def open_files(pid: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def registry_behind_proxy(tmp_path: Path, size: int) -> Iterator[tuple[FaultProxy, str]]:
-    """(fault proxy in front of a registry holding a `size`-byte layer, its digest)."""
+def registry_behind_proxy(
+    tmp_path: Path, size: int, *, tls: bool = False
+) -> Iterator[tuple[FaultProxy, str]]:
+    """(fault proxy in front of a registry holding a `size`-byte layer, its digest);
+    `tls`: the proxy answers HTTPS."""
     require_fuse()
     require_tools("docker-registry", "skopeo")
     layout = tmp_path / "layout"
     layer = make_big_image(layout, size)
     reg = start_registry(tmp_path / "registry")
-    proxy = FaultProxy(reg.host)
+    cert = None
+    if tls:
+        _ca, crt, key = make_ca_and_cert(tmp_path / "proxy-tls")
+        cert = (crt, key)
+    proxy = FaultProxy(reg.host, tls=cert)
     try:
         push(layout, "big", reg, "big:1")
         yield proxy, layer
@@ -174,13 +188,14 @@ def registry_behind_proxy(tmp_path: Path, size: int) -> Iterator[tuple[FaultProx
 def test_sigterm_while_a_download_waits_to_retry_exits_before_the_retries(
     mount_image: Any, tmp_path: Path, cache_dir: Path
 ) -> None:
-    """The registry answers 503: the download thread waits (backoff) between attempts.
-    A SIGTERM ends that wait: no attempt after it, and no partial file left (the
-    unmount used to give the thread 5 s, then leave it with its temp file)."""
+    """The registry answers 429, Retry-After 30 s: the download thread waits before its
+    next attempt. A SIGTERM ends that wait: no second request ever reaches the
+    registry, no partial file is left (the unmount used to give the thread 5 s, then
+    leave it with its temp file), and the stop is no ERROR."""
     with registry_behind_proxy(tmp_path, 4 << 20) as (proxy, layer):
-        proxy.mode, proxy.digest, proxy.fail_next = "unavailable", layer, 100
+        proxy.mode, proxy.digest, proxy.fail_next = "busy", layer, 100
+        proxy.retry_after = "30"  # the client's cap: the wait cannot end before the signal
         m = mount_image(proxy.ref("big:1"), "--tls-verify=false")
-        m.expect_log(r"GET \S+: \S.*")  # the download's end, whatever the registry said
         errors: list[OSError] = []
 
         def read() -> None:
@@ -192,26 +207,55 @@ def test_sigterm_while_a_download_waits_to_retry_exits_before_the_retries(
         reader = threading.Thread(target=read)
         reader.start()
         deadline = time.monotonic() + EXIT_BOUND
-        while not proxy.refused:
-            assert time.monotonic() < deadline, "the download never started"
+        while "retrying in 30.00 s" not in m.log_text():
+            assert time.monotonic() < deadline, "the download never waited to retry"
             time.sleep(0.005)
         pid = m.pid
         os.kill(pid, signal.SIGTERM)
         assert _wait_gone(pid, EXIT_BOUND)
         reader.join(EXIT_BOUND)
         assert errors  # the read failed: its download was stopped
-        # the client retries 4 times (5 attempts): it stopped within one of the signal
-        assert len(proxy.refused) < 4, proxy.refused
+        assert proxy.refused == [429]  # the wait ended with the signal, not with a retry
     assert temp_files(cache_dir) == []
     assert not DiskCache(cache_dir).path_for(BLOB_KIND, layer).exists()
-    assert "stopped (unmounting)" in m.log_text()
+    log = m.log_text()
+    assert "stopped (unmounting)" in log
+    assert not [line for line in log.splitlines() if " ERROR " in line]
 
 
-def test_unmount_during_a_download_stops_it_and_leaves_nothing(
-    mount_image: Any, tmp_path: Path, cache_dir: Path
+def test_nothing_is_requested_from_the_registry_after_the_stop(
+    tmp_path: Path, cache_dir: Path
 ) -> None:
+    """A read that opens a blob after `stop()` (a request the loop was still answering)
+    starts no download, and the client sends nothing more: Unmounting at once."""
+    with registry_behind_proxy(tmp_path, 1 << 20) as (proxy, layer):
+        proxy.mode, proxy.digest, proxy.fail_next = "unavailable", layer, 100
+        options = RegistryOptions(tls_verify=False)
+        source = open_registry(proxy.ref("big:1"), options, DiskCache(cache_dir))
+        try:
+            index = json.loads(source.index_bytes())
+            source.manifest_bytes(digest_mod.parse(index["manifests"][0]["digest"]))
+            source.stop()
+            blob = source.open_blob(digest_mod.parse(layer))
+            with pytest.raises(Unmounting):
+                blob.pread(0, 4096)
+            with pytest.raises(Unmounting):
+                source.client.send("GET", source.client.repo_url("tags/list"))
+            assert proxy.refused == []  # no request for the blob reached the registry
+        finally:
+            source.close()
+    assert temp_files(cache_dir) == []
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_unmount_during_a_download_stops_it_and_leaves_nothing(
+    mount_image: Any, tmp_path: Path, cache_dir: Path, tls: bool
+) -> None:
+    """Also over TLS, where the stop shuts the socket down under the TLS layer (an
+    `SSLSocket.shutdown` from the unmount made the reading thread fail with a
+    ValueError and a traceback)."""
     size = 16 << 20
-    with registry_behind_proxy(tmp_path, size) as (proxy, layer):
+    with registry_behind_proxy(tmp_path, size, tls=tls) as (proxy, layer):
         proxy.mode, proxy.digest, proxy.pause = "slow", layer, 0.0
         proxy.hold_after = 4 << 20  # then nothing more until proxy.resume is set
         m = mount_image(proxy.ref("big:1"), "--tls-verify=false")
@@ -226,7 +270,36 @@ def test_unmount_during_a_download_stops_it_and_leaves_nothing(
     assert temp_files(cache_dir) == []
     log = m.log_text()
     assert "stopped (unmounting)" in log and "unmounted" in log
-    assert " WARNING " not in log
+    assert " WARNING " not in log and "Traceback" not in log
+
+
+def test_a_dead_daemons_temporary_file_goes_at_the_next_mount(
+    mount_image: Any, sample_layout: Path, cache_dir: Path
+) -> None:
+    """A download the unmount could not end (a registry that never sends headers)
+    leaves its partial file when the process exits: the next mount removes it. A
+    temporary file a live process holds (its flock: `new_temp`) stays, however old."""
+    cache = DiskCache(cache_dir)
+    dead, dead_file = cache.new_temp(BLOB_KIND)
+    dead_file.write(b"partial")
+    dead_file.close()  # the writer is gone: nothing holds its lock
+    live, live_file = cache.new_temp(BLOB_KIND)  # this process is the live writer
+    try:
+        live_file.write(b"still coming")
+        live_file.flush()
+        old = time.time() - 2 * STALE_TEMP_S
+        for path in (dead, live):
+            os.utime(path, (old, old))
+        m = mount_image(sample_layout)
+        deadline = time.monotonic() + EXIT_BOUND
+        while "removed 1 stale temporary file" not in m.log_text():
+            assert time.monotonic() < deadline, "the mount never swept the cache"
+            time.sleep(0.01)
+        assert not dead.exists()
+        assert live.read_bytes() == b"still coming"
+    finally:
+        live_file.close()
+        live.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("name", ["INT", "TERM"])

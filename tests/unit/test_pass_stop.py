@@ -9,6 +9,7 @@ import gzip
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -119,5 +120,44 @@ def test_a_stopped_store_does_not_hash_a_copy_for_its_diff_id(tmp_path: Path) ->
         store.stop()
         with pytest.raises(Unmounting):
             await store.diff_id(desc)
+
+    trio.run(main)
+
+
+def test_a_stopped_index_is_not_recorded_as_a_failure(tmp_path: Path) -> None:
+    """A pass the stop ended says nothing about the layer: `ocifs status` shows it
+    "stopped" (not "failed"), and the store does not keep the stop as the layer's
+    error (a store that goes on, in tests or after `forget_failures`, indexes it)."""
+    src = tb.BlobSource(tmp_path)
+    desc = src.layer([tb.File("f", os.urandom(1 << 20))], "gz")
+    cache = DiskCache(tmp_path / "cache")
+
+    store = LayerStore(src, cache)
+    open_blob = src.open_blob
+
+    class StopOnRead:
+        """The blob's reader; the mount goes away once the pass reads it."""
+
+        def __init__(self, digest: Any) -> None:
+            self._reader = open_blob(digest)
+            self.size = self._reader.size
+
+        def pread(self, offset: int, size: int) -> bytes:
+            store.stop()
+            return self._reader.pread(offset, size)
+
+        def close(self) -> None:
+            self._reader.close()
+
+    src.open_blob = StopOnRead  # type: ignore[method-assign, assignment]
+
+    async def main() -> None:
+        with pytest.raises(Unmounting):
+            await store.index(desc)
+        progress = store.progress.layers[str(desc.digest)]
+        assert (progress.state, progress.error) == ("stopped", None)
+        src.open_blob = open_blob  # type: ignore[method-assign]
+        store.stopping.clear()  # not a real path: shows no error was kept
+        assert len((await store.index(desc)).entries) == 2
 
     trio.run(main)
