@@ -334,6 +334,7 @@ class DiskCache:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            durable.checkpoint("cache-replace")
             os.replace(tmp, path)
         except BaseException:
             self._discard(Path(tmp))

@@ -44,6 +44,13 @@ REMOVAL_STEPS = (
     "blob-unlink-dirsync",  # fsync of blobs/<alg>/ after removals
     "init-write",  # ocifs init: writing oci-layout / index.json
 )
+#: Steps of the derived-data cache (layer indexes, diff_ids).
+CACHE_STEPS = (
+    "cache-lock",  # opening the lock file of a cache entry being built (work_lock)
+    "diff-id-hash",  # hashing a layer's decompressed stream for its diff_id
+    "diff-id-store",  # storing the hashed diff_id in the cache
+    "cache-replace",  # renaming a written cache entry's temp file into place (DiskCache.put)
+)
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -206,6 +213,7 @@ def work_lock(
     stop this process) or once `stop` is set (unmounting: the caller gives up).
     Blocking: call it from a worker thread.
     """
+    checkpoint("cache-lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         deadline = time.monotonic() + timeout

@@ -38,14 +38,20 @@ _VERSION = 1
 _SHAPE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def hash_in_pass(compression: Compression, size: int, unpack_limit: int) -> bool:
-    """Whether the indexing pass should hash the decompressed stream itself.
+#: a compressed blob this many times smaller than the copy limit is taken to
+#: decompress within it (tar layers: gzip and zstd give 2-4x)
+STREAM_RATIO = 4
 
-    Yes when no unpacked copy will be there to hash later: an uncompressed
-    layer (a sha256 digest is its own diff_id, free; another algorithm needs the
-    hash, and there is no copy), copies turned off, or a blob already bigger
-    than the copy limit (its decompressed stream is too, in practice)."""
-    return compression is Compression.NONE or unpack_limit <= 0 or size > unpack_limit
+
+def hash_in_pass(size: int, unpack_limit: int) -> bool:
+    """Whether the pass of a compressed layer that may keep an unpacked copy
+    (the store's only case: an uncompressed layer, or copies turned off, is
+    hashed in its pass anyway) should hash the decompressed stream itself.
+
+    Yes when the stream may outgrow the copy limit: the copy is then dropped
+    and the hash would cost a second full decoding of the blob later. Its size
+    is not known before the end, so the blob's size decides (`STREAM_RATIO`)."""
+    return size * STREAM_RATIO > unpack_limit
 
 
 def load(cache: DiskCache, key: str) -> str:

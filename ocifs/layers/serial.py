@@ -15,7 +15,7 @@ from typing import Any
 from ocifs.layers.entry import KINDS, Entry, LayerIndex
 from ocifs.model.mediatypes import Compression
 
-FORMAT = 3  # 2: diff_id added; 3: sparse maps
+FORMAT = 4  # 2: diff_id added; 3: sparse maps; 4: diff_id "" means "not hashed yet"
 
 
 @dataclass(slots=True)

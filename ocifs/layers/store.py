@@ -12,6 +12,10 @@ first use) when the layer's decompressed size fits `unpack_limit`; bigger gzip
 layers use seek points (`seekable.open_gzip`), bigger zstd layers a sequential
 cursor. docs/layers.md has the measurements behind this choice.
 
+A layer's diff_id (what `rootfs/` checks against the image config) is hashed
+in the pass only where it must be, else on first need, and kept under kind
+`layer-diff-id` (`diffid.py`).
+
 While a layer's pass runs, `live()` gives its tree as built so far
 (`layers.live`): the tree answers lookups of names already seen from it,
 provisionally; `settled()` says whether an entry belongs to a final index.
@@ -28,6 +32,7 @@ from typing import Generic, TypeVar
 
 import trio
 
+from ocifs import durable
 from ocifs import log as log_mod
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader, FileRegionReader
@@ -319,12 +324,12 @@ class LayerStore:
             raise BlobUnavailable(
                 f"{where}: the config lists {len(diff_ids)} diff_ids for {len(descs)} layers"
             )
-        outcomes: list[str | OcifsError] = [""] * len(descs)
+        outcomes: list[str | OcifsError | OSError] = [""] * len(descs)
 
         async def one(n: int) -> None:
             try:
                 outcomes[n] = await self.diff_id(descs[n])
-            except OcifsError as exc:
+            except (OcifsError, OSError) as exc:  # raised bare below, not as a nursery's group
                 outcomes[n] = exc
 
         async with trio.open_nursery() as nursery:
@@ -332,7 +337,7 @@ class LayerStore:
                 nursery.start_soon(one, n)
         for n, (desc, expected) in enumerate(zip(descs, diff_ids, strict=True)):
             actual = outcomes[n]
-            if isinstance(actual, OcifsError):
+            if isinstance(actual, (OcifsError, OSError)):
                 raise actual
             if actual != expected:
                 raise BlobUnavailable(
@@ -368,25 +373,34 @@ class LayerStore:
             return await self._diff_ids.get(desc.digest, compute)
         except Unmounting:
             raise  # a stop, not a verdict on the layer
-        except OcifsError as exc:  # repeated, not redone, like a failed index
-            self._diff_broken[desc.digest] = exc
+        except OcifsError as exc:  # repeated, not redone, like a failed index ...
+            if not isinstance(exc.__cause__, OSError):  # ... unless the disk failed
+                self._diff_broken[desc.digest] = exc
             raise
 
     def _load_or_hash_diff_id(self, desc: Descriptor, record: LayerRecord) -> str:
         """The cached diff_id, or one hash of the copy (or the blob), kept in the
-        cache; one hasher per layer across daemons (like the index)."""
+        cache; one hasher per layer across daemons (like the index).
+
+        An OSError (the lock file, a read of the copy or the blob) becomes a
+        BlobUnavailable naming the layer, as a failed read does (`_read_stream`)."""
         key = str(desc.digest)
-        found = diffid.load(self.cache, key)
-        if found:
-            return found
-        with self.cache.building(diffid.KIND, key, stop=self.stopping):
+        try:
             found = diffid.load(self.cache, key)
             if found:
                 return found
-            started = time.monotonic()
-            log.info("hashing layer %s for its diff_id", key)
-            value = self._hash_diff_id(desc, record)
-            diffid.store(self.cache, key, value)
+            with self.cache.building(diffid.KIND, key, stop=self.stopping):
+                found = diffid.load(self.cache, key)
+                if found:
+                    return found
+                started = time.monotonic()
+                log.info("hashing layer %s for its diff_id", key)
+                durable.checkpoint("diff-id-hash")
+                value = self._hash_diff_id(desc, record)
+                durable.checkpoint("diff-id-store")
+                diffid.store(self.cache, key, value)
+        except OSError as exc:
+            raise BlobUnavailable(f"layer {key}: diff_id: {exc}") from exc
         log.info("hashed layer %s: diff_id in %.3f s", key, time.monotonic() - started)
         return value
 
@@ -423,10 +437,11 @@ class LayerStore:
                 reader, desc.digest, compression, self.limits, builder=builder,
                 stop=self.stopping,
             )[0]
-        # the diff_id is hashed now only for a rootfs that waits for this pass;
-        # otherwise later, from the copy, if a rootfs asks (diffid.py)
+        # the diff_id is hashed now for a rootfs that waits for this pass, or a
+        # stream that may outgrow the copy; otherwise later, from the copy, if a
+        # rootfs asks (diffid.py)
         in_pass = desc.digest in self._diff_id_in_pass or diffid.hash_in_pass(
-            compression, desc.size, self.unpack_limit
+            desc.size, self.unpack_limit
         )
         temp, sink = self.cache.new_temp(DATA_KIND)
         kept = False
@@ -462,6 +477,11 @@ class LayerStore:
             return await trio.to_thread.run_sync(merge, ready, names, limiter=self.limiter)
 
         return await self._merged.get(tuple(d.digest for d in descs), compute)
+
+    def forget_merged(self, descs: list[Descriptor]) -> None:
+        """Drop the merged tree of these layers if one is kept: their image failed
+        its diff_id check, and a rootfs of the same layers checks them again."""
+        self._merged.done.pop(tuple(d.digest for d in descs), None)
 
     # -- reads ---------------------------------------------------------------------
 

@@ -343,9 +343,11 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
                 catalog.read_document, tree.source, manifest.config, limiter=tree.io_limiter
             )
             diff_ids = documents.parse_diff_ids(config, f"config {manifest.config.digest}")
-            merged = await checked_merge(store, descs, diff_ids, manifest)
+            merged = await checked_merge(
+                store, descs, diff_ids, f"image config {manifest.config.digest}"
+            )
             indexes = [await store.index(d) for d in descs]
-        except OcifsError as exc:
+        except (OcifsError, OSError) as exc:  # the reason once, not per request
             log_mod.once(log, _level(exc), f"rootfs: {exc}", cause=str(exc))
             raise
         inner = rootfs_dir(tree, descs, indexes, merged, 0)
@@ -355,42 +357,48 @@ def rootfs_root(tree: Tree, manifest: Manifest) -> EntryDir:
     return node
 
 
-def _level(exc: OcifsError) -> int:
+def _level(exc: OcifsError | OSError) -> int:
     """A layer that failed is an error; one stopped by the unmount is not."""
     return logging.INFO if isinstance(exc, Unmounting) else logging.ERROR
 
 
 async def checked_merge(
-    store: LayerStore, descs: list[Descriptor], diff_ids: list[str], manifest: Manifest
+    store: LayerStore, descs: list[Descriptor], diff_ids: list[str], where: str
 ) -> MergedTree:
     """The merged tree, once every layer matched its config diff_id.
 
     The diff_ids are hashed (worker threads, `LayerStore.check_diff_ids`) while
     the merge runs; a mismatch wins over the merge's outcome, so `rootfs/` is
-    never served from a layer the config does not name.
+    never served from a layer the config does not name: the merge is cancelled,
+    and a merged tree it already made is not kept for the next `rootfs/`.
     """
-    merged: list[MergedTree | OcifsError] = []
-    checked: list[OcifsError] = []
+    # Errors are kept and raised after the nursery: raised inside it they would
+    # leave it as an ExceptionGroup, which `fuse._edge` cannot map to an errno.
+    merged: list[MergedTree | OcifsError | OSError] = []
+    checked: list[OcifsError | OSError] = []
 
     async def merge() -> None:
         try:
             for desc in descs:  # a layer's own error, not the merge's task group
                 await store.index(desc)
             merged.append(await store.merged(descs))
-        except OcifsError as exc:
+        except (OcifsError, OSError) as exc:
             merged.append(exc)
 
-    async def check() -> None:
-        try:
-            await store.check_diff_ids(descs, diff_ids, f"image config {manifest.config.digest}")
-        except OcifsError as exc:
-            checked.append(exc)
-
     async with trio.open_nursery() as nursery:
+
+        async def check() -> None:
+            try:
+                await store.check_diff_ids(descs, diff_ids, where)
+            except (OcifsError, OSError) as exc:
+                checked.append(exc)
+                nursery.cancel_scope.cancel()
+
         nursery.start_soon(check)
         nursery.start_soon(merge)
     if checked:
+        store.forget_merged(descs)
         raise checked[0]
-    if isinstance(merged[0], OcifsError):
+    if isinstance(merged[0], (OcifsError, OSError)):
         raise merged[0]
     return merged[0]

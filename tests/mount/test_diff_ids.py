@@ -12,23 +12,18 @@ never trusted; a daemon killed while hashing leaves nothing half-written.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from ocifs.cache import DiskCache
 from ocifs.layers import diffid, serial
 from ocifs.layers.store import DATA_KIND, INDEX_KIND
-from ocifs.model.digest import of_bytes
 from tests.conftest import _wait_gone, ocifs
 from tests.helpers import tarbuilder
-from tests.helpers.imagebuilder import LAYER_TYPES
-from tests.helpers.imagebuilder import Layout as BigLayout
 from tests.helpers.layoutbuilder import Layout
 from tests.mount.test_hostile_read import probe
-from tests.mount.test_index_kill import SIZE, big_gzip_layer
 
 
 def gz_image(tmp_path: Path, *, wrong: bool = False) -> tuple[Layout, str, str]:
@@ -158,44 +153,88 @@ def test_a_damaged_diff_id_entry_or_copy_is_not_trusted(
     assert (m3.path / "refs/img/rootfs/etc/hello").read_bytes() == b"hi\n"
 
 
-def test_kill_9_while_hashing_keeps_no_diff_id_and_the_next_mount_hashes(
-    mount_image: Any, tmp_path: Path, cache_dir: Path
+@pytest.mark.parametrize("step", ["diff-id-hash", "diff-id-store", "cache-replace"])
+def test_kill_9_while_hashing_keeps_no_partial_diff_id_and_the_next_mount_hashes(
+    mount_image: Any, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    step: str,
 ) -> None:
-    blob, real = big_gzip_layer()
-    layout = BigLayout(tmp_path / "layout")
-    layer = layout.blob(blob, LAYER_TYPES["gz"])
-    config = layout.json_blob(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
-                                                            "diff_ids": [real]}},
-        "application/vnd.oci.image.config.v1+json",
-    )
-    manifest = layout.json_blob(
-        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-         "config": config, "layers": [layer]},
-        "application/vnd.oci.image.manifest.v1+json",
-    )
-    layout.tag(manifest, "big")
-    key = str(of_bytes(blob))
-
-    m = mount_image(layout.root)
-    assert os.listdir(m.path / "refs/big/layers/0") == ["data"]  # indexed, copy kept
-    assert cached_record(cache_dir, key).diff_id == ""
-    listing = subprocess.Popen(["ls", str(m.path / "refs/big/rootfs")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while f"hashing layer {key}" not in m.log_text():
-        assert time.monotonic() < deadline, "the hash never started"
-        time.sleep(0.002)
-    os.kill(m.pid, signal.SIGKILL)
-    assert _wait_gone(m.pid)
-    listing.wait(60)
-    # nothing half-written: no entry (killed mid-hash), or a whole and right one
-    # (the hash had just ended); never a temporary file left behind
-    assert diffid.load(DiskCache(cache_dir), key) in ("", real)
-    assert not [p for p in (cache_dir / diffid.KIND).rglob(".tmp-*")]
+    layout, digest, real = gz_image(tmp_path)
+    m = mount_image(layout.path)
+    assert sorted(os.listdir(m.path / "refs/img/layers/0")) == ["etc"]  # indexed, copy kept
+    assert cached_record(cache_dir, digest).diff_id == ""
     assert ocifs("umount", str(m.path)).returncode == 0
 
-    m2 = mount_image(layout.root)
-    assert os.listdir(m2.path / "refs/big/rootfs") == ["data"]
-    assert os.stat(m2.path / "refs/big/rootfs/data").st_size == SIZE
-    assert diffid.load(DiskCache(cache_dir), key) == real
+    # The index is cached: the diff_id's entry is the only one this mount writes,
+    # and the daemon dies at `step` (before the hash, before the store, or with
+    # the entry written to its temporary file but not renamed into place).
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_CRASH_AT", step)
+    m2 = mount_image(layout.path)
+    assert probe("list", m2.path / "refs/img/rootfs")[0] == "err"
+    assert _wait_gone(m2.pid)
+    assert ocifs("umount", str(m2.path)).returncode == 0
+    monkeypatch.delenv("OCIFS_TEST_CRASH_AT")
+
+    entry = DiskCache(cache_dir).path_for(diffid.KIND, digest)
+    assert not entry.exists() or diffid.load(DiskCache(cache_dir), digest) == real
+    temps = list((cache_dir / diffid.KIND).rglob(".tmp-*"))
+    if step == "cache-replace":
+        assert temps, "the daemon died before writing the entry's temporary file"
+
+    # the next mount ignores a leftover temporary file and hashes again
+    m3 = mount_image(layout.path)
+    assert sorted(os.listdir(m3.path / "refs/img/rootfs")) == ["etc"]
+    assert (m3.path / "refs/img/rootfs/etc/hello").read_bytes() == b"hi\n"
+    assert f"hashing layer {digest}" in m3.log_text()
+    assert diffid.load(DiskCache(cache_dir), digest) == real
+
+
+def no_traceback(m: Any) -> None:
+    assert "Traceback" not in m.log_text(), m.log_text()
+
+
+def test_disk_full_while_indexing_for_rootfs_is_enospc_without_a_traceback(
+    mount_image: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The index pass runs beside the diff_id check (two tasks of one nursery):
+    # its OSError must still reach the kernel as its errno, not as EIO.
+    layout, _digest, _real = gz_image(tmp_path)
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_FAIL_AT", "cache-lock:ENOSPC")
+    m = mount_image(layout.path)
+    m.expect_log(r"rootfs: \[Errno 28\] No space left on device \(injected at cache-lock\)")
+    for _ in range(2):
+        assert probe("list", m.path / "refs/img/rootfs") == ["err", "ENOSPC"]
+    no_traceback(m)
+    lines = [ln for ln in m.log_text().splitlines() if "rootfs: " in ln]
+    assert len(lines) == 1, lines
+
+
+@pytest.mark.parametrize("step", ["cache-lock", "diff-id-hash"])
+def test_an_os_error_while_hashing_the_diff_id_is_one_line_and_eio(
+    mount_image: Any, tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    step: str,
+) -> None:
+    layout, digest, real = gz_image(tmp_path)
+    m = mount_image(layout.path)
+    assert sorted(os.listdir(m.path / "refs/img/layers/0")) == ["etc"]  # index cached
+    assert ocifs("umount", str(m.path)).returncode == 0
+
+    # the index comes from the cache: only the diff_id's work meets the fault
+    monkeypatch.setenv("OCIFS_TEST_MODE", "1")
+    monkeypatch.setenv("OCIFS_TEST_FAIL_AT", f"{step}:EACCES")
+    m2 = mount_image(layout.path)
+    m2.expect_log(rf"rootfs: layer {digest}: diff_id: .*injected at {step}")
+    for _ in range(2):
+        assert probe("list", m2.path / "refs/img/rootfs") == ["err", "EIO"]
+    assert (m2.path / "refs/img/layers/0/etc/hello").read_bytes() == b"hi\n"
+    no_traceback(m2)
+    lines = [ln for ln in m2.log_text().splitlines() if "rootfs: " in ln]
+    assert len(lines) == 1 and "Permission denied" in lines[0], lines
+    assert ocifs("umount", str(m2.path)).returncode == 0
+
+    # the failure was the disk's, not the layer's: nothing kept, the next mount hashes
+    monkeypatch.delenv("OCIFS_TEST_FAIL_AT")
+    m3 = mount_image(layout.path)
+    assert sorted(os.listdir(m3.path / "refs/img/rootfs")) == ["etc"]
+    assert diffid.load(DiskCache(cache_dir), digest) == real

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -27,6 +28,7 @@ from ocifs.layers import store as store_mod
 from ocifs.layers.entry import Entry, Kind
 from ocifs.layers.store import LayerStore
 from ocifs.model.descriptor import Descriptor
+from ocifs.tree.layertree import checked_merge
 from tests.conftest import require_tools
 
 FILES = {f"usr/share/d{i % 7}/f{i}": random.Random(i).randbytes(i * 997) for i in range(60)}
@@ -240,6 +242,37 @@ def test_merged_is_memoised(tmp_path: Path) -> None:
         layer, entry = tree.source(tree.lookup("etc/c") or 0)
         idx = await st.index([lower, upper][layer])
         assert await st.read(upper, idx.entries[entry], 0, 10) == b"c"
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("listed_first", [False, True], ids=["cold", "merged-before"])
+def test_a_merge_whose_diff_id_check_fails_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listed_first: bool
+) -> None:
+    src = tb.BlobSource(tmp_path)
+    lower = src.layer([tb.File("etc/a", b"a")], "gz")
+    upper = src.layer([tb.File("etc/c", b"c")], "zst")
+    made: list[object] = []
+    real_merge = store_mod.merge
+
+    def counting_merge(*args: Any) -> Any:
+        made.append(real_merge(*args))
+        return made[-1]
+
+    async def main() -> None:
+        st = LayerStore(src, DiskCache(tmp_path / "cache"))
+        monkeypatch.setattr(store_mod, "merge", counting_merge)
+        if listed_first:  # an earlier rootfs of the same layers merged them
+            await st.merged([lower, upper])
+        wrong = ["sha256:" + "1" * 64] * 2
+        with pytest.raises(BlobUnavailable, match="decompresses to"):
+            await checked_merge(st, [lower, upper], wrong, "image config x")
+        before = len(made)
+        tree = await st.merged([lower, upper])  # merged anew, not the refused one
+        assert len(made) == before + 1 and tree is made[-1]
+        right = [await st.diff_id(lower), await st.diff_id(upper)]
+        assert await checked_merge(st, [lower, upper], right, "image config x") is tree
 
     trio.run(main)
 
