@@ -26,6 +26,18 @@ Fairness: every `FAIR_EVERY`-th wait goes through trio's real
 `wait_readable`, so other tasks (timers, invalidations, worker-thread
 completions) run at least that often under a stream of requests.
 If pyfuse3's internals ever look different, nothing is changed.
+
+A withdrawn request must not freeze the daemon. pyfuse3 reads the FUSE fd
+(`fuse_session_receive_buf`) holding the GIL, trusting that the fd was
+readable. But the kernel takes a request back off the queue when its client
+gets a fatal signal before we read it (a `cp` or `dd` killed mid-import), so
+the read that follows can block, GIL held, until some other request comes.
+With writes of that client still waiting on worker threads (which need the
+GIL) before they can be answered, none ever does: a deadlock that left the
+killed writer unkillable in `fuse_flush`. So the fd is made non-blocking: such
+a read fails with EAGAIN, which pyfuse3 raises as BlockingIOError out of its
+session loop, and `_session_loop` below starts that loop again. (pyfuse3 then
+leaves its ~1 MiB receive buffer behind: once per withdrawn request.)
 """
 
 from __future__ import annotations
@@ -93,6 +105,7 @@ class _Waiter:
     async def wait_readable(self, fd: Any) -> None:
         fileno = fd if isinstance(fd, int) else fd.fileno()
         if fileno not in self._registered:
+            os.set_blocking(fileno, False)  # see the module docstring: withdrawn requests
             self._poller.register(fileno, select.POLLIN)
             self._registered.add(fileno)
         self._count += 1
@@ -140,13 +153,19 @@ def default_spin_us() -> int:
 def install(spin_us: int) -> bool:
     """Give pyfuse3 the cheaper waits; False (and no change) if its internals differ."""
     namespace = pyfuse3.__dict__
-    if namespace.get("trio") is not trio or "_wait_fuse_readable" not in namespace:
+    if (
+        namespace.get("trio") is not trio
+        or "_wait_fuse_readable" not in namespace
+        or not callable(namespace.get("_session_loop"))
+    ):
         log.warning("pyfuse3 %s: unexpected internals; using its standard request loop",
                     getattr(pyfuse3, "__version__", "?"))
         return False
     global _waiter
     _waiter = _Waiter(spin_us / 1e6)
     namespace["trio"] = _TrioFacade(_LowlevelFacade(_waiter))
+    if not isinstance(namespace["_session_loop"], _RestartingLoop):
+        namespace["_session_loop"] = _RestartingLoop(namespace["_session_loop"])
     log.debug("request loop: cheap read lock, busy poll %d µs", spin_us)
     return True
 
@@ -161,5 +180,32 @@ def uninstall() -> None:
     """Back to the real trio (tests that run several mounts in one process)."""
     global _waiter
     _waiter = None
-    if isinstance(pyfuse3.__dict__.get("trio"), _TrioFacade):
-        pyfuse3.__dict__["trio"] = trio
+    namespace = pyfuse3.__dict__
+    if isinstance(namespace.get("trio"), _TrioFacade):
+        namespace["trio"] = trio
+    loop = namespace.get("_session_loop")
+    if isinstance(loop, _RestartingLoop):
+        namespace["_session_loop"] = loop.original
+
+
+class _RestartingLoop:
+    """pyfuse3's `_session_loop`, started again when a read found no request.
+
+    pyfuse3 looks `_session_loop` up in its module globals both when `main()`
+    starts it and when a loop starts another one, so every worker goes
+    through this. A read of the non-blocking FUSE fd that finds the request
+    withdrawn raises BlockingIOError (EAGAIN) out of the loop; the loop has
+    not counted itself out yet (`task_count`), so running it again is exact.
+    """
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> None:
+        while True:
+            try:
+                await self.original(*args, **kwargs)
+            except BlockingIOError:
+                log.debug("a FUSE request was withdrawn before it was read; reading on")
+                continue
+            return

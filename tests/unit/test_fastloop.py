@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pyfuse3
 import pytest
 import trio
@@ -104,3 +107,49 @@ def test_quiet_pauses_the_busy_poll_for_a_while() -> None:
     finally:
         fastloop.uninstall()
     fastloop.quiet()  # harmless when not installed
+
+
+def test_a_withdrawn_request_restarts_the_session_loop_and_the_fd_is_non_blocking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pyfuse3 reads the FUSE fd holding the GIL: a request withdrawn between
+    poll and read must give EAGAIN (non-blocking fd), and the BlockingIOError
+    pyfuse3 raises for it must start its loop again, not end the mount. (The
+    deadlock this prevents is what `tests/mount/test_import.py`'s killed-writer
+    test ran into.)"""
+    runs: list[int] = []
+
+    async def session_loop(*args: object) -> None:
+        runs.append(len(args))
+        if len(runs) < 3:
+            raise OSError(errno.EAGAIN, "fuse_session_receive_buf failed")  # BlockingIOError
+
+    monkeypatch.setitem(pyfuse3.__dict__, "_session_loop", session_loop)
+    assert fastloop.install(0)
+    try:
+        loop = pyfuse3.__dict__["_session_loop"]
+        trio.run(loop, "nursery", 1, 99)
+        assert runs == [3, 3, 3]  # twice withdrawn, then the loop ended normally
+
+        async def fails() -> None:
+            raise OSError(errno.EIO, "fuse_session_receive_buf failed")
+
+        with pytest.raises(OSError) as err:
+            trio.run(type(loop)(fails))
+        assert err.value.errno == errno.EIO  # any other error still ends the loop
+
+        r, w = os.pipe()
+        try:
+            trio.run(_wait_readable_once, r, w)
+            assert not os.get_blocking(r)
+        finally:
+            os.close(r)
+            os.close(w)
+    finally:
+        fastloop.uninstall()
+    assert pyfuse3.__dict__["_session_loop"] is session_loop
+
+
+async def _wait_readable_once(r: int, w: int) -> None:
+    os.write(w, b"x")
+    await pyfuse3.__dict__["trio"].lowlevel.wait_readable(r)
