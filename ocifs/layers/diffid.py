@@ -25,11 +25,11 @@ import threading
 
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader
-from ocifs.codec.damage import StreamDamaged
 from ocifs.codec.decode import CRC_BLOCK, LayerPass, crc32
 from ocifs.codec.limits import Limits
 from ocifs.codec.readers import CopyCorrupt
 from ocifs.errors import LayerCorrupt, Unmounting
+from ocifs.layers import indexer
 from ocifs.model.digest import Digest
 from ocifs.model.mediatypes import Compression
 
@@ -97,12 +97,7 @@ def from_blob(
     lp = LayerPass(reader, digest, compression, str(digest), limits, want_diff_id=True,
                    stop=stop)
     try:
-        try:
-            for _ in lp.chunks():
-                if lp.produced >= size:
-                    break
-        except StreamDamaged:
-            pass  # the index already records where the damage is
+        indexer.decode_prefix(lp, size)
         if lp.produced != size:
             raise LayerCorrupt(
                 f"layer {digest}: decodes to {lp.produced} bytes now, {size} when indexed"

@@ -104,14 +104,21 @@ def unpack(reader: BlobReader, digest: Digest, compression: Compression,
     lp = LayerPass(reader, digest, compression, str(digest), limits, sink, limits.max_uncompressed,
                    stop=stop)
     try:
-        try:
-            for _ in lp.chunks():
-                if lp.produced >= size:
-                    break
-        except StreamDamaged:
-            pass  # the index already records where the damage is
+        decode_prefix(lp, size)
         lp.finish()
         sink.truncate(size)
     finally:
         lp.close()
     return lp.produced
+
+
+def decode_prefix(lp: LayerPass, size: int) -> None:
+    """Run `lp` until it has produced `size` bytes: what the indexing pass decoded
+    (the whole stream, or what came before the damage, which the index already
+    records, so StreamDamaged is no news here). The caller then calls `finish()`."""
+    try:
+        for _ in lp.chunks():
+            if lp.produced >= size:
+                break
+    except StreamDamaged:
+        pass

@@ -97,6 +97,30 @@ class _SingleFlight(Generic[K, V]):
             event.set()
 
 
+async def _unless_known_bad(
+    flight: _SingleFlight[Digest, V],
+    bad: dict[Digest, OcifsError],
+    digest: Digest,
+    compute: Callable[[], Awaitable[V]],
+    *,
+    retry_disk_errors: bool = False,
+) -> V:
+    """`flight.get(digest, compute)`, with a failure kept in `bad` and raised again
+    instead of being redone. An unmount's stop is no verdict on the layer, and
+    with `retry_disk_errors` neither is an error caused by an OSError."""
+    known = bad.get(digest)
+    if known is not None:
+        raise type(known)(str(known))
+    try:
+        return await flight.get(digest, compute)
+    except Unmounting:
+        raise
+    except OcifsError as exc:
+        if not (retry_disk_errors and isinstance(exc.__cause__, OSError)):
+            bad[digest] = exc
+        raise
+
+
 class _Layer:
     """A loaded record plus its (lazily opened) data reader."""
 
@@ -178,16 +202,7 @@ class LayerStore:
                 del self._live[digest]
             return _Layer(record)
 
-        broken = self._broken.get(desc.digest)
-        if broken is not None:
-            raise type(broken)(str(broken))
-        try:
-            return await self._layers.get(desc.digest, compute)
-        except Unmounting:
-            raise  # a stop, not a verdict on the layer
-        except OcifsError as exc:
-            self._broken[desc.digest] = exc
-            raise
+        return await _unless_known_bad(self._layers, self._broken, desc.digest, compute)
 
     def start(self, desc: Descriptor) -> None:
         """Start indexing `desc` in the background unless it is indexed, failed or
@@ -366,17 +381,10 @@ class LayerStore:
             layer.record.diff_id = value
             return value
 
-        broken = self._diff_broken.get(desc.digest)
-        if broken is not None:
-            raise type(broken)(str(broken))
-        try:
-            return await self._diff_ids.get(desc.digest, compute)
-        except Unmounting:
-            raise  # a stop, not a verdict on the layer
-        except OcifsError as exc:  # repeated, not redone, like a failed index ...
-            if not isinstance(exc.__cause__, OSError):  # ... unless the disk failed
-                self._diff_broken[desc.digest] = exc
-            raise
+        # repeated, not redone, like a failed index, unless the disk failed
+        return await _unless_known_bad(
+            self._diff_ids, self._diff_broken, desc.digest, compute, retry_disk_errors=True
+        )
 
     def _load_or_hash_diff_id(self, desc: Descriptor, record: LayerRecord) -> str:
         """The cached diff_id, or one hash of the copy (or the blob), kept in the
