@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ocifs import package_version
+from ocifs.argparser import OneLineParser
 from ocifs.argtypes import seconds
 from ocifs.errors import MountError, OcifsError
 
@@ -53,18 +54,50 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ocifs", description="Mount container images as filesystems.")
-    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
-    sub = p.add_subparsers(dest="command", required=True)
+_EXAMPLES = """\
+examples:
+  ocifs mount ./my-layout /mnt/img     an OCI image layout (read-write: .import/)
+  ocifs mount ./image.tar /mnt/img     an OCI archive or docker-save tar (read-only)
+  ocifs mount docker://HOST/REPO:TAG /mnt/img   a registry repository (read-only)
+  ls /mnt/img/refs                     one directory per tag: manifest.json, config.json,
+                                       layers/, rootfs/ (all layers merged), image.tar
+  ocifs umount /mnt/img
 
-    m = sub.add_parser("mount", help="mount an OCI layout, OCI archive or docker-save tar")
+`ocifs COMMAND --help` describes each command; README.md describes the tree.
+"""
+
+_MOUNT_DESCRIPTION = """\
+Mount an image source at MOUNTPOINT and return once the mount answers. The
+daemon stays in the background (its log: --log) until `ocifs umount
+MOUNTPOINT`. Every tag appears as refs/<name>/ with manifest.json,
+config.json, layers/<n>/ and rootfs/ (the layers merged), and image.tar.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="ocifs",
+        description="Mount container images (OCI layouts, OCI archives, docker-save tars,\n"
+        "registry repositories) as browsable filesystems.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
+
+    m = sub.add_parser(
+        "mount",
+        help="mount an OCI layout, OCI archive, docker-save tar or registry repository",
+        description=_MOUNT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     m.add_argument(
         "source",
-        help="OCI image layout directory, OCI archive, docker-save tar, or "
-        "docker://HOST[:PORT]/REPO[:TAG|@DIGEST]",
+        metavar="SOURCE",
+        help="OCI image layout directory, OCI archive or docker-save tar (plain, gzip'd "
+        "or zstd'd), or docker://HOST[:PORT]/REPO[:TAG|@DIGEST]",
     )
-    m.add_argument("mountpoint", help="an existing, empty directory")
+    m.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing, empty directory")
     m.add_argument("-f", "--foreground", action="store_true", help="stay attached; log to stderr")
     m.add_argument(
         "-o",
@@ -72,13 +105,22 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="OPT[,OPT...]",
-        help="mount options: allow_other, ro, nonempty, symlinks=stored|contained, "
+        help="mount options: allow_other (let other users in), ro (same as --read-only), "
+        "nonempty (mount over a non-empty directory), symlinks=stored|contained (show "
+        "absolute symlink targets as stored, or rewritten to stay inside the image), "
         "or any FUSE option",
     )
     m.add_argument("-d", "--debug", action="store_true", help="log every detail")
-    m.add_argument("--log", metavar="FILE", help="write the log to FILE")
     m.add_argument(
-        "--cache-dir", metavar="DIR", help="persistent index cache (default: user cache dir)"
+        "--log",
+        metavar="FILE",
+        help="write the log to FILE (default: ~/.local/state/ocifs/log/ocifs.log; "
+        "with -f: stderr)",
+    )
+    m.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="persistent layer-index and download cache (default: ~/.cache/ocifs)",
     )
     m.add_argument(
         "--cache-size", metavar="SIZE", type=_size, help="cache size limit (default 10G)"
@@ -108,16 +150,31 @@ def _parser() -> argparse.ArgumentParser:
     registry_options.add_arguments(m)
     m.set_defaults(run=_mount)
 
-    u = sub.add_parser("umount", help="unmount an ocifs mount (also one whose daemon died)")
-    u.add_argument("mountpoint")
+    u = sub.add_parser(
+        "umount",
+        help="unmount an ocifs mount (also one whose daemon died)",
+        description="Unmount an ocifs mount, live or dead (its daemon killed). Anything "
+        "that is not an ocifs mount is refused.",
+    )
+    u.add_argument("mountpoint", metavar="MOUNTPOINT", help="where the image is mounted")
     u.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
     u.set_defaults(run=_umount)
 
-    lst = sub.add_parser("list", help="list this user's ocifs mounts")
+    lst = sub.add_parser(
+        "list",
+        help="list this user's ocifs mounts",
+        description="This user's ocifs mounts (every user's for root): mountpoint, source, "
+        "daemon pid, rw/ro, cache use, and `dead` for a mount whose daemon is gone.",
+    )
     lst.add_argument("--json", action="store_true", help="one JSON document for scripts")
     lst.set_defaults(run=_list)
-    st = sub.add_parser("status", help="indexing progress, imports and cache use of a mount")
-    st.add_argument("mountpoint")
+    st = sub.add_parser(
+        "status",
+        help="indexing progress, imports and cache use of a mount",
+        description="What a mount is doing: each layer it has touched (indexing with "
+        "progress, indexed, cached, failed), files being written into .import/, cache use.",
+    )
+    st.add_argument("mountpoint", metavar="MOUNTPOINT", help="where the image is mounted")
     st.add_argument("--json", action="store_true", help="the mount's status.json as is")
     st.set_defaults(run=_status)
 
@@ -129,15 +186,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    i = sub.add_parser("init", help="create an empty OCI image layout")
-    i.add_argument("layout", help="a new or empty directory")
+def _add_init_parser(sub: argparse._SubParsersAction[OneLineParser]) -> None:
+    i = sub.add_parser(
+        "init",
+        help="create an empty OCI image layout",
+        description="Create oci-layout, an empty index.json and blobs/sha256/ in LAYOUT, "
+        "ready to be mounted and filled through .import/. An existing layout is left as is.",
+    )
+    i.add_argument("layout", metavar="LAYOUT", help="a new or empty directory")
     i.set_defaults(run=_init)
 
 
-def _add_gc_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    g = sub.add_parser("gc", help="remove blobs that index.json does not reach")
-    g.add_argument("layout", help="an OCI image layout directory (may be mounted)")
+def _add_gc_parser(sub: argparse._SubParsersAction[OneLineParser]) -> None:
+    g = sub.add_parser(
+        "gc",
+        help="remove blobs that index.json does not reach",
+        description="Remove every blob of LAYOUT that nothing tagged or listed in "
+        "index.json reaches (what `rmdir refs/<name>` left behind), like `umoci gc`. "
+        "Safe while the layout is mounted.",
+    )
+    g.add_argument(
+        "layout", metavar="LAYOUT", help="an OCI image layout directory (may be mounted)"
+    )
     g.add_argument("-n", "--dry-run", action="store_true", help="only list what would go")
     g.add_argument(
         "--grace",
@@ -201,6 +271,8 @@ def _mount(args: argparse.Namespace) -> int:
         symlinks=symlink_policy(options),
     )
     remote = is_registry_reference(args.source)
+    if not remote:
+        _refuse_transport_prefix(args.source)
     mountpoint = os.path.abspath(args.mountpoint)
     check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
     if not os.path.exists("/dev/fuse"):
@@ -222,6 +294,32 @@ def _mount(args: argparse.Namespace) -> int:
     if args.foreground:
         return daemon.run_foreground(job)
     return daemon.start(job, args.inherited_fds)
+
+
+#: skopeo/podman transports a user may type out of habit (`docker:` is a typo of `docker://`)
+_TRANSPORTS = ("oci:", "oci-archive:", "docker-archive:", "dir:", "docker-daemon:",
+               "containers-storage:")
+
+
+def _refuse_transport_prefix(source: str) -> None:
+    """A missing SOURCE spelled like a skopeo reference: say how ocifs wants it, in one line.
+
+    Only for names that do not exist: a file may really be called `oci:x`.
+    """
+    if os.path.lexists(source):
+        return
+    lower = source.lower()
+    if lower.startswith("docker:"):
+        raise MountError(
+            f"{source}: no such file or directory (a registry repository is written "
+            "docker://HOST/REPO[:TAG])"
+        )
+    for transport in _TRANSPORTS:
+        if lower.startswith(transport):
+            raise MountError(
+                f"{source}: no such file or directory (ocifs takes the path itself, without "
+                f"skopeo's `{transport}` prefix or a `:TAG`: every tag is shown under refs/)"
+            )
 
 
 def _open_fds() -> set[int]:
