@@ -61,7 +61,7 @@ def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
                     f"{mountpoint}: a dead FUSE mount is here (its daemon is gone); "
                     f"run `ocifs umount {mountpoint}` first"
                 ) from None
-        raise MountError(f"{mountpoint}: something is already mounted here")
+        raise MountError(f"{mountpoint}: already a mount point ({_what_is_mounted(mountpoint)})")
     if not nonempty_ok:
         try:
             if os.listdir(mountpoint):
@@ -70,6 +70,18 @@ def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
                 )
         except PermissionError:
             raise MountError(f"{mountpoint}: mountpoint is not readable") from None
+
+
+def _what_is_mounted(mountpoint: str) -> str:
+    """What the refusal above names: `ocifs of /srv/layout; ...`, `tmpfs of none`."""
+    from ocifs import mounttable
+
+    entry = mounttable.find(mountpoint)
+    if entry is None:
+        return "choose an empty directory"
+    if entry.is_ocifs:
+        return f"ocifs of {entry.source}; `ocifs umount {mountpoint}` removes it"
+    return f"{entry.fstype} of {entry.source}; choose an empty directory"
 
 
 def symlink_policy(options: list[str]) -> str:

@@ -391,3 +391,30 @@ def test_a_reader_that_leaves_early_gets_no_traceback(sample_layout) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+# ----- mistakes a new user makes ------------------------------------------------
+
+
+def test_mounting_on_a_mountpoint_in_use_names_what_is_there(mount_image, sample_layout) -> None:
+    m = mount_image(sample_layout)
+    result = ocifs("mount", str(sample_layout), str(m.path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"ocifs: {m.path}: already a mount point (ocifs of {sample_layout}; "
+        f"`ocifs umount {m.path}` removes it)"
+    ]
+    assert ocifs("list", "--json", check=True).stdout.count(f'"{m.path}"') == 1
+
+
+def test_status_and_umount_of_a_directory_inside_a_mount(mount_image, sample_layout) -> None:
+    """`ocifs status .` from MNT/refs: the user is told which mountpoint to name."""
+    m = mount_image(sample_layout)
+    inside = m.path / "refs"
+    for command in ("status", "umount"):
+        result = ocifs(command, str(inside))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"ocifs: {inside}: not a mountpoint; it is inside the ocifs mount {m.path}"
+        ]
+    assert _is_mounted(m.path)
