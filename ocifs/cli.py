@@ -260,6 +260,7 @@ def _mount(args: argparse.Namespace) -> int:
     from ocifs.registry.reference import is_registry_reference
 
     _resolve_path_options(args)
+    _check_output_files(args)
     options = _split_options(args.options)
     opts = MountOptions(
         fuse_options=options,
@@ -351,6 +352,25 @@ def _resolve_path_options(args: argparse.Namespace) -> None:
             setattr(args, name, os.path.abspath(value))
 
 
+def _check_output_files(args: argparse.Namespace) -> None:
+    """`--log` and `--pid-file` that cannot be written: one line now, not a daemon that
+    dies without a word (the log is where it would have said why)."""
+    if args.log:
+        try:
+            with open(args.log, "a"):
+                pass
+        except OSError as exc:
+            raise MountError(f"{args.log}: cannot write the log: {exc.strerror}") from None
+    if args.pid_file:
+        parent = os.path.dirname(args.pid_file)
+        if not os.path.isdir(parent):
+            raise MountError(f"{args.pid_file}: cannot write the pid file: {parent} is not "
+                             "a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise MountError(f"{args.pid_file}: cannot write the pid file: {parent} is not "
+                             "writable")
+
+
 def _list(args: argparse.Namespace) -> int:
     from ocifs import cli_inspect
 
@@ -415,7 +435,7 @@ def _gc(args: argparse.Namespace) -> int:
     from ocifs.layout.collect import DEFAULT_GRACE, collect
     from ocifs.sources.layout_dir import LayoutDir
 
-    path = os.path.abspath(args.layout)
+    path = _layout_to_collect(args.layout)
     LayoutDir(path, writable=False)  # not a layout: one line, nothing touched
     grace = DEFAULT_GRACE if args.grace is None else args.grace
     result = collect(path, dry_run=args.dry_run, grace=grace, lock_timeout=args.lock_timeout)
@@ -435,6 +455,29 @@ def _gc(args: argparse.Namespace) -> int:
             "safe only when nothing imports into the layout)"
         )
     return 0
+
+
+def _layout_to_collect(given: str) -> str:
+    """The layout directory `ocifs gc` works on: `given`, or the source of the ocifs
+    mount at `given` (gc never goes through a mount: blobs/ there is read-only)."""
+    from ocifs.cli_inspect import mounted_source
+
+    mounted = mounted_source(given)
+    path = os.path.abspath(given) if mounted is None else mounted[0]
+    if mounted is not None:
+        source, mountpoint = mounted
+        if source.startswith("docker://") or not os.path.isdir(source):
+            raise OcifsError(
+                f"{mountpoint}: mounts {source}; `ocifs gc` removes blobs from an OCI "
+                "image layout directory only"
+            )
+        print(f"{source} (the source of the mount {mountpoint})")
+    elif os.path.isfile(path):
+        raise OcifsError(
+            f"{path}: a file, not a layout directory (`ocifs gc` removes blobs from an OCI "
+            "image layout directory; archives are read-only)"
+        )
+    return path
 
 
 def _fusermount_u(mountpoint: str, *, lazy: bool) -> subprocess.CompletedProcess[str]:
