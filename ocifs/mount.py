@@ -18,6 +18,8 @@ from ocifs.errors import MountError
 from ocifs.tree import symlinks
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ocifs.cache import DiskCache
     from ocifs.registry.options import RegistryOptions
     from ocifs.sources.base import Source
@@ -103,7 +105,26 @@ def build_cache(opts: MountOptions) -> DiskCache:
     from ocifs.cache import DEFAULT_LIMIT, DiskCache, default_directory
 
     directory = Path(opts.cache_dir) if opts.cache_dir else default_directory()
+    _check_cache_directory(directory)
     return DiskCache(directory, opts.cache_size or DEFAULT_LIMIT)
+
+
+def _check_cache_directory(directory: Path) -> None:
+    """Refuse, in one line, a cache directory that cannot be created or written.
+
+    The cache is where every layer is indexed: without it the mount would come
+    up and then fail each `rootfs/` with a misleading ENOENT.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise MountError(f"{directory}: cannot use as cache directory: not a directory") from None
+    except OSError as exc:
+        raise MountError(f"{directory}: cannot use as cache directory: {exc.strerror}") from None
+    if not directory.is_dir():
+        raise MountError(f"{directory}: cannot use as cache directory: not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise MountError(f"{directory}: cannot use as cache directory: not writable")
 
 
 def open_source(
