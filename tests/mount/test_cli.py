@@ -332,7 +332,9 @@ def test_symlinks_contained_point_inside_the_image(mount_image, sample_layout) -
         assert link.read_bytes() == (tree / "etc/os-release").read_bytes()
         assert b"ocifs-sample" in link.read_bytes()  # the image's file, not the host's
         # relative links that stay inside are shown as stored
-        assert os.readlink(tree / "usr/share/doc/sample/hello-link") == "../../bin/hello"
+        relative = tree / "usr/share/doc/sample/hello-link"
+        assert os.readlink(relative) == "../../../../bin/hello"
+        assert relative.read_bytes() == (tree / "bin/hello").read_bytes()
     # GIO follows the link inside the image
     info = subprocess.run(
         ["gio", "info", "-a", "standard::size", str(ref / "rootfs/etc/absolute-link")],
@@ -418,3 +420,64 @@ def test_status_and_umount_of_a_directory_inside_a_mount(mount_image, sample_lay
             f"ocifs: {inside}: not a mountpoint; it is inside the ocifs mount {m.path}"
         ]
     assert _is_mounted(m.path)
+
+
+def test_gc_of_a_mountpoint_collects_in_its_source(mount_image, sample_layout, tmp_path) -> None:
+    """`ocifs gc MNT` works on the layout mounted there (never through the read-only
+    blobs/ of the mount), and refuses archives, mounted or not, in one line."""
+    layout = copy_layout(sample_layout, tmp_path / "layout")
+    stray = layout / "blobs/sha256" / ("0" * 64)
+    stray.write_bytes(b"nothing references this")
+    m = mount_image(layout)
+    result = ocifs("gc", "--grace", "0", str(m.path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"{layout} (the source of the mount {m.path})"
+    assert f"removed sha256:{'0' * 64} (23 bytes)" in result.stdout
+    assert not stray.exists()
+
+    archive = tmp_path / "sample.tar"
+    subprocess.run(
+        ["skopeo", "copy", "-q", f"oci:{sample_layout}:{SAMPLE_REF}", f"oci-archive:{archive}"],
+        check=True,
+    )
+    ro = mount_image(archive)
+    for target, expected in (
+        (ro.path, f"ocifs: {ro.path}: mounts {archive}; `ocifs gc` removes blobs from an OCI "
+                  "image layout directory only"),
+        (archive, f"ocifs: {archive}: a file, not a layout directory (`ocifs gc` removes blobs "
+                  "from an OCI image layout directory; archives are read-only)"),
+    ):
+        result = ocifs("gc", str(target))
+        assert (result.returncode, result.stderr.splitlines()) == (1, [expected])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--cache-dir", "/proc/no-such-dir", "cannot use as cache directory: No such file or "
+                                             "directory"),
+        ("--cache-dir", "/etc/hostname", "cannot use as cache directory: not a directory"),
+        ("--log", "/proc/no-such-dir/ocifs.log", "cannot write the log: No such file or "
+                                                 "directory"),
+        ("--pid-file", "/no-such-dir/ocifs.pid", "cannot write the pid file: /no-such-dir is "
+                                                 "not a directory"),
+    ],
+)
+@pytest.mark.parametrize("foreground", [False, True], ids=["detached", "foreground"])
+def test_unusable_cache_log_or_pid_file_is_refused_before_mounting(
+    sample_layout, tmp_path, option, value, problem, foreground
+) -> None:
+    """These used to mount and then fail every rootfs/ with ENOENT (cache), or end the
+    daemon without a word (`see /proc/.../ocifs.log`, an internal error for the pid file)."""
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [option, value]
+    if option != "--cache-dir":
+        args += ["--cache-dir", str(tmp_path / "cache")]
+    if option != "--log":
+        args += ["--log", str(tmp_path / "ocifs.log")]
+    result = ocifs("mount", *(["-f"] if foreground else []), *args, str(sample_layout), str(mnt))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"ocifs: {value}: {problem}"]
+    assert not _is_mounted(mnt)
