@@ -399,9 +399,19 @@ def _umount(args: argparse.Namespace) -> int:
     if result.returncode != 0 and dead and not args.lazy:
         result = _fusermount_u(mountpoint, lazy=True)
     if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise MountError(f"{mountpoint}: cannot unmount: {detail}")
+        raise MountError(f"{mountpoint}: cannot unmount: {_unmount_problem(result.stderr)}")
     return 0
+
+
+def _unmount_problem(said: str) -> str:
+    """fusermount3's last line without its own prefix (`fusermount3: failed to unmount
+    MNT: `), and what to do about a busy mount."""
+    detail = (said.strip().splitlines() or ["unknown error"])[-1]
+    detail = re.sub(r"^\S*fusermount3?: (failed to unmount [^:]*: )?", "", detail)
+    if "busy" in detail.lower():
+        return (f"{detail.lower()}: a process is using it (its cwd or an open file); "
+                "`ocifs umount -z` detaches it now and unmounts once that process is done")
+    return detail
 
 
 def _on_layout(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

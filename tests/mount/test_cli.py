@@ -481,3 +481,20 @@ def test_unusable_cache_log_or_pid_file_is_refused_before_mounting(
     assert result.returncode == 1
     assert result.stderr.splitlines() == [f"ocifs: {value}: {problem}"]
     assert not _is_mounted(mnt)
+
+
+def test_umount_of_a_busy_mount_says_what_to_do(mount_image, sample_layout) -> None:
+    m = mount_image(sample_layout)
+    holder = subprocess.Popen(["sleep", "600"], cwd=m.path / "refs")
+    try:
+        result = ocifs("umount", str(m.path))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"ocifs: {m.path}: cannot unmount: device or resource busy: a process is using it "
+            "(its cwd or an open file); `ocifs umount -z` detaches it now and unmounts once "
+            "that process is done"
+        ]
+        assert _is_mounted(m.path)
+    finally:
+        holder.kill()
+        holder.wait()
