@@ -31,6 +31,7 @@ class OneLineParser(argparse.ArgumentParser):
     ) -> argparse.Namespace:
         """As argparse's, but an argument nothing took is blamed on the subcommand it was
         given to (`ocifs mount: unknown option --bogus`), not on `ocifs`."""
+        self._given = list(sys.argv[1:] if args is None else args)
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             self._chosen_subcommand(parsed).unrecognized(extras)
@@ -51,6 +52,10 @@ class OneLineParser(argparse.ArgumentParser):
         if message.startswith("the following arguments are required: "):
             missing = message.split(": ", 1)[1]
             if missing.lower() == "command":
+                # `ocifs --bogus`: argparse reports the missing command, not the option
+                unknown = [a for a in getattr(self, "_given", []) if a.startswith("-")]
+                if unknown:
+                    return f"unknown option {unknown[0]} (commands: {self._commands()})"
                 return f"no command given (one of {self._commands()})"
             return f"missing {missing}"
         m = _ARGUMENT.fullmatch(message)

@@ -32,6 +32,8 @@ def _one_line(*args: str, status: int = 2) -> str:
     [
         ((), "ocifs: no command given (one of mount, umount, list, status, init, gc, check); "
             "see `ocifs --help`"),
+        (("--bogus",), "ocifs: unknown option --bogus (commands: mount, umount, list, status, "
+            "init, gc, check); see `ocifs --help`"),
         (("mont", "a", "b"), "ocifs: unknown command 'mont' (did you mean mount? commands: "
             "mount, umount, list, status, init, gc, check); see `ocifs --help`"),
         (("mount",), "ocifs mount: missing SOURCE, MOUNTPOINT; see `ocifs mount --help`"),
