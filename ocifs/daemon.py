@@ -126,8 +126,15 @@ def _open_and_serve(job: Job, ready_fd: int) -> int:
 
 def _write_pid(job: Job) -> None:
     if job.pid_file:
-        with open(job.pid_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        try:
+            with open(job.pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            from ocifs.errors import MountError
+
+            raise MountError(
+                f"{job.pid_file}: cannot write the pid file: {exc.strerror}"
+            ) from None
 
 
 def _setup_log(job: Job, log_file: str | None) -> None:
