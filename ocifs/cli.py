@@ -157,7 +157,12 @@ def _parser() -> argparse.ArgumentParser:
         "that is not an ocifs mount is refused.",
     )
     u.add_argument("mountpoint", metavar="MOUNTPOINT", help="where the image is mounted")
-    u.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
+    u.add_argument(
+        "-z",
+        "--lazy",
+        action="store_true",
+        help="detach now even if a process uses the mount; it goes once none does",
+    )
     u.set_defaults(run=_umount)
 
     lst = sub.add_parser(
@@ -206,7 +211,9 @@ def _add_gc_parser(sub: argparse._SubParsersAction[OneLineParser]) -> None:
         "Safe while the layout is mounted.",
     )
     g.add_argument(
-        "layout", metavar="LAYOUT", help="an OCI image layout directory (may be mounted)"
+        "layout",
+        metavar="LAYOUT",
+        help="an OCI image layout directory (mounted or not), or the mountpoint of one",
     )
     g.add_argument("-n", "--dry-run", action="store_true", help="only list what would go")
     g.add_argument(
