@@ -12,15 +12,19 @@ the archive on its standard input.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO, copy_layout, require, require_tools
 from tests.mount.test_export import Containerd
 
 README = REPO / "README.md"
+#: where `ocifs` is for the examples that call it: this interpreter's venv
+OCIFS_BIN = Path(sys.executable).parent
 
 
 def readme_block(heading: str) -> list[str]:
@@ -74,3 +78,50 @@ def test_exporting_examples_work_as_written(mount_image, sample_layout, tmp_path
     finally:
         containerd.stop()
         subprocess.run(["rm", "-rf", str(runroot)], check=False)
+
+
+def _refs(layout: Path) -> list[str]:
+    index = json.loads((layout / "index.json").read_text())
+    return sorted(
+        (d.get("annotations") or {}).get("org.opencontainers.image.ref.name", "")
+        for d in index["manifests"]
+    )
+
+
+def test_removing_examples_work_as_written(mount_image, sample_layout, tmp_path) -> None:
+    """Each line of the README's removal block, on a fresh mount of `./my-layout` holding
+    `app:1.0`, `app:stable` and `archive/old`, and one blob nothing references (`<hex>`)."""
+    require_tools("umoci", "skopeo")
+    examples = readme_block("## Removing: untag, retag, delete blobs, collect garbage")
+    assert len(examples) == 5, examples
+    expected_refs = [
+        ["app:stable", "archive/old"],                   # rmdir refs/app:1.0
+        ["app:stable", "archive/old"],                   # mv -T app:1.0 app:stable
+        ["app:stable", "archive/app:1.0", "archive/old"],  # mv app:1.0 refs/archive/
+        ["app:1.0", "app:stable", "archive/old"],        # rm blobs/sha256/<hex>
+        ["app:1.0", "app:stable", "archive/old"],        # ocifs gc ./my-layout
+    ]
+    stray_hex = "0" * 64
+    for n, (example, refs) in enumerate(zip(examples, expected_refs, strict=True)):
+        cwd = tmp_path / f"example{n}"
+        cwd.mkdir()
+        layout = cwd / "my-layout"
+        subprocess.run(["skopeo", "copy", "-q", f"oci:{sample_layout}:sample:1.0",
+                        f"oci:{layout}:app:1.0"], check=True)
+        for extra in ("app:stable", "archive/old"):
+            subprocess.run(["skopeo", "copy", "-q", f"oci:{sample_layout}:sample:1.0",
+                            f"oci:{layout}:{extra}"], check=True)
+        stray = layout / "blobs/sha256" / stray_hex
+        stray.write_bytes(b"nothing references this")
+        os.utime(stray, (0, 0))  # older than gc's grace period
+        m = mount_image(layout)
+        command = example.replace("/mnt/img", str(m.path)).replace("<hex>", stray_hex)
+        result = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True,
+                                text=True, timeout=120,
+                                env={**os.environ, "PATH": f"{OCIFS_BIN}:{os.environ['PATH']}"})
+        assert result.returncode == 0, f"{example}\n{result.stderr}"
+        assert _refs(layout) == refs, example
+        if example.startswith(("rm ", "ocifs gc")):
+            assert not stray.exists(), example
+        else:
+            assert stray.exists(), example
