@@ -317,7 +317,7 @@ def _refuse_transport_prefix(source: str) -> None:
     if os.path.lexists(source):
         return
     lower = source.lower()
-    if lower.startswith("docker:"):
+    if lower.startswith(("docker:", "docker//")):
         raise MountError(
             f"{source}: no such file or directory (a registry repository is written "
             "docker://HOST/REPO[:TAG])"

@@ -64,6 +64,7 @@ def test_usage_errors_are_one_line(args: tuple[str, ...], expected: str) -> None
         ("oci-archive:/no/such.tar", "without skopeo's `oci-archive:` prefix"),
         ("docker:/127.0.0.1:5000/app", "a registry repository is written docker://HOST/REPO"),
         ("DOCKER://127.0.0.1:5000/app", "a registry repository is written docker://HOST/REPO"),
+        ("docker//127.0.0.1:5000/app", "a registry repository is written docker://HOST/REPO"),
     ],
 )
 def test_a_skopeo_style_source_says_how_to_write_it(source: str, hint: str, tmp_path) -> None:
