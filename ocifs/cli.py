@@ -263,11 +263,17 @@ def _mount(args: argparse.Namespace) -> int:
     """Check what can be checked cheaply here, then start the daemon (`ocifs.daemon`),
     which opens the source and mounts."""
     from ocifs import daemon
-    from ocifs.mount import MountOptions, check_mountpoint, symlink_policy
+    from ocifs.mount import (
+        MountOptions,
+        check_mountpoint,
+        check_output_files,
+        check_source_spelling,
+        symlink_policy,
+    )
     from ocifs.registry.reference import is_registry_reference
 
     _resolve_path_options(args)
-    _check_output_files(args)
+    check_output_files(log=args.log, pid_file=args.pid_file)
     options = _split_options(args.options)
     opts = MountOptions(
         fuse_options=options,
@@ -280,7 +286,7 @@ def _mount(args: argparse.Namespace) -> int:
     )
     remote = is_registry_reference(args.source)
     if not remote:
-        _refuse_transport_prefix(args.source)
+        check_source_spelling(args.source)
     mountpoint = os.path.abspath(args.mountpoint)
     check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
     if not os.path.exists("/dev/fuse"):
@@ -302,32 +308,6 @@ def _mount(args: argparse.Namespace) -> int:
     if args.foreground:
         return daemon.run_foreground(job)
     return daemon.start(job, args.inherited_fds)
-
-
-#: skopeo/podman transports a user may type out of habit (`docker:` is a typo of `docker://`)
-_TRANSPORTS = ("oci:", "oci-archive:", "docker-archive:", "dir:", "docker-daemon:",
-               "containers-storage:")
-
-
-def _refuse_transport_prefix(source: str) -> None:
-    """A missing SOURCE spelled like a skopeo reference: say how ocifs wants it, in one line.
-
-    Only for names that do not exist: a file may really be called `oci:x`.
-    """
-    if os.path.lexists(source):
-        return
-    lower = source.lower()
-    if lower.startswith(("docker:", "docker//")):
-        raise MountError(
-            f"{source}: no such file or directory (a registry repository is written "
-            "docker://HOST/REPO[:TAG])"
-        )
-    for transport in _TRANSPORTS:
-        if lower.startswith(transport):
-            raise MountError(
-                f"{source}: no such file or directory (ocifs takes the path itself, without "
-                f"skopeo's `{transport}` prefix or a `:TAG`: every tag is shown under refs/)"
-            )
 
 
 def _open_fds() -> set[int]:
@@ -357,25 +337,6 @@ def _resolve_path_options(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value:
             setattr(args, name, os.path.abspath(value))
-
-
-def _check_output_files(args: argparse.Namespace) -> None:
-    """`--log` and `--pid-file` that cannot be written: one line now, not a daemon that
-    dies without a word (the log is where it would have said why)."""
-    if args.log:
-        try:
-            with open(args.log, "a"):
-                pass
-        except OSError as exc:
-            raise MountError(f"{args.log}: cannot write the log: {exc.strerror}") from None
-    if args.pid_file:
-        parent = os.path.dirname(args.pid_file)
-        if not os.path.isdir(parent):
-            raise MountError(f"{args.pid_file}: cannot write the pid file: {parent} is not "
-                             "a directory")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise MountError(f"{args.pid_file}: cannot write the pid file: {parent} is not "
-                             "writable")
 
 
 def _list(args: argparse.Namespace) -> int:

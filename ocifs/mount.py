@@ -74,6 +74,51 @@ def check_mountpoint(mountpoint: str, *, nonempty_ok: bool = False) -> None:
             raise MountError(f"{mountpoint}: mountpoint is not readable") from None
 
 
+#: skopeo/podman transports a user may type out of habit (`docker:` is a typo of `docker://`)
+_TRANSPORTS = ("oci:", "oci-archive:", "docker-archive:", "dir:", "docker-daemon:",
+               "containers-storage:")
+
+
+def check_source_spelling(source: str) -> None:
+    """A missing SOURCE spelled like a skopeo reference: say how ocifs wants it, in one line.
+
+    Only for names that do not exist: a file may really be called `oci:x`.
+    """
+    if os.path.lexists(source):
+        return
+    lower = source.lower()
+    if lower.startswith(("docker:", "docker//")):
+        raise MountError(
+            f"{source}: no such file or directory (a registry repository is written "
+            "docker://HOST/REPO[:TAG])"
+        )
+    for transport in _TRANSPORTS:
+        if lower.startswith(transport):
+            raise MountError(
+                f"{source}: no such file or directory (ocifs takes the path itself, without "
+                f"skopeo's `{transport}` prefix or a `:TAG`: every tag is shown under refs/)"
+            )
+
+
+def check_output_files(*, log: str | None, pid_file: str | None) -> None:
+    """`--log` and `--pid-file` that cannot be written: one line now, not a daemon that
+    dies without a word (the log is where it would have said why)."""
+    if log:
+        try:
+            with open(log, "a"):
+                pass
+        except OSError as exc:
+            raise MountError(f"{log}: cannot write the log: {exc.strerror}") from None
+    if pid_file:
+        parent = os.path.dirname(pid_file)
+        if not os.path.isdir(parent):
+            raise MountError(f"{pid_file}: cannot write the pid file: {parent} is not "
+                             "a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise MountError(f"{pid_file}: cannot write the pid file: {parent} is not "
+                             "writable")
+
+
 def _what_is_mounted(mountpoint: str) -> str:
     """What the refusal above names: `ocifs of /srv/layout; ...`, `tmpfs of none`."""
     from ocifs import mounttable
