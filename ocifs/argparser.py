@@ -10,7 +10,6 @@ ending with where to read more. Exit status 2, as for every usage error.
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import sys
 from collections.abc import Sequence
@@ -93,6 +92,8 @@ class OneLineParser(argparse.ArgumentParser):
         return chosen if isinstance(chosen, OneLineParser) else self
 
     def _unknown_command(self, word: str) -> str:
+        import difflib  # only here: it costs every `ocifs` start ~2 ms otherwise
+
         close = difflib.get_close_matches(word, self._command_names(), n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         return f"unknown command {word!r} ({hint}commands: {self._commands()})"
