@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 EXIT_USAGE = 2
 
-_ARGUMENT = re.compile(r"argument (?P<name>[^:]+): (?P<problem>.*)", re.DOTALL)
-_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)'")
-_TYPE_VALUE = re.compile(r"invalid \S+ value: (?P<value>.*)")
+# patterns, compiled (by `re`'s cache) only when an error is explained: every `ocifs`
+# start imports this module
+_ARGUMENT = r"argument (?P<name>[^:]+): (?P<problem>.*)"
+_CHOICE = r"invalid choice: '(?P<value>[^']*)'"
+_TYPE_VALUE = r"invalid \S+ value: (?P<value>.*)"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -57,16 +61,16 @@ class OneLineParser(argparse.ArgumentParser):
                     return f"unknown option {unknown[0]} (commands: {self._commands()})"
                 return f"no command given (one of {self._commands()})"
             return f"missing {missing}"
-        m = _ARGUMENT.fullmatch(message)
+        m = re.fullmatch(_ARGUMENT, message, re.DOTALL)
         if m is None:
             return message
         name, problem = m.group("name"), m.group("problem")
-        choice = _CHOICE.match(problem)
+        choice = re.match(_CHOICE, problem)
         if name.lower() == "command" and choice:
             return self._unknown_command(choice.group("value"))
         if problem == "expected one argument":
             return f"{_short(name)} needs a value"
-        typed = _TYPE_VALUE.fullmatch(problem)
+        typed = re.fullmatch(_TYPE_VALUE, problem)
         if typed:
             return f"{_short(name)}: invalid value {typed.group('value')}"
         return f"{_short(name)}: {problem}"
