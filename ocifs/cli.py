@@ -34,7 +34,10 @@ def _size(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (e.g. 500M, 10G)")
     exponent: int = "_KMGT".index(m.group(2).upper() or "_")
-    return int(m.group(1)) * int(1024**exponent)
+    size = int(m.group(1)) * int(1024**exponent)
+    if size == 0:  # would have meant the default, 10G, without a word
+        raise argparse.ArgumentTypeError(f"invalid size {text!r} (more than 0, e.g. 500M, 10G)")
+    return size
 
 
 def _busy_poll(text: str) -> int:

@@ -46,6 +46,9 @@ def _one_line(*args: str, status: int = 2) -> str:
         (("mount", "--cache-size", "5X", "a", "b"),
             "ocifs mount: --cache-size: invalid size '5X' (e.g. 500M, 10G); "
             "see `ocifs mount --help`"),
+        (("mount", "--cache-size", "0", "a", "b"),
+            "ocifs mount: --cache-size: invalid size '0' (more than 0, e.g. 500M, 10G); "
+            "see `ocifs mount --help`"),
         (("check", "-j", "x", "."), "ocifs check: --jobs: invalid value 'x'; "
             "see `ocifs check --help`"),
         (("gc",), "ocifs gc: missing LAYOUT; see `ocifs gc --help`"),
