@@ -271,6 +271,7 @@ def _mount(args: argparse.Namespace) -> int:
         check_mountpoint,
         check_output_files,
         check_source_spelling,
+        layout_writable,
         symlink_policy,
     )
     from ocifs.registry.reference import is_registry_reference
@@ -292,6 +293,10 @@ def _mount(args: argparse.Namespace) -> int:
         check_source_spelling(args.source)
     mountpoint = os.path.abspath(args.mountpoint)
     check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
+    if not remote and not opts.read_only and not layout_writable(os.path.abspath(args.source)):
+        opts.read_only = True
+        print(f"ocifs: {os.path.abspath(args.source)}: layout is not writable; mounting it "
+              "read-only (no .import/)", file=sys.stderr)
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse: missing (is the fuse kernel module loaded?)")
     registry = None

@@ -100,6 +100,15 @@ def check_source_spelling(source: str) -> None:
             )
 
 
+def layout_writable(source: str) -> bool:
+    """False for a layout directory this user cannot write (a read-only filesystem,
+    another user's layout): `ocifs mount` then mounts it read-only and says so, as
+    mount(8) does for a write-protected device, instead of offering an `.import/`
+    where every copy would fail. True for anything else (archives are read-only anyway).
+    """
+    return not os.path.isdir(source) or os.access(source, os.W_OK | os.X_OK)
+
+
 def check_output_files(*, log: str | None, pid_file: str | None) -> None:
     """`--log` and `--pid-file` that cannot be written: one line now, not a daemon that
     dies without a word (the log is where it would have said why)."""

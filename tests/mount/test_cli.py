@@ -498,3 +498,34 @@ def test_umount_of_a_busy_mount_says_what_to_do(mount_image, sample_layout) -> N
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_layout_that_cannot_be_written_is_mounted_read_only(sample_layout, tmp_path) -> None:
+    """As mount(8) does for a write-protected device: one line, then a read-only mount
+    (no `.import/` where every copy would fail with EROFS at close)."""
+    require_fuse()
+    require(None if os.geteuid() == 0 else "a read-only bind mount needs root")
+    layout = copy_layout(sample_layout, tmp_path / "layout")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    subprocess.run(["mount", "--bind", str(layout), str(readonly)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True)
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        result = ocifs("mount", "--cache-dir", str(tmp_path / "cache"), "--log",
+                       str(tmp_path / "ocifs.log"), str(readonly), str(mnt))
+        try:
+            assert result.returncode == 0, result.stderr
+            assert result.stderr.splitlines() == [
+                f"ocifs: {readonly}: layout is not writable; mounting it read-only (no .import/)"
+            ]
+            assert not (mnt / ".import").exists()
+            status = json.loads(ocifs("status", "--json", str(mnt), check=True).stdout)
+            assert status["read_only"] is True
+            assert b"VERSION_ID=1.1" in (mnt / "refs" / SAMPLE_REF / "rootfs/etc/os-release"
+                                         ).read_bytes()
+        finally:
+            ocifs("umount", str(mnt))
+    finally:
+        subprocess.run(["umount", str(readonly)], check=False)
