@@ -116,6 +116,12 @@ def find_ocifs(path: str, *, unmounting: bool = False) -> MountEntry:
             raise MountError(
                 f"{absolute}: not a mountpoint; it is inside the ocifs mount {around.mountpoint}"
             )
+        mounted_at = [e.mountpoint for e in ocifs_mounts() if e.source == absolute]
+        if mounted_at:
+            raise MountError(
+                f"{absolute}: not a mountpoint; it is the source of the ocifs mount "
+                f"{' and '.join(mounted_at)}"
+            )
         raise MountError(f"{absolute}: not mounted")
     if entry.is_ocifs:
         return entry

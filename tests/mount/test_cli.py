@@ -410,7 +410,8 @@ def test_mounting_on_a_mountpoint_in_use_names_what_is_there(mount_image, sample
 
 
 def test_status_and_umount_of_a_directory_inside_a_mount(mount_image, sample_layout) -> None:
-    """`ocifs status .` from MNT/refs: the user is told which mountpoint to name."""
+    """`ocifs status .` from MNT/refs, `ocifs umount SOURCE`: the user is told which
+    mountpoint to name."""
     m = mount_image(sample_layout)
     inside = m.path / "refs"
     for command in ("status", "umount"):
@@ -418,6 +419,12 @@ def test_status_and_umount_of_a_directory_inside_a_mount(mount_image, sample_lay
         assert result.returncode == 1
         assert result.stderr.splitlines() == [
             f"ocifs: {inside}: not a mountpoint; it is inside the ocifs mount {m.path}"
+        ]
+        result = ocifs(command, str(sample_layout))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"ocifs: {sample_layout}: not a mountpoint; it is the source of the ocifs mount "
+            f"{m.path}"
         ]
     assert _is_mounted(m.path)
 
