@@ -187,5 +187,13 @@ def _default_log_file() -> str:
     from platformdirs import user_log_dir
 
     directory = user_log_dir("ocifs")
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        from ocifs.errors import MountError
+
+        raise MountError(
+            f"{directory}: cannot create the log directory: {exc.strerror} "
+            "(--log FILE chooses another)"
+        ) from None
     return os.path.join(directory, "ocifs.log")

@@ -159,26 +159,32 @@ def build_cache(opts: MountOptions) -> DiskCache:
     from ocifs.cache import DEFAULT_LIMIT, DiskCache, default_directory
 
     directory = Path(opts.cache_dir) if opts.cache_dir else default_directory()
-    _check_cache_directory(directory)
+    _check_cache_directory(directory, chosen=bool(opts.cache_dir))
     return DiskCache(directory, opts.cache_size or DEFAULT_LIMIT)
 
 
-def _check_cache_directory(directory: Path) -> None:
+def _check_cache_directory(directory: Path, *, chosen: bool) -> None:
     """Refuse, in one line, a cache directory that cannot be created or written.
 
     The cache is where every layer is indexed: without it the mount would come
-    up and then fail each `rootfs/` with a misleading ENOENT.
+    up and then fail each `rootfs/` with a misleading ENOENT. `chosen`: given
+    with --cache-dir (else the default, and the line says how to choose another).
     """
+    problem = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise MountError(f"{directory}: cannot use as cache directory: not a directory") from None
+        problem = "not a directory"
     except OSError as exc:
-        raise MountError(f"{directory}: cannot use as cache directory: {exc.strerror}") from None
-    if not directory.is_dir():
-        raise MountError(f"{directory}: cannot use as cache directory: not a directory")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise MountError(f"{directory}: cannot use as cache directory: not writable")
+        problem = exc.strerror or str(exc)
+    else:
+        if not directory.is_dir():
+            problem = "not a directory"
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            problem = "not writable"
+    if problem is not None:
+        hint = "" if chosen else " (--cache-dir DIR chooses another)"
+        raise MountError(f"{directory}: cannot use as cache directory: {problem}{hint}")
 
 
 def open_source(

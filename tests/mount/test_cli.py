@@ -536,3 +536,27 @@ def test_a_layout_that_cannot_be_written_is_mounted_read_only(sample_layout, tmp
             ocifs("umount", str(mnt))
     finally:
         subprocess.run(["umount", str(readonly)], check=False)
+
+
+def test_an_unusable_home_is_one_line_naming_the_default_and_the_option(sample_layout,
+                                                                         tmp_path) -> None:
+    """With HOME where nothing can be created, the default log and cache directories
+    fail: one line each, saying which option chooses another (was a traceback)."""
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**os.environ, "HOME": "/proc/no-such-home"}
+    for k in ("XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env.pop(k, None)
+    cases = [
+        ([], "ocifs: /proc/no-such-home/.local/state/ocifs/log: cannot create the log "
+             "directory: No such file or directory (--log FILE chooses another)"),
+        (["--log", str(tmp_path / "ocifs.log")],
+         "ocifs: /proc/no-such-home/.cache/ocifs: cannot use as cache directory: No such file "
+         "or directory (--cache-dir DIR chooses another)"),
+    ]
+    for extra, expected in cases:
+        result = subprocess.run([*OCIFS, "mount", *extra, str(sample_layout), str(mnt)],
+                                capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+        assert (result.returncode, result.stderr.splitlines()) == (1, [expected])
+        assert not _is_mounted(mnt)
