@@ -252,14 +252,33 @@ def main(argv: list[str] | None = None) -> int:
     except OcifsError as exc:
         print(f"ocifs: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        return _reader_left()
+    except OSError as exc:
+        # what no check above foresaw (a deleted cwd, a full disk...): still one line
+        print(f"ocifs: {_where(exc)}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # `ocifs status | head`: the reader left; no traceback, and none at exit
-        # when Python flushes stdout again (the Python docs' recipe)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141  # what a shell reports for a command killed by SIGPIPE
+
+
+def _where(exc: OSError) -> str:
+    """`FILE: ` for an OSError's message; a relative path's cwd that was deleted has none."""
+    if exc.filename:
+        return f"{exc.filename}: "
+    try:
+        os.getcwd()
+    except OSError:
+        return "the current directory (deleted?): "
+    return ""
+
+
+def _reader_left() -> int:
+    """`ocifs status | head`: the reader left; no traceback, and none at exit when
+    Python flushes stdout again (the Python docs' recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # what a shell reports for a command killed by SIGPIPE
 
 
 def _mount(args: argparse.Namespace) -> int:

@@ -7,9 +7,11 @@ no Python wording (`invalid int value`, `argument command:`, `choose from`).
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from tests.conftest import ocifs
+from tests.conftest import OCIFS, REPO, ocifs
 
 PYTHONISH = (
     "usage:", "Traceback", "invalid int value", "argument -", "argument COMMAND", "choose from",
@@ -83,3 +85,16 @@ def test_help_shows_examples_and_every_command() -> None:
         assert f"\n    {command} " in result.stdout, command
     assert "ocifs mount ./my-layout /mnt/img" in result.stdout
     assert "docker://" in ocifs("mount", "--help").stdout
+
+
+def test_an_unforeseen_os_error_is_one_line(tmp_path) -> None:
+    """A relative path from a deleted working directory: no traceback."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = f"cd {gone} && rmdir {gone} && exec env PYTHONPATH={REPO} \"$@\""
+    result = subprocess.run(["sh", "-c", script, "sh", *OCIFS, "mount", "./x", "./y"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "ocifs: the current directory (deleted?): No such file or directory"
+    ]
