@@ -140,6 +140,31 @@ def _what_is_mounted(mountpoint: str) -> str:
     return f"{entry.fstype} of {entry.source}; choose an empty directory"
 
 
+#: `-o` options ocifs itself documents (README "Use"), for suggestions after a typo
+DOCUMENTED_OPTIONS = ("allow_other", "default_permissions", "nonempty", "ro",
+                      "symlinks=stored", "symlinks=contained")
+#: spellings people try for an option ocifs spells otherwise
+_OPTION_ALIASES = {"read-only": "ro", "readonly": "ro", "read_only": "ro"}
+
+
+def option_suggestion(fuse_reason: str) -> str:
+    """` (did you mean -o ro?)` when libfuse refused an option that looks like a typo of
+    one ocifs documents (`unknown option(s): `-o read-only'`), else ``."""
+    import difflib
+    import re
+
+    for refused in re.findall(r"-o ([^'`]+)'", fuse_reason):
+        for option in refused.split(","):
+            name = option.strip()
+            close = _OPTION_ALIASES.get(name) or next(
+                iter(difflib.get_close_matches(name, DOCUMENTED_OPTIONS, n=1, cutoff=0.7)),
+                None,
+            )
+            if close:
+                return f" (did you mean -o {close}?)"
+    return ""
+
+
 def symlink_policy(options: list[str]) -> str:
     """The value of `-o symlinks=stored|contained` (the last one given wins)."""
     policy = symlinks.STORED
