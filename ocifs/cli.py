@@ -285,9 +285,11 @@ def _mount(args: argparse.Namespace) -> int:
     """Check what can be checked cheaply here, then start the daemon (`ocifs.daemon`),
     which opens the source and mounts."""
     from ocifs import daemon
+    from ocifs.cache import default_directory as default_cache_directory
     from ocifs.mount import (
         MountOptions,
         check_mountpoint,
+        check_not_hidden,
         check_output_files,
         check_source_spelling,
         layout_writable,
@@ -312,6 +314,15 @@ def _mount(args: argparse.Namespace) -> int:
         check_source_spelling(args.source)
     mountpoint = os.path.abspath(args.mountpoint)
     check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
+    check_not_hidden(
+        mountpoint,
+        {
+            "source": None if remote else os.path.abspath(args.source),
+            "cache directory": args.cache_dir or str(default_cache_directory()),
+            "log": args.log,
+            "pid file": args.pid_file,
+        },
+    )
     if not remote and not opts.read_only and not layout_writable(os.path.abspath(args.source)):
         opts.read_only = True
         print(f"ocifs: {os.path.abspath(args.source)}: layout is not writable; mounting it "

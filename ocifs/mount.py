@@ -128,6 +128,23 @@ def check_output_files(*, log: str | None, pid_file: str | None) -> None:
                              "writable")
 
 
+def check_not_hidden(mountpoint: str, paths: dict[str, str | None]) -> None:
+    """Refuse a source, cache, log or pid file at or under the mountpoint (possible with
+    `-o nonempty`): the mount would hide it from the daemon, whose own reads of it would
+    then go through itself and hang (`ocifs mount -o nonempty L L` did)."""
+    top = os.path.realpath(mountpoint)
+    for what, path in paths.items():
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real == top or real.startswith(top.rstrip("/") + "/"):
+            where = "the mountpoint" if real == top else "under it"
+            raise MountError(
+                f"{mountpoint}: the {what} {path} is {where}; the mount would hide it from "
+                "ocifs itself (choose another mountpoint)"
+            )
+
+
 def _what_is_mounted(mountpoint: str) -> str:
     """What the refusal above names: `ocifs of /srv/layout; ...`, `tmpfs of none`."""
     from ocifs import mounttable

@@ -560,3 +560,33 @@ def test_an_unusable_home_is_one_line_naming_the_default_and_the_option(sample_l
                                 capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
         assert (result.returncode, result.stderr.splitlines()) == (1, [expected])
         assert not _is_mounted(mnt)
+
+
+@pytest.mark.parametrize("what", ["source", "source-parent", "cache"])
+def test_a_mount_that_would_hide_its_own_source_or_cache_is_refused(
+    sample_layout, tmp_path, what
+) -> None:
+    """`ocifs mount -o nonempty L L` mounted over its own source and hung every access
+    (and `ocifs mount` itself): refused in one line, nothing mounted."""
+    require_fuse()
+    layout = copy_layout(sample_layout, tmp_path / "layout")
+    cache = tmp_path / "cache"
+    if what == "source":
+        mnt, hidden, name = layout, layout, "the source"
+    elif what == "source-parent":
+        mnt, hidden, name = tmp_path, layout, "the source"
+    else:
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        cache = hidden = mnt / "cache"
+        name = "the cache directory"
+    where = "the mountpoint" if hidden == mnt else "under it"
+    result = ocifs("mount", "-o", "nonempty", "--cache-dir", str(cache), "--log",
+                   str(tmp_path.parent / f"{tmp_path.name}.log"), str(layout), str(mnt),
+                   timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"ocifs: {mnt}: {name} {hidden} is {where}; the mount would hide it from ocifs "
+        "itself (choose another mountpoint)"
+    ]
+    assert not _is_mounted(mnt)
