@@ -13,6 +13,10 @@ min-max. The machine is shared: treat every figure as noisy.
   E  repeat read of the blob through a new mount (blob in the cache), MiB/s
   F  the same blob read from a local layout mount, MiB/s (what E should match)
   G  requests the registry saw for mount + find rootfs with the layers cached
+
+--compare DIR runs A and D (with E) a second time in every round with the ocifs package
+of DIR (e.g. `git worktree add /tmp/old <commit>`, or `git archive <commit> | tar -x`),
+alternated with this checkout's, and adds the per-round ratios this / DIR.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from bench import data as data_mod
 from tests.helpers.registry import Registry, push, start_registry
 
 REPO = Path(__file__).resolve().parent.parent
+#: the --compare runs' rows
+OLD = ["A'", "D'", "E'"]
 OCIFS = [sys.executable, "-m", "ocifs"]
 
 
@@ -92,10 +98,16 @@ class Bench:
         self.cat = (
             "etc/os-release" if (native / "etc/os-release").is_file() else meta["layer"]["big_path"]
         )
+        #: the directory whose ocifs package mounts (None: this checkout's)
+        self.code: Path | None = None
 
     def mount(self, source: str, cache: Path, *extra: str) -> None:
+        """Mount with this checkout's ocifs, or that of `self.code` (--compare)."""
+        env = None
+        if self.code is not None:  # `-m` puts the working directory first on sys.path
+            env = dict(os.environ, PYTHONPATH=str(self.code))
         sh(*OCIFS, "mount", source, self.mnt, "--cache-dir", cache,
-           "--log", self.work / "ocifs.log", *extra)  # fmt: skip
+           "--log", self.work / "ocifs.log", *extra, cwd=self.code, env=env)  # fmt: skip
 
     def umount(self) -> None:
         """Unmount, first adding the daemon's CPU seconds (utime + stime) to `self.cpu`."""
@@ -222,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="ABCDEFG",
         help="workloads to run, e.g. AC or D (D runs E too); default all",
     )  # fmt: skip
+    ap.add_argument(
+        "--compare", metavar="DIR", type=Path, default=None,
+        help="also run A and D/E with the ocifs package in DIR (another checkout), "
+        "alternated with this one's; reports both and the per-round ratios",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     only = set(args.only.upper()) | ({"E"} if "D" in args.only.upper() else set())
     rounds = args.rounds or (1 if args.quick else 3)
@@ -238,25 +255,32 @@ def main(argv: list[str] | None = None) -> int:
         if "D" in only:
             push(work / "blob-layout", "blob", reg, "blob:1")
         b = Bench(work, reg, meta)
-        res: dict[str, list[float]] = {k: [] for k in "ABCDEF"}
-        cpu: dict[str, list[float]] = {k: [] for k in "ADE"}
+        res: dict[str, list[float]] = {k: [] for k in ["A", "B", "C", "D", "E", "F", *OLD]}
+        cpu: dict[str, list[float]] = {k: [] for k in ["A", "D", "E", *OLD]}
         runs = {"A": b.a_ocifs_cat, "B": b.b_skopeo_umoci, "C": b.c_skopeo, "F": b.f_local_blob}
         for r in range(rounds + 1):  # round 0 warms up
             got: dict[str, float] = {}
+            cpu_got: dict[str, float] = {}
             for k in "ABCDF":
                 if k not in only:
                     continue
-                if k == "D":
-                    got["D"], got["E"] = b.d_e_blob()
-                else:
-                    got[k] = runs[k]()
+                for code in [None, args.compare] if k in "AD" and args.compare else [None]:
+                    b.code = code
+                    tail = "" if code is None else "'"
+                    if k == "D":
+                        got["D" + tail], got["E" + tail] = b.d_e_blob()
+                        cpu_got["D" + tail], cpu_got["E" + tail] = b.cpu_of["D"], b.cpu_of["E"]
+                    else:
+                        got[k + tail] = runs[k]()
+                        if k == "A":
+                            cpu_got["A" + tail] = b.cpu_of["A"]
+                b.code = None
             if r == 0:
                 continue
             for k, v in got.items():
                 res[k].append(v)
-            for k in cpu:
-                if k in got:
-                    cpu[k].append(b.cpu_of.get(k, 0.0))
+            for k, v in cpu_got.items():
+                cpu[k].append(v)
             log(f"round {r}: " + " ".join(f"{k} {v:.2f}" for k, v in got.items()) + " s")
         requests = b.g_requests() if "G" in only else []
     finally:
@@ -280,6 +304,23 @@ def main(argv: list[str] | None = None) -> int:
         ("daemon CPU s (utime+stime), D cold blob read", cpu["D"]),
         ("daemon CPU s (utime+stime), E repeat read", cpu["E"]),
     ]
+    if args.compare:
+        old = f"with {args.compare}"
+        per_round = lambda a, b_: [x / y for x, y in zip(res[a], res[b_], strict=False)]  # noqa: E731
+        cpu_round = lambda a, b_: [x / y for x, y in zip(cpu[a], cpu[b_], strict=False) if y]  # noqa: E731
+        rows += [
+            (f"A' {old}, s", res["A'"]),
+            ("A / A' (this / compared, per round)", per_round("A", "A'")),
+            (f"A'/C {old}", [a / c for a, c in zip(res["A'"], res["C"], strict=False)]),
+            (f"D' cold blob read {old}, MiB/s", rate("D'")),
+            ("D / D' throughput (this / compared, per round)", per_round("D'", "D")),
+            (f"E' repeat blob read {old}, MiB/s", rate("E'")),
+            (f"daemon CPU s, A' {old}", cpu["A'"]),
+            ("daemon CPU A / A' (per round)", cpu_round("A", "A'")),
+            (f"daemon CPU s, D' {old}", cpu["D'"]),
+            ("daemon CPU D / D' (per round)", cpu_round("D", "D'")),
+            (f"daemon CPU s, E' {old}", cpu["E'"]),
+        ]
     print("| workload | median (min-max) |\n|---|---|")
     for what, values in rows:
         if values:
