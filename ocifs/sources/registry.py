@@ -461,6 +461,9 @@ class _Download:
         self._temp_fd = -1
         self._temp_path: Path | None = None  # the partial file, for `stop` to delete
         self._verified_fd = -1
+        #: a download of this object hashed the blob and it matched (the verified copy
+        #: is the file it wrote): `claim_verification`
+        self._fetched_here = False
         self._error: str | None = None
         self._permanent = False
         self._failed_at = 0.0
@@ -537,6 +540,23 @@ class _Download:
             if fd in self._retired:
                 self._retired.discard(fd)
                 _close_elsewhere(fd)  # this pread may have run on the trio thread
+
+    def claim_verification(self) -> bool:
+        """`blobio.SelfVerifying`: True when every read will be answered from bytes a
+        download of this object hashes (starting it if needed), so an index pass need
+        not hash them again. False for a copy an earlier mount left in the cache: that
+        one was verified when it was written, not since, and the pass hashes it."""
+        with self._cond:
+            if self._fetched_here:
+                return True
+            if self._stop or self._verified_fd >= 0 or self._from_cache() >= 0:
+                return False
+            self._start()  # `_from_cache` is asked only before the first download starts
+            return self._thread is not None
+
+    def verified(self) -> bool:
+        """`blobio.SelfVerifying`: the blob was downloaded here and matched its digest."""
+        return self._fetched_here
 
     def ready(self, offset: int, size: int) -> bool:
         """Whether `pread` would answer without waiting: the verified copy is open, or the
@@ -661,6 +681,7 @@ class _Download:
         else:
             with self._cond:
                 self._verified_fd = rfd
+                self._fetched_here = True
                 self._cond.notify_all()
             log.info("fetched blob %s (%d bytes)", self.digest, self._size)
             return
