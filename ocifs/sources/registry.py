@@ -38,7 +38,9 @@ socket being read is shut down.
 A digest mismatch marks the blob bad for the rest of the mount.
 
 Layer trees and rootfs/ go through the LayerStore like any other source, so
-their indexes and unpacked copies are shared with local layouts by digest.
+their indexes and unpacked copies are shared with local layouts by digest. An
+index pass over a download does not hash the blob again: the download is a
+`blobio.SelfVerifying` reader (`claim_verification`, `verified`).
 `--refresh SECONDS` re-resolves the tags in a background thread once that much
 time has passed since the last resolution; `index_changed()` reports a new
 view once it is ready, so the trio thread never waits on the network.
