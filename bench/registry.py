@@ -29,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +99,8 @@ class Bench:
         self.cat = (
             "etc/os-release" if (native / "etc/os-release").is_file() else meta["layer"]["big_path"]
         )
+        #: daemon CPU seconds per thread role of the last run of a workload (D)
+        self.threads_of: dict[str, dict[str, float]] = {}
         #: the directory whose ocifs package mounts (None: this checkout's)
         self.code: Path | None = None
 
@@ -171,9 +174,11 @@ class Bench:
     def d_e_blob(self) -> tuple[float, float]:
         cache = self.fresh("cache")
         self.mount(self.reg.ref("blob:1"), cache, "--tls-verify=false")
+        threads = ThreadCPU(self.mnt)
         try:
             cold = self._read(self.mnt / "refs/1/layers/0.tar")
         finally:
+            self.threads_of["D"] = threads.stop()
             self.umount()
         self.cpu_of["D"] = self.take_cpu()
         self.mount(self.reg.ref("blob:1"), cache, "--tls-verify=false")
@@ -219,6 +224,67 @@ def daemon_cpu(mnt: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: OS thread names (ocifs/threadname.py) -> what the row calls them
+THREAD_ROLES = {
+    "ocifs-blob-rx": "receive",
+    "ocifs-blob-wr": "cache write",
+    "ocifs-blob-sha": "sha256",
+}
+
+
+class ThreadCPU(threading.Thread):
+    """The daemon's CPU seconds per thread, sampled from /proc/PID/task while a workload
+    runs (a thread that ends keeps its last sample, so up to one interval is lost):
+    the main thread is the trio thread, named ocifs threads their role, the rest
+    (trio's worker threads) "workers"."""
+
+    def __init__(self, mnt: Path) -> None:
+        super().__init__(daemon=True)
+        self.pid = daemon_pid(mnt)
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.sample()
+            time.sleep(0.05)
+
+    def sample(self) -> None:
+        if self.pid is None:
+            return
+        tick = os.sysconf("SC_CLK_TCK")
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                comm = Path(f"/proc/{self.pid}/task/{tid}/comm").read_text().strip()
+                fields = Path(f"/proc/{self.pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1]
+            except OSError:
+                continue
+            f = fields.split()
+            role = "trio thread" if int(tid) == self.pid else THREAD_ROLES.get(comm, "workers")
+            self.seen[int(tid)] = (role, (int(f[11]) + int(f[12])) / tick)
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.join()
+        self.sample()
+        per: dict[str, float] = {}
+        for role, cpu in self.seen.values():
+            per[role] = per.get(role, 0.0) + cpu
+        return per
+
+
+def daemon_pid(mnt: Path) -> int | None:
+    try:
+        return int(json.loads((mnt / ".ocifs/status.json").read_bytes())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def stats(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}{chr(0x2013)}{max(values):.3f})"
 
@@ -257,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         b = Bench(work, reg, meta)
         res: dict[str, list[float]] = {k: [] for k in ["A", "B", "C", "D", "E", "F", *OLD]}
         cpu: dict[str, list[float]] = {k: [] for k in ["A", "D", "E", *OLD]}
+        threads: dict[str, list[dict[str, float]]] = {"D": [], "D'": []}
         runs = {"A": b.a_ocifs_cat, "B": b.b_skopeo_umoci, "C": b.c_skopeo, "F": b.f_local_blob}
         for r in range(rounds + 1):  # round 0 warms up
             got: dict[str, float] = {}
@@ -270,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                     if k == "D":
                         got["D" + tail], got["E" + tail] = b.d_e_blob()
                         cpu_got["D" + tail], cpu_got["E" + tail] = b.cpu_of["D"], b.cpu_of["E"]
+                        if r:
+                            threads["D" + tail].append(b.threads_of["D"])
                     else:
                         got[k + tail] = runs[k]()
                         if k == "A":
@@ -320,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
             (f"daemon CPU s, D' {old}", cpu["D'"]),
             ("daemon CPU D / D' (per round)", cpu_round("D", "D'")),
             (f"daemon CPU s, E' {old}", cpu["E'"]),
+        ]
+    for k in ("D", "D'"):
+        roles = sorted({role for per in threads[k] for role in per})
+        rows += [
+            (f"daemon CPU s of {k} by thread: {role}", [per.get(role, 0.0) for per in threads[k]])
+            for role in roles
         ]
     print("| workload | median (min-max) |\n|---|---|")
     for what, values in rows:

@@ -76,6 +76,7 @@ from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
 from ocifs.sources.base import Source
+from ocifs.threadname import set_os_name
 
 log = logging.getLogger(__name__)
 
@@ -656,6 +657,7 @@ class _Download:
         the last pread using it) *before* the readers hear of the failure, so a failed
         download holds neither a descriptor nor disk space once its reads have ended.
         """
+        set_os_name("ocifs-blob-rx")
         cache = self.source.cache
         temp = None
         rfd = -1
