@@ -29,6 +29,7 @@ from collections.abc import Callable
 import httpx
 
 from ocifs.registry.client import describe
+from ocifs.threadname import set_os_name
 
 #: bytes per receive buffer, and how many buffers a download uses at most
 BUFFER_SIZE = 1 << 20
@@ -99,6 +100,7 @@ class BodySink:
         self.queued = offset + n
 
     def _write_all(self) -> None:
+        set_os_name("ocifs-blob-wr")
         while (item := self._to_write.get()) is not None:
             data, n, offset, _reused = item
             if self.error is None:
@@ -111,6 +113,7 @@ class BodySink:
         self._to_hash.put(None)
 
     def _hash_all(self) -> None:
+        set_os_name("ocifs-blob-sha")
         while (item := self._to_hash.get()) is not None:
             data, n, _offset, reused = item
             if self.error is None:

@@ -38,7 +38,9 @@ socket being read is shut down.
 A digest mismatch marks the blob bad for the rest of the mount.
 
 Layer trees and rootfs/ go through the LayerStore like any other source, so
-their indexes and unpacked copies are shared with local layouts by digest.
+their indexes and unpacked copies are shared with local layouts by digest. An
+index pass over a download does not hash the blob again: the download is a
+`blobio.SelfVerifying` reader (`claim_verification`, `verified`).
 `--refresh SECONDS` re-resolves the tags in a background thread once that much
 time has passed since the last resolution; `index_changed()` reports a new
 view once it is ready, so the trio thread never waits on the network.
@@ -74,6 +76,7 @@ from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
 from ocifs.sources.base import Source
+from ocifs.threadname import set_os_name
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +464,9 @@ class _Download:
         self._temp_fd = -1
         self._temp_path: Path | None = None  # the partial file, for `stop` to delete
         self._verified_fd = -1
+        #: a download of this object hashed the blob and it matched (the verified copy
+        #: is the file it wrote): `claim_verification`
+        self._fetched_here = False
         self._error: str | None = None
         self._permanent = False
         self._failed_at = 0.0
@@ -537,6 +543,23 @@ class _Download:
             if fd in self._retired:
                 self._retired.discard(fd)
                 _close_elsewhere(fd)  # this pread may have run on the trio thread
+
+    def claim_verification(self) -> bool:
+        """`blobio.SelfVerifying`: True when every read will be answered from bytes a
+        download of this object hashes (starting it if needed), so an index pass need
+        not hash them again. False for a copy an earlier mount left in the cache: that
+        one was verified when it was written, not since, and the pass hashes it."""
+        with self._cond:
+            if self._fetched_here:
+                return True
+            if self._stop or self._verified_fd >= 0 or self._from_cache() >= 0:
+                return False
+            self._start()  # `_from_cache` is asked only before the first download starts
+            return self._thread is not None
+
+    def verified(self) -> bool:
+        """`blobio.SelfVerifying`: the blob was downloaded here and matched its digest."""
+        return self._fetched_here
 
     def ready(self, offset: int, size: int) -> bool:
         """Whether `pread` would answer without waiting: the verified copy is open, or the
@@ -634,6 +657,7 @@ class _Download:
         the last pread using it) *before* the readers hear of the failure, so a failed
         download holds neither a descriptor nor disk space once its reads have ended.
         """
+        set_os_name("ocifs-blob-rx")
         cache = self.source.cache
         temp = None
         rfd = -1
@@ -661,6 +685,7 @@ class _Download:
         else:
             with self._cond:
                 self._verified_fd = rfd
+                self._fetched_here = True
                 self._cond.notify_all()
             log.info("fetched blob %s (%d bytes)", self.digest, self._size)
             return
