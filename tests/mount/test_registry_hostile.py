@@ -428,6 +428,24 @@ def test_a_content_length_shorter_than_the_body(mount_image, registry, proxy, tm
     _the_rest_answers(m, image)
 
 
+def test_a_content_length_longer_than_the_body(mount_image, registry, proxy, tmp_path):
+    """A manifest whose answer claims more bytes than it sends, then closes: a broken
+    answer, retried, then EIO on that manifest only (never a short document)."""
+    image = registry[1]
+    real = len(image.blob(image.manifest))
+    proxy.rules.append(Rule(f"/manifests/{image.manifest}$", forward(set_response={
+        "Content-Length": str(real + 100)}), method="GET"))  # fmt: skip
+    m = _mount(mount_image, proxy, tmp_path)
+    m.expect_log(r"peer closed connection without sending complete message body")
+    _eio(m.path / "refs/1/manifest.json")
+    assert _probe("list", m.path / "refs") == ("ok", "1")
+    gets = [r for r in proxy.requests if r.startswith("GET") and image.manifest in r]
+    # the first try and 2 retries (test timings), then the error; 6 only if the probes
+    # took over FAILURE_HOLD (5 s), after which a new read tries again
+    assert len(gets) in (3, 6), gets
+    assert not _cached(tmp_path, MANIFEST_KIND, image.manifest)
+
+
 # -- the unmount while an answer is held ---------------------------------------------------
 
 
