@@ -415,6 +415,23 @@ def test_a_200_for_a_range_request_is_skipped_forward(mount_image, registry, pro
     assert "resuming in" in m.log_text()
 
 
+def test_a_206_for_another_range_is_eio(mount_image, registry, proxy, tmp_path) -> None:
+    """The resumed request gets a 206 whose Content-Range starts elsewhere: those bytes
+    cannot be placed; the download fails (EIO), nothing is cached, nothing is skewed."""
+    image = registry[1]
+    blob = f"/blobs/{image.layer}$"
+    size = len(image.blob(image.layer))
+    proxy.rules.append(Rule(blob, forward(cut_at=size // 2), method="GET", times=1))
+    proxy.rules.append(Rule(blob, forward(set_response={
+        "Content-Range": f"bytes 5-{size - 1}/{size}"}), method="GET"))  # fmt: skip
+    m = _mount(mount_image, proxy, tmp_path)
+    m.expect_log(rf"asked for bytes {size // 2}- but got range 'bytes 5-")
+    m.expect_log(rf"blob {image.layer}")
+    _eio(m.path / "refs/1/layers/0.tar")
+    _the_rest_answers(m, image)
+    assert not _cached(tmp_path, BLOB_KIND, image.layer)
+
+
 def test_a_content_length_shorter_than_the_body(mount_image, registry, proxy, tmp_path):
     """The answer says half the length and sends everything: the first half is taken, the
     rest asked for with a range (the connection is not reused), and the blob reads right."""
