@@ -198,6 +198,11 @@ class _TooLarge(Exception):
     """A body over its limit (the Content-Length says so, or the bytes did)."""
 
 
+class BodyTooLarge(RegistryError):
+    """An answer's body is over the limit for its kind: that object is unusable (the
+    registry as a whole may be fine)."""
+
+
 def read_body(response: httpx.Response, limit: int, window: float, *, cut: bool = False) -> bytes:
     """The answer's body, at most `limit` bytes, and closes it.
 
@@ -447,7 +452,7 @@ class RegistryClient:
             try:
                 data = read_body(response, limit, self.options.timeout)
             except _TooLarge:
-                raise RegistryError(
+                raise BodyTooLarge(
                     f"{response.url}: answer larger than the {limit}-byte limit"
                 ) from None
         return httpx.Response(

@@ -71,7 +71,13 @@ from ocifs.model.descriptor import REF_NAME
 from ocifs.model.digest import Digest
 from ocifs.model.reference import TAG_RE
 from ocifs.registry import auth, download
-from ocifs.registry.client import ClientOptions, RegistryClient, one_line, timings_for_tests
+from ocifs.registry.client import (
+    BodyTooLarge,
+    ClientOptions,
+    RegistryClient,
+    one_line,
+    timings_for_tests,
+)
 from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
@@ -96,6 +102,12 @@ class _Known:
     size: int
     media_type: str
     manifest: bool  # fetched from /manifests/ rather than /blobs/
+
+
+class _BadTag(RegistryError):
+    """One tag's own answers are unusable (its HEAD or its manifest lies or is over the
+    limit): a whole-repository mount leaves that tag out with one warning and mounts
+    the rest; a mount of that one tag fails with this line."""
 
 
 def open_registry(text: str, options: RegistryOptions, cache: DiskCache) -> RegistrySource:
@@ -261,6 +273,9 @@ class RegistrySource(Source):
             if exc.status == 404:  # deleted between listing and resolving
                 log.warning("%s:%s: listed but gone (%s); not shown", self.ref.repo_str, tag, exc)
                 return None
+            if isinstance(exc, _BadTag):  # that tag's answers only: the rest mounts
+                log.warning("%s:%s: %s; not shown", self.ref.repo_str, tag, exc)
+                return None
             raise
 
     def _describe(self, reference: str, name: str) -> dict[str, Any]:
@@ -283,7 +298,7 @@ class RegistrySource(Source):
         media_type = head.headers.get("Content-Type", "").split(";")[0].strip()
         length = head.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > documents.MAX_DOCUMENT_BYTES:
-            raise RegistryError(
+            raise _BadTag(
                 f"{reference}: the registry says its manifest has {length} bytes, over the "
                 f"{documents.MAX_DOCUMENT_BYTES}-byte document limit"
             )
@@ -292,12 +307,12 @@ class RegistrySource(Source):
             with self._lock:
                 known = self._known.setdefault(digest, _Known(size, media_type, True))
             if known.size != size or not known.manifest:
-                raise RegistryError(f"{reference}: registry answers disagree about {digest}")
+                raise _BadTag(f"{reference}: registry answers disagree about {digest}")
         else:
             asked = digest
             data, digest = self._manifest_by_tag(reference)
             if asked is not None and digest != asked:
-                raise RegistryError(f"{reference}: the manifest hashes to {digest}")
+                raise _BadTag(f"{reference}: the manifest hashes to {digest}")
             size = len(data)
             media_type = self._media_type(digest)
         return {
@@ -309,12 +324,15 @@ class RegistrySource(Source):
 
     def _manifest_by_tag(self, tag: str) -> tuple[bytes, Digest]:
         """For registries that give no digest on HEAD: fetch by tag and hash."""
-        response = self.client.get_manifest(tag)
+        try:
+            response = self.client.get_manifest(tag)
+        except BodyTooLarge as exc:
+            raise _BadTag(str(exc)) from None
         data = self._limited_body(response)
         digest = digest_mod.of_bytes(data)
         header = response.headers.get("Docker-Content-Digest")
         if header and header != str(digest):
-            raise RegistryError(
+            raise _BadTag(
                 f"{response.url}: Docker-Content-Digest says {header} but the manifest "
                 f"hashes to {digest}"
             )

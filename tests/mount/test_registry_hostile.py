@@ -283,6 +283,30 @@ def test_a_lying_docker_content_digest(mount_image, registry, proxy, tmp_path) -
     assert f"Docker-Content-Digest says {bogus}" in line and image.manifest in line, line
 
 
+def test_a_tag_whose_answers_lie_is_left_out_of_the_repository(mount_image, proxy, tmp_path):
+    """A whole-repository mount: a tag whose HEAD claims a manifest over the limit, and
+    one whose manifest (fetched by tag) hashes otherwise than its Docker-Content-Digest,
+    are left out with a warning each; the rest mounts. Before: either failed the whole
+    mount. Mounted alone, such a tag is the one-line mount error."""
+    doc = b'{"schemaVersion": 2}'
+    plain = {"Content-Type": "text/plain"}
+    proxy.rules += [
+        Rule(TAGS, json_answer({"tags": ["1", "huge", "liar"]})),
+        Rule(r"/manifests/huge$", static(200, b"", {"Content-Type": OCI_MANIFEST,
+             "Docker-Content-Digest": "sha256:" + "1" * 64}, length=1 << 30), method="HEAD"),
+        Rule(r"/manifests/liar$", static(200, b"", plain, length=len(doc)), method="HEAD"),
+        Rule(r"/manifests/liar$", static(200, doc, {**plain,
+             "Docker-Content-Digest": "sha256:" + "2" * 64}), method="GET"),
+    ]  # fmt: skip
+    m = _mount(mount_image, proxy, tmp_path, "big")
+    assert _probe("list", m.path / "refs") == ("ok", "1")
+    log = m.log_text()
+    assert "big:huge: huge: the registry says its manifest has 1073741824 bytes" in log, log
+    assert "big:liar: " in log and "Docker-Content-Digest says sha256:2222" in log, log
+    line = _refused(tmp_path, proxy.ref("big:huge"), "--tls-verify=false")
+    assert "over the 67108864-byte document limit" in line, line
+
+
 def test_a_manifest_that_is_not_json_shows_why(mount_image, proxy, tmp_path) -> None:
     """Bytes that hash right but are no manifest: the raw bytes and error.txt, as for a
     local layout; a HEAD with a media type that is no manifest's: fetched by tag and
