@@ -13,6 +13,10 @@ min-max. The machine is shared: treat every figure as noisy.
   E  repeat read of the blob through a new mount (blob in the cache), MiB/s
   F  the same blob read from a local layout mount, MiB/s (what E should match)
   G  requests the registry saw for mount + find rootfs with the layers cached
+
+--compare DIR runs A and D (with E) a second time in every round with the ocifs package
+of DIR (e.g. `git worktree add /tmp/old <commit>`, or `git archive <commit> | tar -x`),
+alternated with this checkout's, and adds the per-round ratios this / DIR.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +37,8 @@ from bench import data as data_mod
 from tests.helpers.registry import Registry, push, start_registry
 
 REPO = Path(__file__).resolve().parent.parent
+#: the --compare runs' rows
+OLD = ["A'", "D'", "E'"]
 OCIFS = [sys.executable, "-m", "ocifs"]
 
 
@@ -92,10 +99,18 @@ class Bench:
         self.cat = (
             "etc/os-release" if (native / "etc/os-release").is_file() else meta["layer"]["big_path"]
         )
+        #: daemon CPU seconds per thread role of the last run of a workload (D)
+        self.threads_of: dict[str, dict[str, float]] = {}
+        #: the directory whose ocifs package mounts (None: this checkout's)
+        self.code: Path | None = None
 
     def mount(self, source: str, cache: Path, *extra: str) -> None:
+        """Mount with this checkout's ocifs, or that of `self.code` (--compare)."""
+        env = None
+        if self.code is not None:  # `-m` puts the working directory first on sys.path
+            env = dict(os.environ, PYTHONPATH=str(self.code))
         sh(*OCIFS, "mount", source, self.mnt, "--cache-dir", cache,
-           "--log", self.work / "ocifs.log", *extra)  # fmt: skip
+           "--log", self.work / "ocifs.log", *extra, cwd=self.code, env=env)  # fmt: skip
 
     def umount(self) -> None:
         """Unmount, first adding the daemon's CPU seconds (utime + stime) to `self.cpu`."""
@@ -159,9 +174,11 @@ class Bench:
     def d_e_blob(self) -> tuple[float, float]:
         cache = self.fresh("cache")
         self.mount(self.reg.ref("blob:1"), cache, "--tls-verify=false")
+        threads = ThreadCPU(self.mnt)
         try:
             cold = self._read(self.mnt / "refs/1/layers/0.tar")
         finally:
+            self.threads_of["D"] = threads.stop()
             self.umount()
         self.cpu_of["D"] = self.take_cpu()
         self.mount(self.reg.ref("blob:1"), cache, "--tls-verify=false")
@@ -207,6 +224,67 @@ def daemon_cpu(mnt: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: OS thread names (ocifs/threadname.py) -> what the row calls them
+THREAD_ROLES = {
+    "ocifs-blob-rx": "receive",
+    "ocifs-blob-wr": "cache write",
+    "ocifs-blob-sha": "sha256",
+}
+
+
+class ThreadCPU(threading.Thread):
+    """The daemon's CPU seconds per thread, sampled from /proc/PID/task while a workload
+    runs (a thread that ends keeps its last sample, so up to one interval is lost):
+    the main thread is the trio thread, named ocifs threads their role, the rest
+    (trio's worker threads) "workers"."""
+
+    def __init__(self, mnt: Path) -> None:
+        super().__init__(daemon=True)
+        self.pid = daemon_pid(mnt)
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.sample()
+            time.sleep(0.05)
+
+    def sample(self) -> None:
+        if self.pid is None:
+            return
+        tick = os.sysconf("SC_CLK_TCK")
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                comm = Path(f"/proc/{self.pid}/task/{tid}/comm").read_text().strip()
+                fields = Path(f"/proc/{self.pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1]
+            except OSError:
+                continue
+            f = fields.split()
+            role = "trio thread" if int(tid) == self.pid else THREAD_ROLES.get(comm, "workers")
+            self.seen[int(tid)] = (role, (int(f[11]) + int(f[12])) / tick)
+
+    def stop(self) -> dict[str, float]:
+        self.done.set()
+        self.join()
+        self.sample()
+        per: dict[str, float] = {}
+        for role, cpu in self.seen.values():
+            per[role] = per.get(role, 0.0) + cpu
+        return per
+
+
+def daemon_pid(mnt: Path) -> int | None:
+    try:
+        return int(json.loads((mnt / ".ocifs/status.json").read_bytes())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def stats(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} ({min(values):.3f}{chr(0x2013)}{max(values):.3f})"
 
@@ -221,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only", default="ABCDEFG",
         help="workloads to run, e.g. AC or D (D runs E too); default all",
+    )  # fmt: skip
+    ap.add_argument(
+        "--compare", metavar="DIR", type=Path, default=None,
+        help="also run A and D/E with the ocifs package in DIR (another checkout), "
+        "alternated with this one's; reports both and the per-round ratios",
     )  # fmt: skip
     args = ap.parse_args(argv)
     only = set(args.only.upper()) | ({"E"} if "D" in args.only.upper() else set())
@@ -238,25 +321,35 @@ def main(argv: list[str] | None = None) -> int:
         if "D" in only:
             push(work / "blob-layout", "blob", reg, "blob:1")
         b = Bench(work, reg, meta)
-        res: dict[str, list[float]] = {k: [] for k in "ABCDEF"}
-        cpu: dict[str, list[float]] = {k: [] for k in "ADE"}
+        res: dict[str, list[float]] = {k: [] for k in ["A", "B", "C", "D", "E", "F", *OLD]}
+        cpu: dict[str, list[float]] = {k: [] for k in ["A", "D", "E", *OLD]}
+        threads: dict[str, list[dict[str, float]]] = {"D": [], "D'": []}
         runs = {"A": b.a_ocifs_cat, "B": b.b_skopeo_umoci, "C": b.c_skopeo, "F": b.f_local_blob}
         for r in range(rounds + 1):  # round 0 warms up
             got: dict[str, float] = {}
+            cpu_got: dict[str, float] = {}
             for k in "ABCDF":
                 if k not in only:
                     continue
-                if k == "D":
-                    got["D"], got["E"] = b.d_e_blob()
-                else:
-                    got[k] = runs[k]()
+                for code in [None, args.compare] if k in "AD" and args.compare else [None]:
+                    b.code = code
+                    tail = "" if code is None else "'"
+                    if k == "D":
+                        got["D" + tail], got["E" + tail] = b.d_e_blob()
+                        cpu_got["D" + tail], cpu_got["E" + tail] = b.cpu_of["D"], b.cpu_of["E"]
+                        if r:
+                            threads["D" + tail].append(b.threads_of["D"])
+                    else:
+                        got[k + tail] = runs[k]()
+                        if k == "A":
+                            cpu_got["A" + tail] = b.cpu_of["A"]
+                b.code = None
             if r == 0:
                 continue
             for k, v in got.items():
                 res[k].append(v)
-            for k in cpu:
-                if k in got:
-                    cpu[k].append(b.cpu_of.get(k, 0.0))
+            for k, v in cpu_got.items():
+                cpu[k].append(v)
             log(f"round {r}: " + " ".join(f"{k} {v:.2f}" for k, v in got.items()) + " s")
         requests = b.g_requests() if "G" in only else []
     finally:
@@ -280,6 +373,29 @@ def main(argv: list[str] | None = None) -> int:
         ("daemon CPU s (utime+stime), D cold blob read", cpu["D"]),
         ("daemon CPU s (utime+stime), E repeat read", cpu["E"]),
     ]
+    if args.compare:
+        old = f"with {args.compare}"
+        per_round = lambda a, b_: [x / y for x, y in zip(res[a], res[b_], strict=False)]  # noqa: E731
+        cpu_round = lambda a, b_: [x / y for x, y in zip(cpu[a], cpu[b_], strict=False) if y]  # noqa: E731
+        rows += [
+            (f"A' {old}, s", res["A'"]),
+            ("A / A' (this / compared, per round)", per_round("A", "A'")),
+            (f"A'/C {old}", [a / c for a, c in zip(res["A'"], res["C"], strict=False)]),
+            (f"D' cold blob read {old}, MiB/s", rate("D'")),
+            ("D / D' throughput (this / compared, per round)", per_round("D'", "D")),
+            (f"E' repeat blob read {old}, MiB/s", rate("E'")),
+            (f"daemon CPU s, A' {old}", cpu["A'"]),
+            ("daemon CPU A / A' (per round)", cpu_round("A", "A'")),
+            (f"daemon CPU s, D' {old}", cpu["D'"]),
+            ("daemon CPU D / D' (per round)", cpu_round("D", "D'")),
+            (f"daemon CPU s, E' {old}", cpu["E'"]),
+        ]
+    for k in ("D", "D'"):
+        roles = sorted({role for per in threads[k] for role in per})
+        rows += [
+            (f"daemon CPU s of {k} by thread: {role}", [per.get(role, 0.0) for per in threads[k]])
+            for role in roles
+        ]
     print("| workload | median (min-max) |\n|---|---|")
     for what, values in rows:
         if values:

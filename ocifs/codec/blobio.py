@@ -73,6 +73,30 @@ class BlobReader(Protocol):
     def close(self) -> None: ...
 
 
+class SelfVerifying(Protocol):
+    """A BlobReader that checks the blob's digest itself (a registry download hashes
+    the bytes it receives), so a pass over it need not hash them a second time.
+
+    `claim_verification()` True is a promise about what follows: a reader that
+    reads the blob in order from 0 to its end gets every byte only if all of them
+    match the digest (the read that reaches the end fails otherwise), and
+    `verified()` is True once they did. False: hash the bytes yourself."""
+
+    def claim_verification(self) -> bool: ...
+
+    def verified(self) -> bool: ...
+
+
+def self_verifying(reader: BlobReader) -> SelfVerifying | None:
+    """`reader`, or the reader it wraps (`wrapped`), if it verifies its own digest."""
+    seen: object | None = reader
+    while seen is not None:
+        if hasattr(seen, "claim_verification") and hasattr(seen, "verified"):
+            return seen  # type: ignore[return-value]
+        seen = getattr(seen, "wrapped", None)
+    return None
+
+
 def pread_cached(fd: int, size: int, offset: int) -> bytes | None:
     """`size` bytes at `offset` if the page cache holds them all, else None.
 

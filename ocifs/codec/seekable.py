@@ -23,7 +23,7 @@ import indexed_gzip
 
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader, ReaderFile, clamp
-from ocifs.errors import BlobUnavailable
+from ocifs.errors import BlobUnavailable, Unmounting
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,35 @@ def _load(reader: BlobReader, cache: DiskCache, key: str) -> GzipSeekReader | No
     return GzipSeekReader(handle, usize, key)
 
 
-def _build(reader: BlobReader, cache: DiskCache, key: str) -> GzipSeekReader:
-    handle = _handle(reader)
+class _Stoppable:
+    """The blob as `_build` reads it: each read first checks the stop flag, so the one
+    inflate pass over a big layer (seconds per GiB, in a worker thread trio cannot
+    cancel) ends at its next read when the daemon unmounts, as `LayerPass` does."""
+
+    __slots__ = ("_key", "_reader", "_stop")
+
+    def __init__(self, reader: BlobReader, stop: threading.Event, key: str) -> None:
+        self._reader = reader
+        self._stop = stop
+        self._key = key
+
+    @property
+    def size(self) -> int:
+        return self._reader.size
+
+    def pread(self, offset: int, size: int) -> bytes:
+        if self._stop.is_set():
+            raise Unmounting(f"{self._key}: seek point build stopped (unmounting)")
+        return self._reader.pread(offset, size)
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _build(
+    reader: BlobReader, cache: DiskCache, key: str, stop: threading.Event | None = None
+) -> GzipSeekReader:
+    handle = _handle(reader if stop is None else _Stoppable(reader, stop, key))
     try:
         handle.build_full_index()
         usize = handle.seek(0, io.SEEK_END)
@@ -106,6 +133,8 @@ def _build(reader: BlobReader, cache: DiskCache, key: str) -> GzipSeekReader:
         handle.export_index(fileobj=out)
     except Exception as exc:
         handle.close()
+        if stop is not None and stop.is_set():  # whatever indexed_gzip made of the stop
+            raise Unmounting(f"{key}: seek point build stopped (unmounting)") from None
         raise BlobUnavailable(f"{key}: not a readable gzip stream: {exc}") from exc
     cache.put(
         CACHE_KIND, key, _HEAD.pack(_VERSION, reader.size, usize) + out.getvalue(), version=_VERSION
@@ -113,13 +142,16 @@ def _build(reader: BlobReader, cache: DiskCache, key: str) -> GzipSeekReader:
     return GzipSeekReader(handle, usize, key)
 
 
-def open_gzip(reader: BlobReader, cache: DiskCache, key: str) -> BlobReader:
+def open_gzip(
+    reader: BlobReader, cache: DiskCache, key: str, stop: threading.Event | None = None
+) -> BlobReader:
     """A reader over the decompressed stream of the gzip blob `reader`.
 
     Seek points are built on first use (one full inflate pass, blocking: call
     from a worker thread) and kept in `cache` under `key`, which must identify
     the compressed bytes (a digest, an archive identity). Raises BlobUnavailable
-    if the blob is not a complete gzip stream.
+    if the blob is not a complete gzip stream, Unmounting if `stop` is set during
+    the build (nothing is cached then).
     """
     loaded = _load(reader, cache, key)
-    return loaded if loaded is not None else _build(reader, cache, key)
+    return loaded if loaded is not None else _build(reader, cache, key, stop)

@@ -492,17 +492,20 @@ class Ingest:
             data = await self._read_doc(staged)
             documents.parse_oci_layout(data, self.name)
             self.s.status.record("OK", self.name, "checked")
-            self._keep_doc(data)
+            await self._keep_doc(data)
         elif kind is Kind.INDEX:
-            self._keep_doc(await self._complete_index(staged))
+            await self._keep_doc(await self._complete_index(staged))
         else:
             await self._complete_ref(staged)
 
-    def _keep_doc(self, data: bytes) -> None:
-        """Processed documents need no staging file (released promptly after close)."""
+    async def _keep_doc(self, data: bytes) -> None:
+        """Processed documents need no staging file (released promptly after close).
+        Removed in a worker thread: an unlink and a close are file I/O, and this
+        runs on the trio thread."""
         self.doc = data
-        if self.staged is not None:
-            self.staged.discard()
+        staged = self.staged
+        if staged is not None:
+            await trio.to_thread.run_sync(staged.discard, limiter=self.s.io)
 
     async def _digest(self, staged: StagedFile) -> Digest:
         hex_ = await trio.to_thread.run_sync(staged.hexdigest, limiter=self.s.cpu)

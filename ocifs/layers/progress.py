@@ -85,6 +85,11 @@ class CountingReader:
     def size(self) -> int:
         return self._inner.size
 
+    @property
+    def wrapped(self) -> BlobReader:
+        """The reader counted (`blobio.self_verifying` looks through to it)."""
+        return self._inner
+
     def pread(self, offset: int, size: int) -> bytes:
         data = self._inner.pread(offset, size)
         end = offset + len(data)

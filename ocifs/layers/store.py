@@ -646,7 +646,7 @@ class LayerStore:
                 return copy, True
             guarded = self.in_place.ensure(desc.digest, blob)
             if record.compression is Compression.GZIP:
-                return open_gzip(guarded, self.cache, key), False
+                return open_gzip(guarded, self.cache, key, self.stopping), False
             return ZstdCursorReader(guarded, size, key), False
         except BaseException:
             blob.close()

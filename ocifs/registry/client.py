@@ -5,10 +5,18 @@ and a pool must not cross a fork), shared by worker threads (httpx clients are
 thread-safe). Its pool holds at most `max_connections` connections: that is
 the bound on concurrent requests; further requests wait for a free connection.
 
-Every request is retried on connection errors, timeouts and 5xx answers with
-exponential backoff, and after `Retry-After` (capped) on 429, `retries` times;
-then it fails with a one-line `RegistryError` naming the URL and the cause.
-TLS failures and 4xx answers are not retried.
+Every request is retried on connection errors, timeouts, stalled answers
+(`pace.py`) and 5xx answers with exponential backoff, and after `Retry-After`
+(capped) on 429, `retries` times; then it fails with a one-line `RegistryError`
+naming the URL and the cause. TLS failures and 4xx answers are not retried.
+
+Hostile answers are bounded (docs/registry.md, "Network failures"): bodies read
+into memory have a size limit per kind (a bigger one is an error once its
+limit is reached, not a memory spike), redirects are followed here (at most
+MAX_REDIRECTS, a loop is an error, the credentials never leave the registry's
+own origin, and a redirect's body is never read), answers are asked for and
+must come without a content coding (a compressed answer could be a bomb), and
+`stop()` ends every request in flight at once (`sockets.py`).
 
 Auth (distribution spec): a 401 with `WWW-Authenticate: Bearer realm=...`
 fetches a token from the realm for the challenge's scope (default
@@ -20,20 +28,25 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import json
 import logging
 import os
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpcore
 import httpx
 
 from ocifs.errors import RegistryError, Unmounting
+from ocifs.model.documents import MAX_DOCUMENT_BYTES
 from ocifs.registry.auth import Challenge, Credentials, parse_challenge
+from ocifs.registry.pace import Pace, TooSlow
 from ocifs.registry.reference import Reference
+from ocifs.registry.sockets import StoppableBackend
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,17 @@ MANIFEST_ACCEPT = ", ".join(
 #: longest Retry-After honoured (seconds); longer ones are waited this long
 MAX_RETRY_AFTER = 30.0
 USER_AGENT = "ocifs"
+#: largest body read into memory, per kind of answer
+DOCUMENT_LIMIT = MAX_DOCUMENT_BYTES
+TAG_PAGE_LIMIT = 16 << 20
+TOKEN_LIMIT = 1 << 20
+#: an error answer's body is only read for its message: the rest is not wanted
+ERROR_LIMIT = 64 << 10
+#: tags and pages of the tag list read at most (each tag costs a HEAD at mount)
+MAX_TAGS = 100_000
+MAX_TAG_PAGES = 1_000
+MAX_REDIRECTS = 10
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +86,20 @@ class ClientOptions:
     #: first backoff; doubles per attempt
     backoff: float = 0.25
     max_connections: int = 8
+
+
+def timings_for_tests() -> dict[str, float]:
+    """ClientOptions fields from OCIFS_TEST_REGISTRY_TIMEOUT / _RETRIES / _BACKOFF,
+    honoured only with OCIFS_TEST_MODE=1: a hostile-registry test of a stalled
+    answer would otherwise wait 5 x 30 s for its EIO."""
+    from ocifs.durable import test_env
+
+    found: dict[str, float] = {}
+    for field, cast in (("timeout", float), ("retries", int), ("backoff", float)):
+        text = test_env(f"OCIFS_TEST_REGISTRY_{field.upper()}")
+        if text:
+            found[field] = cast(text)
+    return found
 
 
 def _ssl_context(ref: Reference, options: ClientOptions) -> ssl.SSLContext | bool:
@@ -137,20 +175,80 @@ def _retry_after(response: httpx.Response, default: float) -> float:
     return default
 
 
-def error_reason(response: httpx.Response) -> str:
+def one_line(text: str, limit: int = 200) -> str:
+    """A registry-supplied text fit for a log line: control characters replaced, cut."""
+    flat = "".join(c if c.isprintable() else " " for c in text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def error_reason(status: int, phrase: str, body: bytes) -> str:
     """`404 MANIFEST_UNKNOWN: manifest unknown` from a distribution error body, if any."""
-    reason = f"{response.status_code} {response.reason_phrase}".strip()
+    reason = one_line(f"{status} {phrase}")
     try:
-        if response.is_stream_consumed or response.headers.get("content-type", "").startswith(
-            "application/json"
-        ):
-            errors = response.json().get("errors")
-            if isinstance(errors, list) and errors and isinstance(errors[0], dict):
-                code, message = errors[0].get("code"), errors[0].get("message")
-                return f"{response.status_code} {code}: {message}"
-    except (ValueError, AttributeError, httpx.HTTPError):
-        pass
+        errors = json.loads(body).get("errors")
+    except (ValueError, AttributeError, RecursionError):
+        return reason
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code, message = errors[0].get("code"), errors[0].get("message")
+        return one_line(f"{status} {code}: {message}")
     return reason
+
+
+class _TooLarge(Exception):
+    """A body over its limit (the Content-Length says so, or the bytes did)."""
+
+
+class BodyTooLarge(RegistryError):
+    """An answer's body is over the limit for its kind: that object is unusable (the
+    registry as a whole may be fine)."""
+
+
+def read_body(response: httpx.Response, limit: int, window: float, *, cut: bool = False) -> bytes:
+    """The answer's body, at most `limit` bytes, and closes it.
+
+    Beyond `limit`: _TooLarge, or with `cut` the first `limit` bytes. TooSlow if
+    it trickles (pace.py), httpx.TransportError if it breaks off or stalls.
+    Raw bytes: answers are asked for without content coding (`_check_coding`)."""
+    try:
+        length = response.headers.get("Content-Length", "")
+        if not cut and length.isdigit() and int(length) > limit:
+            raise _TooLarge(length)
+        parts: list[bytes] = []
+        total = 0
+        pace = Pace(window)
+        for chunk in response.iter_raw():
+            pace.add(len(chunk))
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                if not cut:
+                    raise _TooLarge(total)
+                break
+        return b"".join(parts)[:limit]
+    finally:
+        response.close()
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _use_backend(client: httpx.Client, backend: StoppableBackend) -> bool:
+    """Make every connection pool of `client` connect through `backend`.
+
+    httpx does not let one choose httpcore's network backend, so this sets it
+    on the pools httpx made (its own transport and the proxy transports of the
+    environment's *_PROXY variables). False if httpx's insides changed; the
+    client then works, only `stop()` cannot end requests in flight (a unit
+    test watches for that)."""
+    installed = False
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        if isinstance(pool, httpcore.ConnectionPool) and hasattr(pool, "_network_backend"):
+            pool._network_backend = backend
+            installed = True
+    return installed
 
 
 class RegistryClient:
@@ -163,10 +261,11 @@ class RegistryClient:
         self._verify = _ssl_context(ref, options)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
+        self._backend = StoppableBackend()
         self._pid = -1
         self._tokens: dict[str, str] = {}
+        self._realm = ""  # of the last bearer challenge, for messages
         self._basic = False
-        self._challenge: Challenge | None = None
         #: set when the mount goes away: retry waits end and no new attempt starts
         self.stopping = threading.Event()
 
@@ -190,11 +289,23 @@ class RegistryClient:
                         max_connections=o.max_connections,
                         max_keepalive_connections=o.max_connections,
                     ),
-                    follow_redirects=True,
-                    headers={"User-Agent": USER_AGENT},
+                    follow_redirects=False,  # `_exchange` follows them
+                    headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
                 )
+                if self._pid != os.getpid():  # a fork: the parent's sockets are not ours
+                    self._backend = StoppableBackend()
+                if not _use_backend(self._client, self._backend):
+                    log.debug("httpx pools not found: requests in flight outlive stop()")
                 self._pid = os.getpid()
             return self._client
+
+    def stop(self) -> None:
+        """Unmounting: no new request or connect, and every one in flight ends now
+        (its thread sees `stopping` and raises Unmounting). Any thread; does not wait."""
+        self.stopping.set()
+        with self._lock:
+            backend = self._backend
+        backend.interrupt()
 
     def close(self) -> None:
         with self._lock:
@@ -226,44 +337,56 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         stream: bool = False,
         ok: tuple[int, ...] = (200,),
+        limit: int = DOCUMENT_LIMIT,
     ) -> httpx.Response:
-        """One request with auth and retries; the response has a status in `ok`.
+        """One request with auth, redirects and retries; the response has a status in `ok`.
 
-        Streamed responses are the caller's to close. Raises RegistryError, or
-        Unmounting once `stopping` is set (no new request after the unmount).
+        Without `stream` the body is read here, within the retries: at most `limit`
+        bytes (RegistryError beyond). Streamed responses are the caller's to close.
+        Raises RegistryError, or Unmounting once `stopping` is set (no new request
+        after the unmount, and one in flight ends with it).
         """
         attempt = 0
         reauthed = False
         scope = self._scope(None)
+        own = _origin(httpx.URL(self.base))
         while True:
             if self.stopping.is_set():
                 raise Unmounting(f"{method} {url}: not sent (unmounting)")
-            hdrs = dict(headers or {})
-            auth = self._auth_header(scope)
-            if auth is not None:
-                hdrs["Authorization"] = auth
             delay = self.options.backoff * (2**attempt)
-            client = self.http()
+
+            def authorize(target: httpx.URL, scope: str = scope) -> str | None:
+                # credentials and tokens go to the registry itself, never to a
+                # host it redirects to (blob storage signs its own URLs)
+                return self._auth_header(scope) if _origin(target) == own else None
+
             try:
-                request = client.build_request(method, url, headers=hdrs)
-                response = client.send(request, stream=stream)
-            except httpx.TransportError as exc:
+                response = self._exchange(method, url, headers or {}, authorize)
+                status = response.status_code
+                if status in ok:
+                    self._check_coding(response, url)
+                    if not stream:
+                        response = self._whole(response, limit)
+            except (httpx.TransportError, TooSlow) as exc:
+                if self.stopping.is_set():
+                    raise Unmounting(f"{method} {url}: stopped (unmounting)") from None
                 if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
                     raise RegistryError(
                         f"{url}: TLS failure: {describe(exc)} ({_tls_hint(exc)})"
                     ) from None
-                if _unknown_host(exc):
+                if isinstance(exc, httpx.TransportError) and _unknown_host(exc):
                     raise RegistryError(f"{method} {url}: {describe(exc)}") from None
                 if attempt >= self.options.retries:
                     raise RegistryError(
                         f"{method} {url}: {describe(exc)} (after {attempt + 1} attempts)"
                     ) from None
                 log.warning("%s %s: %s; retrying in %.2f s", method, url, describe(exc), delay)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # not worth retrying
+                raise RegistryError(f"{method} {url}: {describe(exc)}") from None
             else:
-                status = response.status_code
                 if status in ok:
                     return response
-                reason = self._reason(response, stream)
+                reason = self._reason(response)
                 if status == 401 and not reauthed:
                     reauthed = True
                     scope = self._authenticate(response, url)
@@ -274,9 +397,79 @@ class RegistryClient:
                 elif status >= 500 and attempt < self.options.retries:
                     log.warning("%s %s: %s; retrying in %.2f s", method, url, reason, delay)
                 else:
-                    raise RegistryError(self._explain(url, status, reason), status=status)
+                    bearer = status == 401 and scope in self._tokens
+                    raise RegistryError(self._explain(url, status, reason, bearer), status=status)
             attempt += 1
             self._pause(delay, f"{method} {url}")
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        authorize: Callable[[httpx.URL], str | None],
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request and the redirects it leads to, streamed; a redirect's body is
+        never read. A loop, a 11th redirect or one to a URL that is not http(s) is a
+        RegistryError."""
+        client = self.http()
+        target = httpx.URL(url)
+        if params:  # added to the URL's own query (a realm may carry one)
+            target = target.copy_merge_params(params)
+        seen = {str(target)}
+        for _hop in range(MAX_REDIRECTS + 1):
+            hdrs = dict(headers)
+            auth = authorize(target)
+            if auth is not None:
+                hdrs["Authorization"] = auth
+            response = client.send(client.build_request(method, target, headers=hdrs), stream=True)
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECTS or not location:
+                return response
+            response.close()
+            try:
+                target = response.url.join(location)
+            except (httpx.InvalidURL, ValueError):
+                raise RegistryError(
+                    f"{method} {url}: redirected to an invalid URL {one_line(location)!r}"
+                ) from None
+            if target.scheme not in ("http", "https"):
+                raise RegistryError(f"{method} {url}: redirected to {one_line(str(target))}")
+            if str(target) in seen:
+                raise RegistryError(
+                    f"{method} {url}: redirect loop ({one_line(str(target))} again)"
+                )
+            seen.add(str(target))
+        raise RegistryError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
+
+    def _whole(self, response: httpx.Response, limit: int) -> httpx.Response:
+        """The response with its body read (bounded), as a plain in-memory response."""
+        if response.request.method == "HEAD":
+            response.close()
+            data = b""
+        else:
+            try:
+                data = read_body(response, limit, self.options.timeout)
+            except _TooLarge:
+                raise BodyTooLarge(
+                    f"{response.url}: answer larger than the {limit}-byte limit"
+                ) from None
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=data, request=response.request
+        )
+
+    @staticmethod
+    def _check_coding(response: httpx.Response, url: str) -> None:
+        """Refuse a body with a content coding: asked for without one, and decoding a
+        hostile one could make gigabytes of a few kilobytes (httpx decodes each
+        piece whole)."""
+        coding = response.headers.get("Content-Encoding", "").strip().lower()
+        if coding not in ("", "identity") and response.request.method != "HEAD":
+            response.close()
+            raise RegistryError(
+                f"{url}: the answer is {one_line(coding, 40)}-encoded (asked for without coding)"
+            )
 
     def _pause(self, seconds: float, what: str) -> None:
         """The wait before a retry; cut short (Unmounting) when unmounting, so a
@@ -284,22 +477,29 @@ class RegistryClient:
         if self.stopping.wait(seconds):
             raise Unmounting(f"{what}: stopped (unmounting)")
 
-    @staticmethod
-    def _reason(response: httpx.Response, stream: bool) -> str:
+    def _reason(self, response: httpx.Response) -> str:
+        """Why an answer failed, from its status and (bounded) error body; closes it."""
+        body = b""
         try:
-            if stream:
-                response.read()
-            return error_reason(response)
-        except httpx.HTTPError:
-            return f"{response.status_code} {response.reason_phrase}"
+            coding = response.headers.get("Content-Encoding", "").strip().lower()
+            if response.request.method != "HEAD" and coding in ("", "identity"):
+                body = read_body(response, ERROR_LIMIT, self.options.timeout, cut=True)
+        except (httpx.HTTPError, TooSlow):
+            pass
         finally:
             response.close()
+        return error_reason(response.status_code, response.reason_phrase, body)
 
-    def _explain(self, url: str, status: int, reason: str) -> str:
+    def _explain(self, url: str, status: int, reason: str, bearer: bool = False) -> str:
         if status == 401:
             creds = self.options.credentials
             if creds is None:
                 return f"{url}: {reason}: the registry wants credentials (--creds, --authfile)"
+            if bearer:  # 401 again with a token just fetched with them: the token is refused
+                return (
+                    f"{url}: {reason}: the registry refused a fresh token from {self._realm} "
+                    f"(credentials from {creds.origin})"
+                )
             return f"{url}: {reason}: credentials from {creds.origin} were rejected"
         if status == 403:
             return f"{url}: {reason}: access denied"
@@ -322,7 +522,8 @@ class RegistryClient:
             return self._scope(None)
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             raise RegistryError(
-                f"{url}: unsupported auth challenge {challenge.scheme!r}", status=401
+                f"{url}: unsupported auth challenge {one_line(challenge.scheme, 40)!r}",
+                status=401,
             )
         scope = self._scope(challenge)
         self._tokens[scope] = self._fetch_token(challenge, scope)
@@ -331,39 +532,74 @@ class RegistryClient:
         return scope
 
     def _fetch_token(self, challenge: Challenge, scope: str) -> str:
-        realm = challenge.params["realm"]
+        """A bearer token from the challenge's realm: the same retries, bounds and
+        stop as `send`; the credentials go to the realm's origin only."""
+        realm = one_line(challenge.params["realm"], 500)
+        try:
+            realm_url = httpx.URL(challenge.params["realm"])
+        except (httpx.InvalidURL, ValueError):
+            realm_url = None
+        if realm_url is None or realm_url.scheme not in ("http", "https"):
+            raise RegistryError(f"{self.base}: 401 names an unusable token endpoint {realm!r}")
+        self._realm = realm
         params = {"scope": scope}
         if challenge.params.get("service"):
             params["service"] = challenge.params["service"]
         creds = self.options.credentials
-        headers = {"Authorization": creds.basic_header()} if creds is not None else {}
+        who = f"credentials from {creds.origin}" if creds else "anonymous access"
+
+        def authorize(target: httpx.URL) -> str | None:
+            same = _origin(target) == _origin(realm_url)
+            return creds.basic_header() if creds is not None and same else None
+
         attempt = 0
         while True:
+            if self.stopping.is_set():
+                raise Unmounting(f"token endpoint {realm}: not asked (unmounting)")
             try:
-                response = self.http().get(realm, params=params, headers=headers)
-            except httpx.TransportError as exc:
+                response = self._exchange("GET", str(realm_url), {}, authorize, params)
+                if response.status_code == 200:
+                    self._check_coding(response, f"token endpoint {realm}")
+                    content_type = response.headers.get("Content-Type", "")
+                    body = read_body(response, TOKEN_LIMIT, self.options.timeout)
+                    break
+                status = response.status_code
+                reason = self._reason(response)
+                if status < 500 or attempt >= self.options.retries:
+                    raise RegistryError(
+                        f"token endpoint {realm}: {reason} ({who}, scope {scope})", status=401
+                    )
+                log.warning("token endpoint %s: %s; retrying", realm, reason)
+            except (httpx.TransportError, TooSlow) as exc:
+                if self.stopping.is_set():
+                    raise Unmounting(f"token endpoint {realm}: stopped (unmounting)") from None
                 if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
                     raise RegistryError(f"{realm}: TLS failure: {describe(exc)}") from None
                 if attempt >= self.options.retries:
-                    raise RegistryError(f"token endpoint {realm}: {describe(exc)}") from None
-            else:
-                if response.status_code == 200:
-                    break
-                if response.status_code < 500 or attempt >= self.options.retries:
-                    who = f"credentials from {creds.origin}" if creds else "anonymous access"
                     raise RegistryError(
-                        f"token endpoint {realm}: {error_reason(response)} ({who}, scope {scope})",
-                        status=401,
-                    )
+                        f"token endpoint {realm}: {describe(exc)} (after {attempt + 1} attempts)"
+                    ) from None
+            except _TooLarge:
+                raise RegistryError(
+                    f"token endpoint {realm}: answer larger than the {TOKEN_LIMIT}-byte limit"
+                ) from None
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise RegistryError(f"token endpoint {realm}: {describe(exc)}") from None
             self._pause(self.options.backoff * (2**attempt), f"token endpoint {realm}")
             attempt += 1
         try:
-            body = response.json()
-            token = body.get("token") or body.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            kind = one_line(content_type.split(";")[0], 60) or "no content type"
+            raise RegistryError(f"token endpoint {realm}: answer is not JSON ({kind})") from None
+        token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise RegistryError(f"token endpoint {realm}: answer holds no token")
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise RegistryError(
+                f"token endpoint {realm}: the token is not fit for a header (control or "
+                "non-ASCII characters)"
+            )
         return token
 
     # -- the API ------------------------------------------------------------------------
@@ -375,25 +611,35 @@ class RegistryClient:
         tried again over plain http (as skopeo and podman do).
         """
         try:
-            self.send("GET", f"{self.base}/v2/")
+            self._ping()
         except RegistryError as exc:
             if self.options.tls_verify or self.scheme != "https" or exc.status is not None:
                 raise
             self.scheme = "http"
             log.info("%s: no TLS answer; using plain http", self.ref.api_host)
-            self.send("GET", f"{self.base}/v2/")
+            self._ping()
+
+    def _ping(self) -> None:
+        self.send("GET", f"{self.base}/v2/", stream=True).close()  # the body says nothing
 
     def list_tags(self) -> list[str]:
-        """Every tag, following `Link` pagination."""
+        """Every tag, following `Link` pagination: at most MAX_TAG_PAGES pages and
+        MAX_TAGS tags, never a page twice (a `Link` back to a page read is a loop),
+        never off the registry's origin."""
         tags: list[str] = []
-        url: str | None = self.repo_url("tags/list?n=1000")
-        seen = 0
-        while url is not None and seen < 10_000:
-            seen += 1
-            response = self.send("GET", url)
+        first = self.repo_url("tags/list")
+        url: str | None = f"{first}?n=1000"
+        seen: set[str] = set()
+        while url is not None:
+            if url in seen:
+                raise RegistryError(f"{one_line(url)}: the tag list's `Link` leads back to it")
+            if len(seen) >= MAX_TAG_PAGES:
+                raise RegistryError(f"{first}: more than {MAX_TAG_PAGES} pages of tags")
+            seen.add(url)
+            response = self.send("GET", url, limit=TAG_PAGE_LIMIT)
             try:
                 body = response.json()
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise RegistryError(f"{url}: tag list is not JSON") from None
             page = body.get("tags") if isinstance(body, dict) else None
             if page is None:
@@ -401,14 +647,26 @@ class RegistryClient:
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
                 raise RegistryError(f"{url}: tag list has no list of names")
             tags.extend(page)
+            if len(tags) > MAX_TAGS:
+                raise RegistryError(
+                    f"{first}: more than {MAX_TAGS} tags (mount one: {self.ref.repo_str}:TAG)"
+                )
             url = self._next_link(response, url)
         return tags
 
     def _next_link(self, response: httpx.Response, url: str) -> str | None:
-        nxt = response.links.get("next", {}).get("url")
-        if not nxt:
-            return None
-        return str(httpx.URL(url).join(nxt))
+        try:
+            nxt = response.links.get("next", {}).get("url")
+            if not nxt:
+                return None
+            joined = httpx.URL(url).join(nxt)
+        except (httpx.InvalidURL, ValueError):
+            raise RegistryError(f"{url}: the tag list's `Link` is not a URL") from None
+        if _origin(joined) != _origin(httpx.URL(url)):
+            raise RegistryError(
+                f"{url}: the tag list's `Link` leads to another host ({one_line(str(joined))})"
+            )
+        return str(joined)
 
     def head_manifest(self, reference: str) -> httpx.Response:
         return self.send(

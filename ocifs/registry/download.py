@@ -29,6 +29,8 @@ from collections.abc import Callable
 import httpx
 
 from ocifs.registry.client import describe
+from ocifs.registry.pace import Pace, TooSlow
+from ocifs.threadname import set_os_name
 
 #: bytes per receive buffer, and how many buffers a download uses at most
 BUFFER_SIZE = 1 << 20
@@ -99,6 +101,7 @@ class BodySink:
         self.queued = offset + n
 
     def _write_all(self) -> None:
+        set_os_name("ocifs-blob-wr")
         while (item := self._to_write.get()) is not None:
             data, n, offset, _reused = item
             if self.error is None:
@@ -111,6 +114,7 @@ class BodySink:
         self._to_hash.put(None)
 
     def _hash_all(self) -> None:
+        set_os_name("ocifs-blob-sha")
         while (item := self._to_hash.get()) is not None:
             data, n, _offset, reused = item
             if self.error is None:
@@ -192,10 +196,12 @@ def receive(
     encoded = response.headers.get("Content-Encoding", "identity") != "identity"
     # kept referenced until the socket is read: closing the generator closes the connection
     chunks = response.iter_bytes() if encoded else response.iter_raw()
+    pace = Pace(timeout)  # a trickle is a stall too (pace.py)
     try:
         for chunk in chunks:
             if stopped():
                 raise Stopped("unmounting")
+            pace.add(len(chunk))
             if skip:
                 if len(chunk) <= skip:
                     skip -= len(chunk)
@@ -212,8 +218,8 @@ def receive(
         if sock is not None and left > 0:
             if left > size - have:
                 raise TooLarge(f"larger than the {size} bytes its descriptor says")
-            have = _from_socket(sock, sink, have, left, timeout, stopped)
-    except httpx.TransportError as exc:
+            have = _from_socket(sock, sink, have, left, timeout, stopped, pace)
+    except (httpx.TransportError, TooSlow) as exc:
         raise Transient(describe(exc)) from None
     except ValueError:
         if stopped():  # a TLS socket unwrapped under the read by the stop (belt and braces)
@@ -231,6 +237,7 @@ def _from_socket(
     left: int,
     timeout: float,
     stopped: Callable[[], bool],
+    pace: Pace,
 ) -> int:
     sock.settimeout(timeout)
     while left > 0:
@@ -246,7 +253,8 @@ def _from_socket(
                 if n == 0:
                     break
                 got += n
-        except OSError as exc:  # timeout, reset, TLS error: resumed with a range
+                pace.add(n)
+        except (OSError, TooSlow) as exc:  # timeout, reset, TLS error, trickle: resumed
             sink.put(buf, got, have, reused=True)
             raise Transient(describe(exc)) from None
         sink.put(buf, got, have, reused=True)

@@ -38,7 +38,9 @@ socket being read is shut down.
 A digest mismatch marks the blob bad for the rest of the mount.
 
 Layer trees and rootfs/ go through the LayerStore like any other source, so
-their indexes and unpacked copies are shared with local layouts by digest.
+their indexes and unpacked copies are shared with local layouts by digest. An
+index pass over a download does not hash the blob again: the download is a
+`blobio.SelfVerifying` reader (`claim_verification`, `verified`).
 `--refresh SECONDS` re-resolves the tags in a background thread once that much
 time has passed since the last resolution; `index_changed()` reports a new
 view once it is ready, so the trio thread never waits on the network.
@@ -60,6 +62,7 @@ from typing import Any
 
 import httpx
 
+from ocifs import log as log_mod
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader, BytesReader, clamp
 from ocifs.errors import BlobUnavailable, OcifsError, RegistryError, Unmounting
@@ -68,12 +71,20 @@ from ocifs.model import documents
 from ocifs.model import mediatypes as mt
 from ocifs.model.descriptor import REF_NAME
 from ocifs.model.digest import Digest
+from ocifs.model.reference import TAG_RE
 from ocifs.registry import auth, download
-from ocifs.registry.client import ClientOptions, RegistryClient
+from ocifs.registry.client import (
+    BodyTooLarge,
+    ClientOptions,
+    RegistryClient,
+    one_line,
+    timings_for_tests,
+)
 from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
 from ocifs.sources.base import Source
+from ocifs.threadname import set_os_name
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +93,8 @@ MANIFEST_KIND = "registry-manifest"
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 #: seconds a failed download answers new reads with its error before one retries it
 FAILURE_HOLD = 5.0
+#: longest the unmount waits, in all, for download threads to clean up after the stop
+STOP_WAIT = 5.0
 #: how far from the furthest read so far a read still counts as sequential: the
 #: kernel's readahead sends several reads at once, in no guaranteed order
 STREAM_WINDOW = 8 * 1024 * 1024
@@ -94,6 +107,12 @@ class _Known:
     manifest: bool  # fetched from /manifests/ rather than /blobs/
 
 
+class _BadTag(RegistryError):
+    """One tag's own answers are unusable (its HEAD or its manifest lies or is over the
+    limit): a whole-repository mount leaves that tag out with one warning and mounts
+    the rest; a mount of that one tag fails with this line."""
+
+
 def open_registry(text: str, options: RegistryOptions, cache: DiskCache) -> RegistrySource:
     """Parse, connect, authenticate and resolve; one-line errors naming the reference."""
     ref = parse_reference(text)
@@ -102,7 +121,10 @@ def open_registry(text: str, options: RegistryOptions, cache: DiskCache) -> Regi
         client = RegistryClient(
             ref,
             ClientOptions(
-                tls_verify=options.tls_verify, cert_dir=options.cert_dir, credentials=creds
+                tls_verify=options.tls_verify,
+                cert_dir=options.cert_dir,
+                credentials=creds,
+                **timings_for_tests(),  # type: ignore[arg-type]
             ),
         )
         return RegistrySource(ref, client, cache, refresh=options.refresh)
@@ -127,6 +149,8 @@ class RegistrySource(Source):
         self._lock = threading.Lock()
         self._known: dict[Digest, _Known] = {}
         self._manifests: OrderedDict[Digest, bytes] = OrderedDict()
+        #: manifests whose fetch failed: (when, why), answered for FAILURE_HOLD s
+        self._manifest_failed: dict[Digest, tuple[float, str]] = {}
         self._downloads: dict[Digest, _Download] = {}
         self._closed = False
         client.ping()
@@ -197,14 +221,17 @@ class RegistrySource(Source):
             downloads = list(self._downloads.values())
         for running in downloads:
             running.request_stop()
-        self.client.stopping.set()
+        self.client.stop()  # and every request in flight (a manifest, a tag list) ends
 
     def close(self) -> None:
         self.stop()
         with self._lock:
             downloads = list(self._downloads.values())
+        # one bound for all: the stop ended their connections, so only a thread
+        # stuck where no socket exists yet (a name lookup) can use it up
+        deadline = time.monotonic() + STOP_WAIT
         for running in downloads:
-            running.stop()
+            running.stop(max(0.0, deadline - time.monotonic()))
         self.client.close()
 
     # -- tags -> index.json -------------------------------------------------------
@@ -218,7 +245,7 @@ class RegistrySource(Source):
         elif ref.tag is not None:
             entries.append(self._describe(ref.tag, ref.tag))
         else:
-            tags = sorted(set(self.client.list_tags()))
+            tags = self._valid_tags(self.client.list_tags())
             workers = self.client.options.max_connections
             with concurrent.futures.ThreadPoolExecutor(workers) as pool:
                 results = list(pool.map(self._describe_listed, tags))
@@ -226,12 +253,31 @@ class RegistrySource(Source):
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
         return (json.dumps(index, indent=2) + "\n").encode()
 
+    def _valid_tags(self, listed: list[str]) -> list[str]:
+        """The listed names that are tags. Anything else (`../x`, `a?b`, a newline) would
+        become part of a request URL and a directory name: left out, one warning each."""
+        tags = []
+        for name in sorted(set(listed)):
+            if TAG_RE.fullmatch(name):
+                tags.append(name)
+            else:
+                log_mod.once(
+                    log,
+                    logging.WARNING,
+                    f"{self.ref.repo_str}: the tag list names {one_line(name, 140)!r}, "
+                    "which is not a valid tag; not shown",
+                )
+        return tags
+
     def _describe_listed(self, tag: str) -> dict[str, Any] | None:
         try:
             return self._describe(tag, tag)
         except RegistryError as exc:
             if exc.status == 404:  # deleted between listing and resolving
                 log.warning("%s:%s: listed but gone (%s); not shown", self.ref.repo_str, tag, exc)
+                return None
+            if isinstance(exc, _BadTag):  # that tag's answers only: the rest mounts
+                log.warning("%s:%s: %s; not shown", self.ref.repo_str, tag, exc)
                 return None
             raise
 
@@ -254,17 +300,22 @@ class RegistrySource(Source):
             digest = digest_mod.parse(reference)
         media_type = head.headers.get("Content-Type", "").split(";")[0].strip()
         length = head.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > documents.MAX_DOCUMENT_BYTES:
+            raise _BadTag(
+                f"{reference}: the registry says its manifest has {length} bytes, over the "
+                f"{documents.MAX_DOCUMENT_BYTES}-byte document limit"
+            )
         if digest is not None and documents.kind_of(media_type) != "other" and length.isdigit():
             size = int(length)
             with self._lock:
                 known = self._known.setdefault(digest, _Known(size, media_type, True))
             if known.size != size or not known.manifest:
-                raise RegistryError(f"{reference}: registry answers disagree about {digest}")
+                raise _BadTag(f"{reference}: registry answers disagree about {digest}")
         else:
             asked = digest
             data, digest = self._manifest_by_tag(reference)
             if asked is not None and digest != asked:
-                raise RegistryError(f"{reference}: the manifest hashes to {digest}")
+                raise _BadTag(f"{reference}: the manifest hashes to {digest}")
             size = len(data)
             media_type = self._media_type(digest)
         return {
@@ -276,12 +327,15 @@ class RegistrySource(Source):
 
     def _manifest_by_tag(self, tag: str) -> tuple[bytes, Digest]:
         """For registries that give no digest on HEAD: fetch by tag and hash."""
-        response = self.client.get_manifest(tag)
+        try:
+            response = self.client.get_manifest(tag)
+        except BodyTooLarge as exc:
+            raise _BadTag(str(exc)) from None
         data = self._limited_body(response)
         digest = digest_mod.of_bytes(data)
         header = response.headers.get("Docker-Content-Digest")
         if header and header != str(digest):
-            raise RegistryError(
+            raise _BadTag(
                 f"{response.url}: Docker-Content-Digest says {header} but the manifest "
                 f"hashes to {digest}"
             )
@@ -332,11 +386,33 @@ class RegistrySource(Source):
             content_type = ""
             self._remember_manifest(digest, cached, content_type, store=False)
             return cached
+        with self._lock:
+            failed = self._manifest_failed.get(digest)
+        if failed is not None and time.monotonic() - failed[0] < FAILURE_HOLD:
+            # the listing, the read and the kernel's retry of one `cat` ask in a row:
+            # one fetch (of up to 64 MiB from a hostile registry), not one each
+            raise RegistryError(failed[1])
+        try:
+            return self._fetch_manifest(digest, asked_as)
+        except Unmounting:
+            raise
+        except RegistryError as exc:
+            with self._lock:
+                self._manifest_failed[digest] = (time.monotonic(), str(exc))
+            raise
+
+    def _fetch_manifest(self, digest: Digest, asked_as: str) -> bytes:
         response = self.client.get_manifest(str(digest))
         data = self._limited_body(response)
         if not digest.matches(data):
             raise RegistryError(
                 f"{response.url}: manifest does not hash to {digest} (asked for {asked_as})"
+            )
+        with self._lock:
+            known = self._known.get(digest)
+        if known is not None and known.size != len(data):  # a HEAD's Content-Length lied
+            raise RegistryError(
+                f"{response.url}: manifest has {len(data)} bytes, the registry said {known.size}"
             )
         self._remember_manifest(digest, data, response.headers.get("content-type", ""))
         return data
@@ -427,6 +503,8 @@ class _ManifestReader:
     def pread(self, offset: int, size: int) -> bytes:
         try:
             data = self._source.manifest_bytes(self._digest)
+        except Unmounting as exc:  # the stop is no failure of the manifest
+            raise Unmounting(f"manifest {self._digest}: {exc}") from None
         except OcifsError as exc:
             raise BlobUnavailable(f"manifest {self._digest}: {exc}") from None
         return BytesReader(data).pread(offset, size)
@@ -461,6 +539,9 @@ class _Download:
         self._temp_fd = -1
         self._temp_path: Path | None = None  # the partial file, for `stop` to delete
         self._verified_fd = -1
+        #: a download of this object hashed the blob and it matched (the verified copy
+        #: is the file it wrote): `claim_verification`
+        self._fetched_here = False
         self._error: str | None = None
         self._permanent = False
         self._failed_at = 0.0
@@ -493,16 +574,16 @@ class _Download:
             if self._sock is not None:  # still open: `_attempt` clears it under the lock first
                 download.interrupt(self._sock)
 
-    def stop(self) -> None:
-        """Stop the download and wait (a bounded time) for its thread to clean up."""
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop the download and wait (at most `wait` s) for its thread to clean up."""
         self.request_stop()
         thread = self._thread
         if thread is not None:
-            thread.join(timeout=5)
+            thread.join(timeout=wait)
             temp = self._temp_path
             if thread.is_alive() and temp is not None:
-                # blocked where the stop cannot reach (a registry that never sends the
-                # headers: no socket recorded yet): the process exits with it, and its
+                # blocked where the stop cannot reach (a name lookup: the client's
+                # stop ends connects and reads): the process exits with it, and its
                 # partial file must not stay behind (`DiskCache.evict` would remove it
                 # at a later mount, this removes it now)
                 temp.unlink(missing_ok=True)
@@ -537,6 +618,23 @@ class _Download:
             if fd in self._retired:
                 self._retired.discard(fd)
                 _close_elsewhere(fd)  # this pread may have run on the trio thread
+
+    def claim_verification(self) -> bool:
+        """`blobio.SelfVerifying`: True when every read will be answered from bytes a
+        download of this object hashes (starting it if needed), so an index pass need
+        not hash them again. False for a copy an earlier mount left in the cache: that
+        one was verified when it was written, not since, and the pass hashes it."""
+        with self._cond:
+            if self._fetched_here:
+                return True
+            if self._stop or self._verified_fd >= 0 or self._from_cache() >= 0:
+                return False
+            self._start()  # `_from_cache` is asked only before the first download starts
+            return self._thread is not None
+
+    def verified(self) -> bool:
+        """`blobio.SelfVerifying`: the blob was downloaded here and matched its digest."""
+        return self._fetched_here
 
     def ready(self, offset: int, size: int) -> bool:
         """Whether `pread` would answer without waiting: the verified copy is open, or the
@@ -634,6 +732,7 @@ class _Download:
         the last pread using it) *before* the readers hear of the failure, so a failed
         download holds neither a descriptor nor disk space once its reads have ended.
         """
+        set_os_name("ocifs-blob-rx")
         cache = self.source.cache
         temp = None
         rfd = -1
@@ -661,6 +760,7 @@ class _Download:
         else:
             with self._cond:
                 self._verified_fd = rfd
+                self._fetched_here = True
                 self._cond.notify_all()
             log.info("fetched blob %s (%d bytes)", self.digest, self._size)
             return

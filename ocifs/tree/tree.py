@@ -36,6 +36,7 @@ from ocifs.errors import (
     NotFound,
     OcifsError,
     TooDeep,
+    Unmounting,
     Unsupported,
 )
 from ocifs.layers.entry import Kind
@@ -575,6 +576,8 @@ class Tree:
             # One line in the log (once) and the same line inside the mount: a user
             # browsing the tree learns why there is no rootfs/ or platforms/ here.
             level = logging.ERROR if isinstance(exc, BlobUnavailable) else logging.WARNING
+            if isinstance(exc, Unmounting):  # not the document's fault: stopped by the unmount
+                level = logging.INFO
             shown = ", ".join(sorted(children))
             log_mod.once(
                 log, level, f"{exc} (only {shown} and {ERROR_FILE} are shown)", cause=str(exc)

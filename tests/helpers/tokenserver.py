@@ -6,6 +6,11 @@ service=...&scope=repository:NAME:ACTIONS` with the right basic credentials it
 answers `{"token": JWT, "access_token": JWT, "expires_in": 300}`: an RS256 JWT
 signed with openssl, the certificate in the `x5c` header, granting the asked
 actions on the repository. Wrong or missing credentials get 401.
+
+`mode` makes it misbehave (hostile-registry tests): "html" (200 with an HTML
+page), "huge" (200 with an endless JSON body), "error" (500 every time),
+"expired" (a well-signed token that expired an hour ago: the registry answers
+401 to it). `asked` counts the requests.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class TokenServer:
         self._expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self._user = user
         self.issued: list[str] = []  # scopes of the tokens handed out
+        self.mode = "ok"
+        self.asked = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,7 +84,37 @@ class TokenServer:
             input=payload, check=True, capture_output=True,
         ).stdout  # fmt: skip
 
+    def _misbehave(self, h: BaseHTTPRequestHandler) -> bool:
+        if self.mode == "html":
+            body = b"<html><body>Service maintenance</body></html>"
+            h.send_response(200)
+            h.send_header("Content-Type", "text/html")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+        elif self.mode == "huge":
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.end_headers()  # no length: the body ends when the connection does
+            h.close_connection = True
+            try:
+                h.wfile.write(b'{"token": "')
+                while True:
+                    h.wfile.write(b"A" * 65536)
+            except OSError:
+                pass
+        elif self.mode == "error":
+            h.send_response(500)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+        else:
+            return False
+        return True
+
     def _answer(self, h: BaseHTTPRequestHandler) -> None:
+        self.asked += 1
+        if self._misbehave(h):
+            return
         query = urllib.parse.parse_qs(urllib.parse.urlparse(h.path).query)
         if h.headers.get("Authorization") != self._expected:
             body = b'{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}'
@@ -89,7 +126,7 @@ class TokenServer:
                 name, _, actions = rest.rpartition(":")
                 access.append({"type": kind, "name": name, "actions": actions.split(",")})
                 self.issued.append(scope)
-            now = int(time.time())
+            now = int(time.time()) - (7200 if self.mode == "expired" else 0)
             header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
             claims = {
                 "iss": ISSUER,

@@ -1,0 +1,149 @@
+"""Connections the unmount can end at once, whatever they are waiting for.
+
+Why: a worker thread inside an HTTP request cannot be cancelled, and trio.run
+(hence the daemon's exit) waits for every worker thread. A registry that
+accepts a connection and then sends nothing (no headers, or a body that stops
+half-way), or a connect that is never answered, held the thread for the whole
+timeout, and a retrying request for several. `StoppableBackend` is httpcore's
+sync network backend, except that it remembers every socket it opened and
+`interrupt()` shuts them all down (the connect, and every read or write in
+progress on them, end at once with an error) and refuses new connects. The
+client then sees its `stopping` flag and raises Unmounting.
+
+`socket.socket.shutdown` is used even for TLS sockets, as `download.interrupt`
+explains; on Linux it also aborts a connect in progress (SYN_SENT).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import typing
+import weakref
+
+import httpcore
+
+# httpcore's own stream over a socket (plain or TLS); the backend below differs
+# from httpcore.SyncBackend only in how the socket is made and remembered
+from httpcore._backends.sync import SyncStream
+
+
+class _Tracked(httpcore.NetworkStream):
+    """A stream whose current socket (TLS after `start_tls`) the backend can reach."""
+
+    def __init__(self, inner: httpcore.NetworkStream, owner: StoppableBackend) -> None:
+        self._inner = inner
+        self._owner = owner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._owner._forget(self)
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        self._inner = self._inner.start_tls(ssl_context, server_hostname, timeout)
+        if self._owner.stopped:  # stopped during the handshake: the TLS socket is new
+            self._owner.interrupt()
+        return self
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+    def socket(self) -> socket.socket | None:
+        sock = self._inner.get_extra_info("socket")
+        return sock if isinstance(sock, socket.socket) else None
+
+
+class StoppableBackend(httpcore.NetworkBackend):
+    """See the module docstring. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: weakref.WeakSet[_Tracked] = weakref.WeakSet()
+        self._connecting: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self.stopped = False
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        """`socket.create_connection`, with each socket known before its connect starts."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        error: OSError | None = None
+        for family, kind, proto, _name, address in infos:
+            sock = socket.socket(family, kind, proto)
+            with self._lock:
+                if self.stopped:
+                    sock.close()
+                    raise httpcore.ConnectError("not connecting: unmounting")
+                self._connecting.add(sock)
+            try:
+                sock.settimeout(timeout)
+                if local_address is not None:
+                    sock.bind((local_address, 0))
+                sock.connect(address)
+                for option in socket_options or ():
+                    sock.setsockopt(*option)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except TimeoutError as exc:
+                sock.close()
+                raise httpcore.ConnectTimeout(str(exc) or "connect timed out") from exc
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            finally:
+                with self._lock:
+                    self._connecting.discard(sock)
+            stream = _Tracked(SyncStream(sock), self)
+            with self._lock:
+                self._streams.add(stream)
+                stopped = self.stopped
+            if stopped:
+                stream.close()
+                raise httpcore.ConnectError("not connecting: unmounting")
+            return stream
+        raise httpcore.ConnectError(str(error) if error else f"{host}: no address")
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: typing.Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError(f"{path}: unix sockets are not used for registries")
+
+    def interrupt(self) -> None:
+        """End every connect, read and write in progress now, and every later connect."""
+        with self._lock:
+            self.stopped = True
+            sockets = [s.socket() for s in self._streams] + list(self._connecting)
+        for sock in sockets:
+            if sock is None:
+                continue
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass  # not connected yet, or closed meanwhile
+
+    def _forget(self, stream: _Tracked) -> None:
+        with self._lock:
+            self._streams.discard(stream)
