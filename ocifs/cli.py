@@ -298,7 +298,6 @@ def _mount(args: argparse.Namespace) -> int:
     from ocifs.registry.reference import is_registry_reference
 
     _resolve_path_options(args)
-    check_output_files(log=args.log, pid_file=args.pid_file)
     options = _split_options(args.options)
     opts = MountOptions(
         fuse_options=options,
@@ -313,16 +312,20 @@ def _mount(args: argparse.Namespace) -> int:
     if not remote:
         check_source_spelling(args.source)
     mountpoint = os.path.abspath(args.mountpoint)
-    check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
+    # path arithmetic first, then the mountpoint, and only then files are created
     check_not_hidden(
         mountpoint,
         {
-            "source": None if remote else os.path.abspath(args.source),
-            "cache directory": args.cache_dir or str(default_cache_directory()),
-            "log": args.log,
-            "pid file": args.pid_file,
+            "source": (None if remote else os.path.abspath(args.source), ""),
+            "cache directory": (
+                args.cache_dir or str(default_cache_directory()), "--cache-dir"
+            ),
+            "log": (args.log, "--log"),
+            "pid file": (args.pid_file, "--pid-file"),
         },
     )
+    check_mountpoint(mountpoint, nonempty_ok="nonempty" in options)
+    check_output_files(log=args.log, pid_file=args.pid_file)
     if not remote and not opts.read_only and not layout_writable(os.path.abspath(args.source)):
         opts.read_only = True
         print(f"ocifs: {os.path.abspath(args.source)}: layout is not writable; mounting it "

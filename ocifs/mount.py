@@ -106,7 +106,9 @@ def layout_writable(source: str) -> bool:
     mount(8) does for a write-protected device, instead of offering an `.import/`
     where every copy would fail. True for anything else (archives are read-only anyway).
     """
-    return not os.path.isdir(source) or os.access(source, os.W_OK | os.X_OK)
+    if not os.path.isfile(os.path.join(source, "oci-layout")):
+        return True  # not a layout: the daemon says what it is, in one line
+    return os.access(source, os.W_OK | os.X_OK)
 
 
 def check_output_files(*, log: str | None, pid_file: str | None) -> None:
@@ -118,7 +120,7 @@ def check_output_files(*, log: str | None, pid_file: str | None) -> None:
                 pass
         except OSError as exc:
             raise MountError(f"{log}: cannot write the log: {exc.strerror}") from None
-    if pid_file:
+    if pid_file and not (os.path.isfile(pid_file) and os.access(pid_file, os.W_OK)):
         parent = os.path.dirname(pid_file)
         if not os.path.isdir(parent):
             raise MountError(f"{pid_file}: cannot write the pid file: {parent} is not "
@@ -128,20 +130,41 @@ def check_output_files(*, log: str | None, pid_file: str | None) -> None:
                              "writable")
 
 
-def check_not_hidden(mountpoint: str, paths: dict[str, str | None]) -> None:
+def _forms(path: str) -> set[str]:
+    """`path` as given (made absolute) and resolved: the daemon uses the first, the
+    kernel the second, and a symlink makes them differ."""
+    absolute = os.path.abspath(path)
+    return {absolute, os.path.realpath(absolute)}
+
+
+def _at_or_under(inner: str, outer: str) -> bool:
+    """Whether `inner` is `outer` or below it, in any of their forms."""
+    return any(
+        i == o or i.startswith(o.rstrip("/") + "/") for i in _forms(inner) for o in _forms(outer)
+    )
+
+
+def check_not_hidden(mountpoint: str, paths: dict[str, tuple[str | None, str]]) -> None:
     """Refuse a source, cache, log or pid file at or under the mountpoint (possible with
-    `-o nonempty`): the mount would hide it from the daemon, whose own reads of it would
-    then go through itself and hang (`ocifs mount -o nonempty L L` did)."""
-    top = os.path.realpath(mountpoint)
-    for what, path in paths.items():
+    `-o nonempty`), and a mountpoint inside the cache directory. The daemon's own reads
+    of a hidden file would go through itself and hang (`ocifs mount -o nonempty L L`
+    did, and so did a symlink to L inside the mountpoint); the cache's eviction walks
+    its directory and would walk into the mount. `paths`: what -> (path, the option
+    that chose it, or "" for the source)."""
+    for what, (path, option) in paths.items():
         if not path:
             continue
-        real = os.path.realpath(path)
-        if real == top or real.startswith(top.rstrip("/") + "/"):
-            where = "the mountpoint" if real == top else "under it"
+        other = f" or {option}" if option else ""
+        if _at_or_under(path, mountpoint):
+            where = "the mountpoint" if _forms(path) & _forms(mountpoint) else "under it"
             raise MountError(
-                f"{mountpoint}: the {what} {path} is {where}; the mount would hide it from "
-                "ocifs itself (choose another mountpoint)"
+                f"{mountpoint}: the {what} {path} is {where}; the mount would hide it "
+                f"(choose another mountpoint{other})"
+            )
+        if what == "cache directory" and _at_or_under(mountpoint, path):
+            raise MountError(
+                f"{mountpoint}: inside the cache directory {path}, which ocifs walks to "
+                f"keep its size (choose another mountpoint{other})"
             )
 
 

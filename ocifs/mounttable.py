@@ -91,16 +91,22 @@ def find(path: str) -> MountEntry | None:
     so a dead mountpoint, which cannot be stat'ed, still matches.
     """
     absolute = os.path.abspath(path)
-    candidates = {
+    entries = read()
+    # Resolving `path` itself stats it, which never returns on a hung FUSE mount: the
+    # forms that need no stat of the mountpoint are tried first (`ocifs umount` of a
+    # hung mount must not hang).
+    lexical = {
         absolute,
         os.path.join(os.path.realpath(os.path.dirname(absolute)), os.path.basename(absolute)),
-        os.path.realpath(absolute),
     }
-    found = None
-    for entry in read():
-        if entry.mountpoint in candidates:
-            found = entry  # later lines are mounted on top of earlier ones
-    return found
+    for candidates in (lexical, {os.path.realpath(absolute)}):
+        found = None
+        for entry in entries:
+            if entry.mountpoint in candidates:
+                found = entry  # later lines are mounted on top of earlier ones
+        if found is not None:
+            return found
+    return None
 
 
 def find_ocifs(path: str, *, unmounting: bool = False) -> MountEntry:

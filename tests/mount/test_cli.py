@@ -562,31 +562,56 @@ def test_an_unusable_home_is_one_line_naming_the_default_and_the_option(sample_l
         assert not _is_mounted(mnt)
 
 
-@pytest.mark.parametrize("what", ["source", "source-parent", "cache"])
+@pytest.mark.parametrize(
+    "what", ["source", "source-parent", "source-symlink", "cache", "cache-around", "log"]
+)
 def test_a_mount_that_would_hide_its_own_source_or_cache_is_refused(
     sample_layout, tmp_path, what
 ) -> None:
     """`ocifs mount -o nonempty L L` mounted over its own source and hung every access
-    (and `ocifs mount` itself): refused in one line, nothing mounted."""
+    (and `ocifs mount` itself); so did a symlink to L inside the mountpoint, and a
+    mountpoint inside the cache directory (eviction walked into the mount). Refused in
+    one line, nothing mounted, nothing created in the mountpoint."""
     require_fuse()
     layout = copy_layout(sample_layout, tmp_path / "layout")
+    source = layout
     cache = tmp_path / "cache"
+    log = tmp_path.parent / f"{tmp_path.name}.log"
+    option = ""
     if what == "source":
         mnt, hidden, name = layout, layout, "the source"
     elif what == "source-parent":
         mnt, hidden, name = tmp_path, layout, "the source"
+    elif what == "source-symlink":
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        source = hidden = mnt / "lay"
+        hidden.symlink_to(layout)
+        name = "the source"
+    elif what == "log":
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        log = hidden = mnt / "x.log"
+        name, option = "the log", " or --log"
     else:
         mnt = tmp_path / "mnt"
         mnt.mkdir()
-        cache = hidden = mnt / "cache"
-        name = "the cache directory"
-    where = "the mountpoint" if hidden == mnt else "under it"
-    result = ocifs("mount", "-o", "nonempty", "--cache-dir", str(cache), "--log",
-                   str(tmp_path.parent / f"{tmp_path.name}.log"), str(layout), str(mnt),
-                   timeout=30)
+        if what == "cache":
+            cache = hidden = mnt / "cache"
+            name, option = "the cache directory", " or --cache-dir"
+        else:
+            cache = tmp_path
+    result = ocifs("mount", "-o", "nonempty", "--cache-dir", str(cache), "--log", str(log),
+                   str(source), str(mnt), timeout=30)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
-        f"ocifs: {mnt}: {name} {hidden} is {where}; the mount would hide it from ocifs "
-        "itself (choose another mountpoint)"
-    ]
+    if what == "cache-around":
+        expected = (f"ocifs: {mnt}: inside the cache directory {cache}, which ocifs walks to "
+                    "keep its size (choose another mountpoint or --cache-dir)")
+    else:
+        where = "the mountpoint" if hidden == mnt else "under it"
+        expected = (f"ocifs: {mnt}: {name} {hidden} is {where}; the mount would hide it "
+                    f"(choose another mountpoint{option})")
+    assert result.stderr.splitlines() == [expected]
     assert not _is_mounted(mnt)
+    if what == "log":
+        assert not log.exists()  # refused before the log file was created
