@@ -539,9 +539,11 @@ class _Download:
         self._temp_fd = -1
         self._temp_path: Path | None = None  # the partial file, for `stop` to delete
         self._verified_fd = -1
-        #: a download of this object hashed the blob and it matched (the verified copy
-        #: is the file it wrote): `claim_verification`
-        self._fetched_here = False
+        #: downloads started so far; the one running (or last run) is number `_gen`
+        self._gen = 0
+        #: the download that hashed the blob and matched (the verified copy is the
+        #: file it wrote), None before: `claim_verification`, `verified`
+        self._fetched_gen: int | None = None
         self._error: str | None = None
         self._permanent = False
         self._failed_at = 0.0
@@ -619,22 +621,26 @@ class _Download:
                 self._retired.discard(fd)
                 _close_elsewhere(fd)  # this pread may have run on the trio thread
 
-    def claim_verification(self) -> bool:
-        """`blobio.SelfVerifying`: True when every read will be answered from bytes a
-        download of this object hashes (starting it if needed), so an index pass need
-        not hash them again. False for a copy an earlier mount left in the cache: that
-        one was verified when it was written, not since, and the pass hashes it."""
-        with self._cond:
-            if self._fetched_here:
-                return True
-            if self._stop or self._verified_fd >= 0 or self._from_cache() >= 0:
-                return False
-            self._start()  # `_from_cache` is asked only before the first download starts
-            return self._thread is not None
+    def claim_verification(self) -> int | None:
+        """`blobio.SelfVerifying`: the number of the download (starting it if needed)
+        whose hash covers the reads that follow, so an index pass need not hash them
+        again. None for a copy an earlier mount left in the cache: that one was
+        verified when it was written, not since, and the pass hashes it.
 
-    def verified(self) -> bool:
-        """`blobio.SelfVerifying`: the blob was downloaded here and matched its digest."""
-        return self._fetched_here
+        Only that download's verdict counts: if it fails and a later read starts
+        another (FAILURE_HOLD after), the pass may hold bytes of both, and
+        `verified` of this number stays False however the next one ends."""
+        with self._cond:
+            if self._fetched_gen is not None:
+                return self._fetched_gen
+            if self._stop or self._verified_fd >= 0 or self._from_cache() >= 0:
+                return None
+            self._start()  # `_from_cache` is asked only before the first download starts
+            return self._gen if self._thread is not None else None
+
+    def verified(self, token: object) -> bool:
+        """`blobio.SelfVerifying`: download number `token` ran here and matched its digest."""
+        return self._fetched_gen is not None and self._fetched_gen == token
 
     def ready(self, offset: int, size: int) -> bool:
         """Whether `pread` would answer without waiting: the verified copy is open, or the
@@ -666,11 +672,11 @@ class _Download:
             if fd < 0:
                 fd = self._from_cache()
             if fd < 0:
+                self._start()  # first: a new download starts a new pass (`_frontier` 0)
                 # part of a sequential pass: it starts at 0 or near the furthest read so far
                 streamed = offset == 0 or abs(offset - self._frontier) <= STREAM_WINDOW
                 if streamed:
                     self._frontier = max(self._frontier, end)
-                self._start()
                 while True:
                     if streamed:  # set before looking at _have, which is set before it is read
                         self._waiting = min(self._waiting, end)
@@ -722,10 +728,17 @@ class _Download:
             return
         self._error = None
         self._have = 0
-        self._thread = threading.Thread(target=self._run, name="ocifs-blob", daemon=True)
+        # a pass over the failed download does not go on over this one (its bytes
+        # were never hashed together with them): reads far from 0 wait for the
+        # verified copy, and a pass's token (`claim_verification`) no longer matches
+        self._frontier = 0
+        self._gen += 1
+        self._thread = threading.Thread(
+            target=self._run, args=(self._gen,), name="ocifs-blob", daemon=True
+        )
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, gen: int) -> None:
         """The download thread: commit the verified copy, or clean up and report why not.
 
         On failure the partial file is deleted and its read fd closed (or retired to
@@ -760,7 +773,7 @@ class _Download:
         else:
             with self._cond:
                 self._verified_fd = rfd
-                self._fetched_here = True
+                self._fetched_gen = gen
                 self._cond.notify_all()
             log.info("fetched blob %s (%d bytes)", self.digest, self._size)
             return
