@@ -87,6 +87,8 @@ class StoppableBackend(httpcore.NetworkBackend):
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
+        # as `socket.create_connection`: an address that fails or times out is
+        # remembered and the next one tried; the last error is raised at the end
         error: OSError | None = None
         for family, kind, proto, _name, address in infos:
             sock = socket.socket(family, kind, proto)
@@ -103,9 +105,6 @@ class StoppableBackend(httpcore.NetworkBackend):
                 for option in socket_options or ():
                     sock.setsockopt(*option)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except TimeoutError as exc:
-                sock.close()
-                raise httpcore.ConnectTimeout(str(exc) or "connect timed out") from exc
             except OSError as exc:
                 sock.close()
                 error = exc
@@ -121,6 +120,8 @@ class StoppableBackend(httpcore.NetworkBackend):
                 stream.close()
                 raise httpcore.ConnectError("not connecting: unmounting")
             return stream
+        if isinstance(error, TimeoutError):
+            raise httpcore.ConnectTimeout(str(error) or "connect timed out") from error
         raise httpcore.ConnectError(str(error) if error else f"{host}: no address")
 
     def connect_unix_socket(

@@ -80,6 +80,34 @@ def test_interrupt_ends_a_connect_nobody_answers() -> None:
             s.close()
 
 
+def test_a_connect_that_times_out_tries_the_next_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As `socket.create_connection`: a host's first address not answering (a
+    blackhole: a listener whose queue is full) is no reason to give up on the next."""
+    listener, fillers = _full_listener()
+    good = socket.create_server(("127.0.0.1", 0))
+    tcp = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+    addresses = [(*tcp, listener.getsockname()), (*tcp, good.getsockname())]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: addresses)
+    backend = StoppableBackend()
+    try:
+        stream = backend.connect_tcp("two-addresses.invalid", 1, timeout=0.5)
+        peer, _ = good.accept()
+        stream.write(b"ping")
+        assert peer.recv(4) == b"ping"
+        peer.close()
+        stream.close()
+        addresses.pop()  # only the blackhole left: the timeout is the error
+        with pytest.raises(httpcore.ConnectTimeout):
+            backend.connect_tcp("two-addresses.invalid", 1, timeout=0.5)
+    finally:
+        good.close()
+        listener.close()
+        for s in fillers:
+            s.close()
+
+
 def test_stop_ends_a_request_whose_answer_never_comes() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
