@@ -5,10 +5,11 @@ and a pool must not cross a fork), shared by worker threads (httpx clients are
 thread-safe). Its pool holds at most `max_connections` connections: that is
 the bound on concurrent requests; further requests wait for a free connection.
 
-Every request is retried on connection errors, timeouts, stalled answers
-(`pace.py`) and 5xx answers with exponential backoff, and after `Retry-After`
-(capped) on 429, `retries` times; then it fails with a one-line `RegistryError`
-naming the URL and the cause. TLS failures and 4xx answers are not retried.
+Every request is retried on connection errors, timeouts, stalled or trickled
+answers (`pace.py`, applied to every byte a connection reads: `sockets.py`)
+and 5xx answers with exponential backoff, and after `Retry-After` (capped) on
+429, `retries` times; then it fails with a one-line `RegistryError` naming the
+URL and the cause. TLS failures and 4xx answers are not retried.
 
 Hostile answers are bounded (docs/registry.md, "Network failures"): bodies read
 into memory have a size limit per kind (a bigger one is an error once its
@@ -44,7 +45,7 @@ import httpx
 from ocifs.errors import RegistryError, Unmounting
 from ocifs.model.documents import MAX_DOCUMENT_BYTES
 from ocifs.registry.auth import Challenge, Credentials, parse_challenge
-from ocifs.registry.pace import Pace, TooSlow
+from ocifs.registry.pace import TooSlow
 from ocifs.registry.reference import Reference
 from ocifs.registry.sockets import StoppableBackend
 
@@ -203,11 +204,12 @@ class BodyTooLarge(RegistryError):
     registry as a whole may be fine)."""
 
 
-def read_body(response: httpx.Response, limit: int, window: float, *, cut: bool = False) -> bytes:
+def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
     """The answer's body, at most `limit` bytes, and closes it.
 
     Beyond `limit`: _TooLarge, or with `cut` the first `limit` bytes. TooSlow if
-    it trickles (pace.py), httpx.TransportError if it breaks off or stalls.
+    it trickles (the connection's pace, sockets.py), httpx.TransportError if it
+    breaks off or stalls.
     Raw bytes: answers are asked for without content coding (`_check_coding`)."""
     try:
         length = response.headers.get("Content-Length", "")
@@ -215,9 +217,7 @@ def read_body(response: httpx.Response, limit: int, window: float, *, cut: bool 
             raise _TooLarge(length)
         parts: list[bytes] = []
         total = 0
-        pace = Pace(window)
         for chunk in response.iter_raw():
-            pace.add(len(chunk))
             parts.append(chunk)
             total += len(chunk)
             if total > limit:
@@ -261,7 +261,7 @@ class RegistryClient:
         self._verify = _ssl_context(ref, options)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
-        self._backend = StoppableBackend()
+        self._backend = StoppableBackend(options.timeout)
         self._pid = -1
         self._tokens: dict[str, str] = {}
         self._realm = ""  # of the last bearer challenge, for messages
@@ -293,7 +293,7 @@ class RegistryClient:
                     headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
                 )
                 if self._pid != os.getpid():  # a fork: the parent's sockets are not ours
-                    self._backend = StoppableBackend()
+                    self._backend = StoppableBackend(o.timeout)
                 if not _use_backend(self._client, self._backend):
                     log.debug("httpx pools not found: requests in flight outlive stop()")
                 self._pid = os.getpid()
@@ -450,7 +450,7 @@ class RegistryClient:
             data = b""
         else:
             try:
-                data = read_body(response, limit, self.options.timeout)
+                data = read_body(response, limit)
             except _TooLarge:
                 raise BodyTooLarge(
                     f"{response.url}: answer larger than the {limit}-byte limit"
@@ -483,7 +483,7 @@ class RegistryClient:
         try:
             coding = response.headers.get("Content-Encoding", "").strip().lower()
             if response.request.method != "HEAD" and coding in ("", "identity"):
-                body = read_body(response, ERROR_LIMIT, self.options.timeout, cut=True)
+                body = read_body(response, ERROR_LIMIT, cut=True)
         except (httpx.HTTPError, TooSlow):
             pass
         finally:
@@ -561,7 +561,7 @@ class RegistryClient:
                 if response.status_code == 200:
                     self._check_coding(response, f"token endpoint {realm}")
                     content_type = response.headers.get("Content-Type", "")
-                    body = read_body(response, TOKEN_LIMIT, self.options.timeout)
+                    body = read_body(response, TOKEN_LIMIT)
                     break
                 status = response.status_code
                 reason = self._reason(response)

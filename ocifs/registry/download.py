@@ -196,12 +196,10 @@ def receive(
     encoded = response.headers.get("Content-Encoding", "identity") != "identity"
     # kept referenced until the socket is read: closing the generator closes the connection
     chunks = response.iter_bytes() if encoded else response.iter_raw()
-    pace = Pace(timeout)  # a trickle is a stall too (pace.py)
     try:
-        for chunk in chunks:
+        for chunk in chunks:  # paced by the connection (sockets.py)
             if stopped():
                 raise Stopped("unmounting")
-            pace.add(len(chunk))
             if skip:
                 if len(chunk) <= skip:
                     skip -= len(chunk)
@@ -218,7 +216,8 @@ def receive(
         if sock is not None and left > 0:
             if left > size - have:
                 raise TooLarge(f"larger than the {size} bytes its descriptor says")
-            have = _from_socket(sock, sink, have, left, timeout, stopped, pace)
+            # read past the connection's stream: a pace of its own (pace.py)
+            have = _from_socket(sock, sink, have, left, timeout, stopped, Pace(timeout))
     except (httpx.TransportError, TooSlow) as exc:
         raise Transient(describe(exc)) from None
     except ValueError:

@@ -22,7 +22,7 @@ import pytest
 from ocifs.cache import DiskCache
 from ocifs.codec import seekable
 from ocifs.codec.blobio import BytesReader
-from ocifs.errors import Unmounting
+from ocifs.errors import RegistryError, Unmounting
 from ocifs.registry.client import ClientOptions, RegistryClient
 from ocifs.registry.pace import MIN_RATE, Pace, TooSlow
 from ocifs.registry.reference import Reference
@@ -149,6 +149,48 @@ def test_stop_ends_a_request_whose_answer_never_comes() -> None:
         listener.close()
         for s in held:
             s.close()
+
+
+def test_a_trickled_header_is_a_stall() -> None:
+    """httpcore's read timeout is per recv: one header byte every 0.2 s never trips
+    it. The connection's pace (sockets.py) counts the status line and headers too,
+    so the request fails as stalled after its window (1 s here), not when the
+    registry is done trickling."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(40):  # 8 s of header if nobody hangs up
+                    if done.is_set():
+                        return
+                    conn.sendall(b"a")
+                    time.sleep(0.2)
+                conn.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
+                conn.recv(1)
+            except OSError:
+                return  # the client hung up: what the test wants
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    host, port = listener.getsockname()
+    client = RegistryClient(
+        Reference(registry=f"{host}:{port}", repository="x"),
+        ClientOptions(tls_verify=False, timeout=1.0, retries=0),
+    )
+    client.scheme = "http"
+    try:
+        with pytest.raises(RegistryError, match="stalled"):
+            client.send("GET", client.repo_url("tags/list"))
+    finally:
+        done.set()
+        client.close()
+        listener.close()
+        server.join(BOUND)
 
 
 def test_pace_counts_a_trickle_as_a_stall() -> None:
