@@ -42,8 +42,10 @@ from pathlib import Path
 import httpcore
 import httpx
 
+from ocifs import log as log_mod
 from ocifs.errors import RegistryError, Unmounting
 from ocifs.model.documents import MAX_DOCUMENT_BYTES
+from ocifs.registry import sockets
 from ocifs.registry.auth import Challenge, Credentials, parse_challenge
 from ocifs.registry.pace import TooSlow
 from ocifs.registry.reference import Reference
@@ -238,11 +240,18 @@ def _use_backend(client: httpx.Client, backend: StoppableBackend) -> bool:
 
     httpx does not let one choose httpcore's network backend, so this sets it
     on the pools httpx made (its own transport and the proxy transports of the
-    environment's *_PROXY variables). False if httpx's insides changed; the
-    client then works, only `stop()` cannot end requests in flight (a unit
-    test watches for that)."""
+    environment's *_PROXY variables). False if httpx's or httpcore's insides
+    changed (the versions are pinned in pyproject.toml); the client then works
+    on httpcore's plain backend, only `stop()` cannot end requests in flight and
+    a trickled header is bounded by nothing but the read timeout (a unit test
+    watches for that)."""
+    if not sockets.AVAILABLE:
+        return False
     installed = False
-    transports = [client._transport, *client._mounts.values()]
+    try:
+        transports = [client._transport, *client._mounts.values()]
+    except AttributeError:
+        return False
     for transport in transports:
         pool = getattr(transport, "_pool", None)
         if isinstance(pool, httpcore.ConnectionPool) and hasattr(pool, "_network_backend"):
@@ -295,7 +304,15 @@ class RegistryClient:
                 if self._pid != os.getpid():  # a fork: the parent's sockets are not ours
                     self._backend = StoppableBackend(o.timeout)
                 if not _use_backend(self._client, self._backend):
-                    log.debug("httpx pools not found: requests in flight outlive stop()")
+                    log_mod.once(
+                        log,
+                        logging.WARNING,
+                        f"httpx {httpx.__version__} / httpcore {httpcore.__version__}: "
+                        "their connection pools are not where ocifs looks (see "
+                        "pyproject.toml for the versions it supports); requests in "
+                        "flight outlive an unmount and a trickled answer is bounded "
+                        "only by the read timeout",
+                    )
                 self._pid = os.getpid()
             return self._client
 

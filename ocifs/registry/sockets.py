@@ -33,11 +33,19 @@ import weakref
 
 import httpcore
 
-# httpcore's own stream over a socket (plain or TLS); the backend below differs
-# from httpcore.SyncBackend only in how the socket is made and remembered
-from httpcore._backends.sync import SyncStream
-
 from ocifs.registry.pace import Pace
+
+# httpcore's own stream over a socket (plain or TLS); the backend below differs
+# from httpcore.SyncBackend only in how the socket is made and remembered. A
+# private class: if a newer httpcore moved it, the client keeps httpcore's plain
+# backend (`AVAILABLE` False, one warning), without stop or pace on connections.
+try:
+    from httpcore._backends.sync import SyncStream
+except ImportError:  # pragma: no cover - only with an httpcore outside the pinned range
+    SyncStream = None  # type: ignore[assignment,misc]
+
+#: whether StoppableBackend can be used with the installed httpcore
+AVAILABLE = SyncStream is not None
 
 
 class _Tracked(httpcore.NetworkStream):

@@ -23,6 +23,7 @@ from ocifs.cache import DiskCache
 from ocifs.codec import seekable
 from ocifs.codec.blobio import BytesReader
 from ocifs.errors import RegistryError, Unmounting
+from ocifs.registry import sockets
 from ocifs.registry.client import ClientOptions, RegistryClient
 from ocifs.registry.pace import MIN_RATE, Pace, TooSlow
 from ocifs.registry.reference import Reference
@@ -149,6 +150,56 @@ def test_stop_ends_a_request_whose_answer_never_comes() -> None:
         listener.close()
         for s in held:
             s.close()
+
+
+def test_every_pool_uses_the_stoppable_backend_proxies_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`_use_backend` reaches into httpx's private pools (the versions are pinned in
+    pyproject.toml): its own transport's and those of *_PROXY's mounts."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    client = RegistryClient(Reference(registry="registry.invalid", repository="x"),
+                            ClientOptions())
+    try:
+        http = client.http()
+        mounted = [t for t in http._mounts.values() if t is not None]  # type: ignore[attr-defined]
+        assert mounted, "httpx made no proxy transport for *_PROXY"
+        for transport in [http._transport, *mounted]:  # type: ignore[attr-defined]
+            assert transport._pool._network_backend is client._backend
+    finally:
+        client.close()
+
+
+def test_without_httpcores_sync_stream_the_client_uses_the_plain_backend(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newer httpcore that moved the private class ocifs builds on: one warning,
+    and requests still work (on httpcore's own backend)."""
+    monkeypatch.setattr(sockets, "AVAILABLE", False)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    host, port = server.getsockname()
+    client = RegistryClient(Reference(registry=f"{host}:{port}", repository="x"),
+                            ClientOptions(tls_verify=False, timeout=5.0, retries=0))
+    client.scheme = "http"
+    try:
+        assert client.send("GET", client.repo_url("tags/list")).content == b"{}"
+        pool = client.http()._transport._pool  # type: ignore[attr-defined]
+        assert pool._network_backend is not client._backend
+        assert "not where ocifs looks" in caplog.text
+    finally:
+        client.close()
+        server.close()
+        thread.join(BOUND)
 
 
 def test_a_trickled_header_is_a_stall() -> None:
