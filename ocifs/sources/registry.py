@@ -95,6 +95,9 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 FAILURE_HOLD = 5.0
 #: longest the unmount waits, in all, for download threads to clean up after the stop
 STOP_WAIT = 5.0
+#: bytes of verified manifests kept in memory (least recently used out; the disk
+#: cache holds them all): one manifest may be 64 MiB, a count alone bounds nothing
+MANIFEST_MEMORY = 64 * 1024 * 1024
 #: how far from the furthest read so far a read still counts as sequential: the
 #: kernel's readahead sends several reads at once, in no guaranteed order
 STREAM_WINDOW = 8 * 1024 * 1024
@@ -148,7 +151,11 @@ class RegistrySource(Source):
         self.refresh_s = refresh
         self._lock = threading.Lock()
         self._known: dict[Digest, _Known] = {}
-        self._manifests: OrderedDict[Digest, bytes] = OrderedDict()
+        self._manifests: OrderedDict[Digest, bytes] = OrderedDict()  # oldest use first
+        self._manifest_memory = 0  # bytes in `_manifests`
+        #: manifests being fetched: the listing, the open and the read of one `cat`
+        #: (and other readers) wait for that fetch instead of making their own
+        self._manifest_fetching: dict[Digest, threading.Event] = {}
         #: manifests whose fetch failed: (when, why), answered for FAILURE_HOLD s
         self._manifest_failed: dict[Digest, tuple[float, str]] = {}
         self._downloads: dict[Digest, _Download] = {}
@@ -377,21 +384,31 @@ class RegistrySource(Source):
         return self._manifest_for(digest, str(digest))
 
     def _manifest_for(self, digest: Digest, asked_as: str) -> bytes:
-        with self._lock:
-            data = self._manifests.get(digest)
-        if data is not None:
-            return data
-        cached = self.cache.get(MANIFEST_KIND, str(digest))
-        if cached is not None and digest.matches(cached):
-            content_type = ""
-            self._remember_manifest(digest, cached, content_type, store=False)
-            return cached
-        with self._lock:
-            failed = self._manifest_failed.get(digest)
-        if failed is not None and time.monotonic() - failed[0] < FAILURE_HOLD:
-            # the listing, the read and the kernel's retry of one `cat` ask in a row:
-            # one fetch (of up to 64 MiB from a hostile registry), not one each
-            raise RegistryError(failed[1])
+        while True:
+            with self._lock:
+                data = self._manifests.get(digest)
+                if data is not None:
+                    self._manifests.move_to_end(digest)
+                    return data
+            cached = self.cache.get(MANIFEST_KIND, str(digest))
+            if cached is not None and digest.matches(cached):
+                content_type = ""
+                self._remember_manifest(digest, cached, content_type, store=False)
+                return cached
+            with self._lock:
+                failed = self._manifest_failed.get(digest)
+                if failed is not None and time.monotonic() - failed[0] < FAILURE_HOLD:
+                    # the listing, the read and the kernel's retry of one `cat` ask in
+                    # a row: one fetch (of up to 64 MiB from a hostile registry), not one each
+                    raise RegistryError(failed[1])
+                fetching = self._manifest_fetching.get(digest)
+                if fetching is None:
+                    self._manifest_fetching[digest] = threading.Event()
+            if fetching is None:
+                break
+            # another thread fetches it: its outcome (in memory, on disk, or the
+            # failure) answers this one too; if it was stopped, this one goes on
+            fetching.wait()
         try:
             return self._fetch_manifest(digest, asked_as)
         except Unmounting:
@@ -400,6 +417,10 @@ class RegistrySource(Source):
             with self._lock:
                 self._manifest_failed[digest] = (time.monotonic(), str(exc))
             raise
+        finally:
+            with self._lock:
+                done = self._manifest_fetching.pop(digest)
+            done.set()
 
     def _fetch_manifest(self, digest: Digest, asked_as: str) -> bytes:
         response = self.client.get_manifest(str(digest))
@@ -441,9 +462,13 @@ class RegistrySource(Source):
         with self._lock:
             for d, known in learned.items():
                 self._known.setdefault(d, known)
+            if digest not in self._manifests:
+                self._manifest_memory += len(data)
             self._manifests[digest] = data
-            while len(self._manifests) > 1024:
-                self._manifests.popitem(last=False)
+            self._manifests.move_to_end(digest)
+            while self._manifest_memory > MANIFEST_MEMORY and len(self._manifests) > 1:
+                _, old = self._manifests.popitem(last=False)
+                self._manifest_memory -= len(old)
 
     @staticmethod
     def _learn(learned: dict[Digest, _Known], entry: object, *, manifest: bool) -> None:

@@ -487,6 +487,41 @@ def test_a_content_length_longer_than_the_body(mount_image, registry, proxy, tmp
     assert not _cached(tmp_path, MANIFEST_KIND, image.manifest)
 
 
+def test_readers_of_a_manifest_being_fetched_wait_for_that_fetch(
+    mount_image, registry, proxy, tmp_path
+) -> None:
+    """Readers of a manifest (its blob file, read by several processes at once, and
+    refs/1/manifest.json) while its fetch is under way wait for that fetch instead
+    of each making its own (before: one GET, of up to 64 MiB, per reader)."""
+    image = registry[1]
+
+    def late(h: Any, p: FaultProxy) -> None:  # the real answer, once the readers wait
+        p.resume.wait(BOUND)
+        forward()(h, p)
+
+    proxy.rules.append(Rule(f"/manifests/{image.manifest}$", late, method="GET", times=1))
+    m = _mount(mount_image, proxy, tmp_path)
+    blob = m.path / "blobs/sha256" / image.manifest.split(":")[1]
+    probes = [("read", blob)] * 3 + [("read", m.path / "refs/1/manifest.json")]
+    results: list[tuple[str, ...]] = []
+    threads = [threading.Thread(target=lambda op=op, path=path: results.append(
+        _probe(op, path))) for op, path in probes]  # fmt: skip
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + BOUND
+    while not any(r.startswith("GET") and image.manifest in r for r in proxy.requests):
+        assert time.monotonic() < deadline, "the manifest was never asked for"
+        time.sleep(0.05)
+    time.sleep(1.0)  # the other readers reach the fetch (well within the 3 s timeout)
+    proxy.resume.set()
+    for t in threads:
+        t.join(BOUND)
+    digest = hashlib.sha256(image.blob(image.manifest)).hexdigest()
+    assert results == [("ok", digest)] * 4, results
+    gets = [r for r in proxy.requests if r.startswith("GET") and image.manifest in r]
+    assert len(gets) == 1, gets
+
+
 # -- the unmount while an answer is held ---------------------------------------------------
 
 
