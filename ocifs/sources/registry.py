@@ -84,7 +84,7 @@ from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
 from ocifs.sources.base import Source
-from ocifs.threadname import set_os_name
+from ocifs.threadname import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -759,7 +759,7 @@ class _Download:
         self._frontier = 0
         self._gen += 1
         self._thread = threading.Thread(
-            target=self._run, args=(self._gen,), name="ocifs-blob", daemon=True
+            target=self._run, args=(self._gen,), name="ocifs-blob-rx", daemon=True
         )
         self._thread.start()
 
@@ -770,7 +770,7 @@ class _Download:
         the last pread using it) *before* the readers hear of the failure, so a failed
         download holds neither a descriptor nor disk space once its reads have ended.
         """
-        set_os_name("ocifs-blob-rx")
+        name_os_thread()
         cache = self.source.cache
         temp = None
         rfd = -1
