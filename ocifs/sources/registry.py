@@ -539,11 +539,13 @@ class _ManifestReader:
 
 
 class _Failed(Exception):
-    """A download attempt that ended; `permanent` for content that can never be right."""
+    """A download attempt that ended; `permanent` for content that can never be right;
+    `named`: the message names the request already (a RegistryError from `send`)."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, named: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.named = named
 
 
 class _Download:
@@ -789,6 +791,8 @@ class _Download:
         except _Failed as exc:
             if self._stop or self.source.client.stopping.is_set():
                 log.info("GET %s: stopped (unmounting)", self._url)
+            elif exc.named:
+                log.error("%s", exc)
             else:
                 log.error("GET %s: %s", self._url, exc)
             error, permanent = str(exc), exc.permanent
@@ -853,7 +857,9 @@ class _Download:
                     raise _Failed(str(exc), permanent=True) from None
                 except Unmounting:  # the client refused a request (`send`)
                     raise _Failed("stopped (unmounting)") from None
-                except (RegistryError, download.WriteFailed, download.Stopped) as exc:
+                except RegistryError as exc:
+                    raise _Failed(str(exc), named=True) from None
+                except (download.WriteFailed, download.Stopped) as exc:
                     raise _Failed(str(exc)) from None
                 break
             matches = sink.finish() == self.digest.hex

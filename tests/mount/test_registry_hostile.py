@@ -423,6 +423,8 @@ def test_a_404_for_a_blob_the_manifest_names(mount_image, registry, proxy, tmp_p
     assert not _cached(tmp_path, BLOB_KIND, image.layer)
     errors = _error_lines(m)
     assert len([e for e in errors if "404 BLOB_UNKNOWN" in e]) == 1, errors
+    # the line names the request once (was: "GET URL: URL: 404 …")
+    assert all(e.count(f"/blobs/{image.layer}") == 1 for e in errors), errors
 
 
 def test_a_200_for_a_range_request_is_skipped_forward(mount_image, registry, proxy, tmp_path):
