@@ -193,9 +193,9 @@ def receive(
     have = start
     sock = None if skip else _raw_socket(response)
     left = int(response.headers.get("Content-Length", "0")) if sock is not None else 0
-    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-    # kept referenced until the socket is read: closing the generator closes the connection
-    chunks = response.iter_bytes() if encoded else response.iter_raw()
+    # raw: a coded answer was refused (`client._check_coding`). Kept referenced until
+    # the socket is read: closing the generator closes the connection
+    chunks = response.iter_raw()
     try:
         for chunk in chunks:  # paced by the connection (sockets.py)
             if stopped():
