@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import httpcore
 import httpx
@@ -91,17 +92,27 @@ class ClientOptions:
     max_connections: int = 8
 
 
-def timings_for_tests() -> dict[str, float]:
+class ShortTimings(TypedDict, total=False):
+    """The ClientOptions fields a test may shorten (`timings_for_tests`)."""
+
+    timeout: float
+    retries: int
+    backoff: float
+
+
+def timings_for_tests() -> ShortTimings:
     """ClientOptions fields from OCIFS_TEST_REGISTRY_TIMEOUT / _RETRIES / _BACKOFF,
     honoured only with OCIFS_TEST_MODE=1: a hostile-registry test of a stalled
     answer would otherwise wait 5 x 30 s for its EIO."""
     from ocifs.durable import test_env
 
-    found: dict[str, float] = {}
-    for field, cast in (("timeout", float), ("retries", int), ("backoff", float)):
-        text = test_env(f"OCIFS_TEST_REGISTRY_{field.upper()}")
-        if text:
-            found[field] = cast(text)
+    found = ShortTimings()
+    if text := test_env("OCIFS_TEST_REGISTRY_TIMEOUT"):
+        found["timeout"] = float(text)
+    if text := test_env("OCIFS_TEST_REGISTRY_RETRIES"):
+        found["retries"] = int(text)
+    if text := test_env("OCIFS_TEST_REGISTRY_BACKOFF"):
+        found["backoff"] = float(text)
     return found
 
 

@@ -125,7 +125,7 @@ def open_registry(text: str, options: RegistryOptions, cache: DiskCache) -> Regi
                 tls_verify=options.tls_verify,
                 cert_dir=options.cert_dir,
                 credentials=creds,
-                **timings_for_tests(),  # type: ignore[arg-type]
+                **timings_for_tests(),
             ),
         )
         return RegistrySource(ref, client, cache, refresh=options.refresh)
