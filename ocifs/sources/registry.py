@@ -530,13 +530,11 @@ class _ManifestReader:
 
 
 class _Failed(Exception):
-    """A download attempt that ended; `permanent` for content that can never be right;
-    `named`: the message names the request already (a RegistryError from `send`)."""
+    """A download attempt that ended; `permanent` for content that can never be right."""
 
-    def __init__(self, message: str, *, permanent: bool = False, named: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
-        self.named = named
 
 
 class _Download:
@@ -782,8 +780,6 @@ class _Download:
         except _Failed as exc:
             if self._stop or self.source.client.stopping.is_set():
                 log.info("GET %s: stopped (unmounting)", self._url)
-            elif exc.named:
-                log.error("%s", exc)
             else:
                 log.error("GET %s: %s", self._url, exc)
             error, permanent = str(exc), exc.permanent
@@ -848,8 +844,8 @@ class _Download:
                     raise _Failed(str(exc), permanent=True) from None
                 except Unmounting:  # the client refused a request (`send`)
                     raise _Failed("stopped (unmounting)") from None
-                except RegistryError as exc:
-                    raise _Failed(str(exc), named=True) from None
+                except RegistryError as exc:  # the client's line names the URL: once is enough
+                    raise _Failed(self._without_url(str(exc))) from None
                 except (download.WriteFailed, download.Stopped) as exc:
                     raise _Failed(str(exc)) from None
                 break
@@ -858,6 +854,13 @@ class _Download:
             sink.close()
         if not matches:
             raise _Failed("content does not match its digest (not cached)", permanent=True)
+
+    def _without_url(self, message: str) -> str:
+        """The client's error without the request it names (`_run` names it)."""
+        for prefix in (f"GET {self._url}: ", f"{self._url}: "):
+            if message.startswith(prefix):
+                return message[len(prefix) :]
+        return message
 
     def _attempt(self, sink: download.BodySink, have: int) -> int:
         """One request for the bytes from `have` on; returns the end received."""
