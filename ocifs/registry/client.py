@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 import httpcore
 import httpx
@@ -53,6 +53,7 @@ from ocifs.registry.reference import Reference
 from ocifs.registry.sockets import StoppableBackend
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MANIFEST_ACCEPT = ", ".join(
     (
@@ -206,6 +207,18 @@ def error_reason(status: int, phrase: str, body: bytes) -> str:
         code, message = errors[0].get("code"), errors[0].get("message")
         return one_line(f"{status} {code}: {message}")
     return reason
+
+
+class _Again(Exception):
+    """An answer worth asking again for (`RegistryClient._retrying`): after `delay`
+    seconds (None: the backoff), or at once and not counted as an attempt (`now`:
+    a 401 that brought credentials)."""
+
+    def __init__(self, reason: str, delay: float | None = None, *, now: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+        self.now = now
 
 
 class _TooLarge(Exception):
@@ -374,61 +387,86 @@ class RegistryClient:
         Raises RegistryError, or Unmounting once `stopping` is set (no new request
         after the unmount, and one in flight ends with it).
         """
-        attempt = 0
         reauthed = False
         scope = self._scope(None)
         own = _origin(httpx.URL(self.base))
-        while True:
-            if self.stopping.is_set():
-                raise Unmounting(f"{method} {url}: not sent (unmounting)")
-            delay = self.options.backoff * (2**attempt)
 
-            def authorize(target: httpx.URL, scope: str = scope) -> str | None:
+        def once(attempt: int) -> httpx.Response:
+            nonlocal reauthed, scope
+            asked = scope
+
+            def authorize(target: httpx.URL) -> str | None:
                 # credentials and tokens go to the registry itself, never to a
                 # host it redirects to (blob storage signs its own URLs)
-                return self._auth_header(scope) if _origin(target) == own else None
+                return self._auth_header(asked) if _origin(target) == own else None
 
+            response = self._exchange(method, url, headers or {}, authorize)
+            status = response.status_code
+            if status in ok:
+                self._check_coding(response, url)
+                return response if stream else self._whole(response, limit)
+            reason = self._reason(response)
+            last = attempt >= self.options.retries
+            if status == 401 and not reauthed:
+                reauthed = True
+                scope = self._authenticate(response, url)
+                raise _Again(reason, now=True)
+            if status == 429 and not last:
+                raise _Again(reason, _retry_after(response, self._backoff(attempt)))
+            if status >= 500 and not last:
+                raise _Again(reason)
+            bearer = status == 401 and scope in self._tokens
+            raise RegistryError(self._explain(url, status, reason, bearer), status=status)
+
+        return self._retrying(f"{method} {url}", once, tls_name=url, tls_hint=True)
+
+    def _backoff(self, attempt: int) -> float:
+        return float(self.options.backoff * 2**attempt)
+
+    def _retrying(
+        self, what: str, once: Callable[[int], _T], *, tls_name: str, tls_hint: bool
+    ) -> _T:
+        """`once(attempt)` until it returns: the retry rule every request shares.
+
+        Connection errors, timeouts and stalled answers (TransportError, TooSlow)
+        and what `once` says is worth asking again (`_Again`: a 5xx, a 429, a 401
+        that brought a token) are retried `retries` times with exponential backoff;
+        then a RegistryError naming `what`. A TLS failure (named `tls_name`), an
+        unknown host and other httpx errors are not retried. Unmounting once
+        `stopping` is set, before an attempt, after a broken one, or in the wait.
+        """
+        attempt = 0
+        while True:
+            if self.stopping.is_set():
+                raise Unmounting(f"{what}: not sent (unmounting)")
+            delay = self._backoff(attempt)
             try:
-                response = self._exchange(method, url, headers or {}, authorize)
-                status = response.status_code
-                if status in ok:
-                    self._check_coding(response, url)
-                    if not stream:
-                        response = self._whole(response, limit)
+                return once(attempt)
+            except _Again as again:
+                if again.now:
+                    continue
+                if again.delay is not None:
+                    delay = again.delay
+                log.warning("%s: %s; retrying in %.2f s", what, again.reason, delay)
             except (httpx.TransportError, TooSlow) as exc:
                 if self.stopping.is_set():
-                    raise Unmounting(f"{method} {url}: stopped (unmounting)") from None
+                    raise Unmounting(f"{what}: stopped (unmounting)") from None
                 if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
+                    hint = f" ({_tls_hint(exc)})" if tls_hint else ""
                     raise RegistryError(
-                        f"{url}: TLS failure: {describe(exc)} ({_tls_hint(exc)})"
+                        f"{tls_name}: TLS failure: {describe(exc)}{hint}"
                     ) from None
                 if isinstance(exc, httpx.TransportError) and _unknown_host(exc):
-                    raise RegistryError(f"{method} {url}: {describe(exc)}") from None
+                    raise RegistryError(f"{what}: {describe(exc)}") from None
                 if attempt >= self.options.retries:
                     raise RegistryError(
-                        f"{method} {url}: {describe(exc)} (after {attempt + 1} attempts)"
+                        f"{what}: {describe(exc)} (after {attempt + 1} attempts)"
                     ) from None
-                log.warning("%s %s: %s; retrying in %.2f s", method, url, describe(exc), delay)
+                log.warning("%s: %s; retrying in %.2f s", what, describe(exc), delay)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:  # not worth retrying
-                raise RegistryError(f"{method} {url}: {describe(exc)}") from None
-            else:
-                if status in ok:
-                    return response
-                reason = self._reason(response)
-                if status == 401 and not reauthed:
-                    reauthed = True
-                    scope = self._authenticate(response, url)
-                    continue
-                if status == 429 and attempt < self.options.retries:
-                    delay = _retry_after(response, delay)
-                    log.warning("%s %s: %s; retrying in %.2f s", method, url, reason, delay)
-                elif status >= 500 and attempt < self.options.retries:
-                    log.warning("%s %s: %s; retrying in %.2f s", method, url, reason, delay)
-                else:
-                    bearer = status == 401 and scope in self._tokens
-                    raise RegistryError(self._explain(url, status, reason, bearer), status=status)
+                raise RegistryError(f"{what}: {describe(exc)}") from None
             attempt += 1
-            self._pause(delay, f"{method} {url}")
+            self._pause(delay, what)
 
     def _exchange(
         self,
@@ -580,41 +618,29 @@ class RegistryClient:
             same = _origin(target) == _origin(realm_url)
             return creds.basic_header() if creds is not None and same else None
 
-        attempt = 0
-        while True:
-            if self.stopping.is_set():
-                raise Unmounting(f"token endpoint {realm}: not asked (unmounting)")
-            try:
-                response = self._exchange("GET", str(realm_url), {}, authorize, params)
-                if response.status_code == 200:
-                    self._check_coding(response, f"token endpoint {realm}")
-                    content_type = response.headers.get("Content-Type", "")
-                    body = read_body(response, TOKEN_LIMIT)
-                    break
-                status = response.status_code
-                reason = self._reason(response)
-                if status < 500 or attempt >= self.options.retries:
+        def once(attempt: int) -> tuple[bytes, str]:
+            response = self._exchange("GET", str(realm_url), {}, authorize, params)
+            if response.status_code == 200:
+                self._check_coding(response, f"token endpoint {realm}")
+                content_type = response.headers.get("Content-Type", "")
+                try:
+                    return read_body(response, TOKEN_LIMIT), content_type
+                except _TooLarge:
                     raise RegistryError(
-                        f"token endpoint {realm}: {reason} ({who}, scope {scope})", status=401
-                    )
-                log.warning("token endpoint %s: %s; retrying", realm, reason)
-            except (httpx.TransportError, TooSlow) as exc:
-                if self.stopping.is_set():
-                    raise Unmounting(f"token endpoint {realm}: stopped (unmounting)") from None
-                if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
-                    raise RegistryError(f"{realm}: TLS failure: {describe(exc)}") from None
-                if attempt >= self.options.retries:
-                    raise RegistryError(
-                        f"token endpoint {realm}: {describe(exc)} (after {attempt + 1} attempts)"
+                        f"token endpoint {realm}: answer larger than the {TOKEN_LIMIT}-byte "
+                        "limit"
                     ) from None
-            except _TooLarge:
+            status = response.status_code
+            reason = self._reason(response)
+            if status < 500 or attempt >= self.options.retries:
                 raise RegistryError(
-                    f"token endpoint {realm}: answer larger than the {TOKEN_LIMIT}-byte limit"
-                ) from None
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise RegistryError(f"token endpoint {realm}: {describe(exc)}") from None
-            self._pause(self.options.backoff * (2**attempt), f"token endpoint {realm}")
-            attempt += 1
+                    f"token endpoint {realm}: {reason} ({who}, scope {scope})", status=401
+                )
+            raise _Again(reason)
+
+        body, content_type = self._retrying(
+            f"token endpoint {realm}", once, tls_name=realm, tls_hint=False
+        )
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError):
