@@ -65,6 +65,20 @@ def read_statuses(
     return list(results)
 
 
+def mounted_source(path: str) -> tuple[str, str] | None:
+    """(the source, the mountpoint) if `path` is an ocifs mountpoint, else None.
+
+    For commands that work on a source (`ocifs check`, `ocifs gc`) and are given
+    the mountpoint: the source comes from the daemon's report, or from the mount
+    table if the daemon is gone.
+    """
+    entry = mounttable.find(path)
+    if entry is None or not entry.is_ocifs:
+        return None
+    status, _problem = read_status(entry.mountpoint)
+    return (str(status["source"]) if status else entry.source), entry.mountpoint
+
+
 def list_mounts(args: argparse.Namespace) -> int:
     uid = os.getuid()
     rows: list[dict[str, Any]] = []
@@ -144,7 +158,10 @@ def _layer_line(layer: dict[str, Any]) -> str:
         return f"indexing  {human_size(done)} of {human_size(total)} ({percent}%)"
     if layer["state"] == "failed":
         return f"failed    {layer['error']}"
-    took = "" if layer["seconds"] is None else f" in {layer['seconds']:.3f} s"
+    # a cached index took no time to build here: its 0.000 s would only puzzle
+    took = "" if layer["seconds"] is None or layer["state"] == "cached" else (
+        f" in {layer['seconds']:.3f} s"
+    )
     return f"{layer['state']:<9} {human_size(total)}, {layer['entries']} entries{took}"
 
 

@@ -126,8 +126,15 @@ def _open_and_serve(job: Job, ready_fd: int) -> int:
 
 def _write_pid(job: Job) -> None:
     if job.pid_file:
-        with open(job.pid_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        try:
+            with open(job.pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            from ocifs.errors import MountError
+
+            raise MountError(
+                f"{job.pid_file}: cannot write the pid file: {exc.strerror}"
+            ) from None
 
 
 def _setup_log(job: Job, log_file: str | None) -> None:
@@ -180,5 +187,13 @@ def _default_log_file() -> str:
     from platformdirs import user_log_dir
 
     directory = user_log_dir("ocifs")
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        from ocifs.errors import MountError
+
+        raise MountError(
+            f"{directory}: cannot create the log directory: {exc.strerror} "
+            "(--log FILE chooses another)"
+        ) from None
     return os.path.join(directory, "ocifs.log")

@@ -110,7 +110,19 @@ def find_ocifs(path: str, *, unmounting: bool = False) -> MountEntry:
     left alone (`ocifs umount`)."""
     entry = find(path)
     if entry is None:
-        raise MountError(f"{os.path.abspath(path)}: not mounted")
+        absolute = os.path.abspath(path)
+        around = _enclosing_ocifs(absolute)
+        if around is not None:
+            raise MountError(
+                f"{absolute}: not a mountpoint; it is inside the ocifs mount {around.mountpoint}"
+            )
+        mounted_at = [e.mountpoint for e in ocifs_mounts() if e.source == absolute]
+        if mounted_at:
+            raise MountError(
+                f"{absolute}: not a mountpoint; it is the source of the ocifs mount "
+                f"{' and '.join(mounted_at)}"
+            )
+        raise MountError(f"{absolute}: not mounted")
     if entry.is_ocifs:
         return entry
     if unmounting:
@@ -119,6 +131,19 @@ def find_ocifs(path: str, *, unmounting: bool = False) -> MountEntry:
             f"{entry.source}); not unmounting it"
         )
     raise MountError(f"{entry.mountpoint}: not an ocifs mount (it is {entry.fstype})")
+
+
+def _enclosing_ocifs(absolute: str) -> MountEntry | None:
+    """The innermost mount holding `absolute` if it is an ocifs mount (`ocifs status .`
+    run in `MNT/refs`), from the table alone: a dead mount cannot be stat'ed."""
+    best = None
+    for entry in read():
+        prefix = entry.mountpoint.rstrip("/") + "/"
+        if absolute.startswith(prefix) and (
+            best is None or len(entry.mountpoint) >= len(best.mountpoint)
+        ):
+            best = entry
+    return best if best is not None and best.is_ocifs else None
 
 
 def ocifs_mounts(uid: int | None = None) -> list[MountEntry]:

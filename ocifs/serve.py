@@ -23,7 +23,7 @@ from ocifs import fastloop
 from ocifs.cache import DiskCache
 from ocifs.errors import MountError
 from ocifs.fuse import Operations
-from ocifs.mount import MountOptions
+from ocifs.mount import MountOptions, option_suggestion
 from ocifs.sources.base import Source
 from ocifs.tree import symlinks
 from ocifs.tree.tree import Tree
@@ -111,7 +111,9 @@ def _init_fuse(ops: Operations, mountpoint: str, options: set[str]) -> None:
     except RuntimeError as exc:
         os.lseek(said, 0, os.SEEK_SET)
         reason = "; ".join(_libfuse_lines(_read_all(said))) or str(exc)
-        raise MountError(f"{mountpoint}: cannot mount: {reason}") from None
+        raise MountError(
+            f"{mountpoint}: cannot mount: {reason}{option_suggestion(reason)}"
+        ) from None
     finally:
         os.close(saved)
         os.close(said)

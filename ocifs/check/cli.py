@@ -11,11 +11,15 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ocifs.argparser import OneLineParser
 
 EXIT_CLEAN, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[OneLineParser]) -> None:
     c = sub.add_parser(
         "check",
         help="verify an image source: every blob, document, layer and diff_id",
@@ -39,19 +43,16 @@ class _Unusable(Exception):
 
 def _resolve(path: str) -> tuple[str, str | None]:
     """(the local source to check, the mountpoint it came from or None)."""
-    from ocifs import mounttable
+    from ocifs.cli_inspect import mounted_source
 
-    entry = mounttable.find(path)
-    if entry is None or not entry.is_ocifs:
+    mounted = mounted_source(path)
+    if mounted is None:
         return os.path.abspath(path), None
-    from ocifs.cli_inspect import read_status
-
-    status, _problem = read_status(entry.mountpoint)
-    source = str(status["source"]) if status else entry.source
+    source, mountpoint = mounted
     if source.startswith("docker://"):
-        raise _Unusable(f"{entry.mountpoint}: mounts the registry image {source}; "
+        raise _Unusable(f"{mountpoint}: mounts the registry image {source}; "
                         "`ocifs check` checks local sources only")
-    return source, entry.mountpoint
+    return source, mountpoint
 
 
 def run(args: argparse.Namespace) -> int:

@@ -332,7 +332,9 @@ def test_symlinks_contained_point_inside_the_image(mount_image, sample_layout) -
         assert link.read_bytes() == (tree / "etc/os-release").read_bytes()
         assert b"ocifs-sample" in link.read_bytes()  # the image's file, not the host's
         # relative links that stay inside are shown as stored
-        assert os.readlink(tree / "usr/share/doc/sample/hello-link") == "../../bin/hello"
+        relative = tree / "usr/share/doc/sample/hello-link"
+        assert os.readlink(relative) == "../../../../bin/hello"
+        assert relative.read_bytes() == (tree / "bin/hello").read_bytes()
     # GIO follows the link inside the image
     info = subprocess.run(
         ["gio", "info", "-a", "standard::size", str(ref / "rootfs/etc/absolute-link")],
@@ -391,3 +393,200 @@ def test_a_reader_that_leaves_early_gets_no_traceback(sample_layout) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+# ----- mistakes a new user makes ------------------------------------------------
+
+
+def test_mounting_on_a_mountpoint_in_use_names_what_is_there(mount_image, sample_layout) -> None:
+    m = mount_image(sample_layout)
+    result = ocifs("mount", str(sample_layout), str(m.path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"ocifs: {m.path}: already a mount point (ocifs of {sample_layout}; "
+        f"`ocifs umount {m.path}` removes it)"
+    ]
+    assert ocifs("list", "--json", check=True).stdout.count(f'"{m.path}"') == 1
+
+
+def test_status_and_umount_of_a_directory_inside_a_mount(mount_image, sample_layout) -> None:
+    """`ocifs status .` from MNT/refs, `ocifs umount SOURCE`: the user is told which
+    mountpoint to name."""
+    m = mount_image(sample_layout)
+    inside = m.path / "refs"
+    for command in ("status", "umount"):
+        result = ocifs(command, str(inside))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"ocifs: {inside}: not a mountpoint; it is inside the ocifs mount {m.path}"
+        ]
+        result = ocifs(command, str(sample_layout))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"ocifs: {sample_layout}: not a mountpoint; it is the source of the ocifs mount "
+            f"{m.path}"
+        ]
+    assert _is_mounted(m.path)
+
+
+def test_gc_of_a_mountpoint_collects_in_its_source(mount_image, sample_layout, tmp_path) -> None:
+    """`ocifs gc MNT` works on the layout mounted there (never through the read-only
+    blobs/ of the mount), and refuses archives, mounted or not, in one line."""
+    layout = copy_layout(sample_layout, tmp_path / "layout")
+    stray = layout / "blobs/sha256" / ("0" * 64)
+    stray.write_bytes(b"nothing references this")
+    m = mount_image(layout)
+    result = ocifs("gc", "--grace", "0", str(m.path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == f"{layout} (the source of the mount {m.path})"
+    assert f"removed sha256:{'0' * 64} (23 bytes)" in result.stdout
+    assert not stray.exists()
+
+    archive = tmp_path / "sample.tar"
+    subprocess.run(
+        ["skopeo", "copy", "-q", f"oci:{sample_layout}:{SAMPLE_REF}", f"oci-archive:{archive}"],
+        check=True,
+    )
+    ro = mount_image(archive)
+    for target, expected in (
+        (ro.path, f"ocifs: {ro.path}: mounts {archive}; `ocifs gc` removes blobs from an OCI "
+                  "image layout directory only"),
+        (archive, f"ocifs: {archive}: a file, not a layout directory (`ocifs gc` removes blobs "
+                  "from an OCI image layout directory; archives are read-only)"),
+    ):
+        result = ocifs("gc", str(target))
+        assert (result.returncode, result.stderr.splitlines()) == (1, [expected])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--cache-dir", "/proc/no-such-dir", "cannot use as cache directory: No such file or "
+                                             "directory"),
+        ("--cache-dir", "/etc/hostname", "cannot use as cache directory: not a directory"),
+        ("--log", "/proc/no-such-dir/ocifs.log", "cannot write the log: No such file or "
+                                                 "directory"),
+        ("--pid-file", "/no-such-dir/ocifs.pid", "cannot write the pid file: /no-such-dir is "
+                                                 "not a directory"),
+    ],
+)
+@pytest.mark.parametrize("foreground", [False, True], ids=["detached", "foreground"])
+def test_unusable_cache_log_or_pid_file_is_refused_before_mounting(
+    sample_layout, tmp_path, option, value, problem, foreground
+) -> None:
+    """These used to mount and then fail every rootfs/ with ENOENT (cache), or end the
+    daemon without a word (`see /proc/.../ocifs.log`, an internal error for the pid file)."""
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    args = [option, value]
+    if option != "--cache-dir":
+        args += ["--cache-dir", str(tmp_path / "cache")]
+    if option != "--log":
+        args += ["--log", str(tmp_path / "ocifs.log")]
+    result = ocifs("mount", *(["-f"] if foreground else []), *args, str(sample_layout), str(mnt))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"ocifs: {value}: {problem}"]
+    assert not _is_mounted(mnt)
+
+
+def test_umount_of_a_busy_mount_says_what_to_do(mount_image, sample_layout) -> None:
+    m = mount_image(sample_layout)
+    holder = subprocess.Popen(["sleep", "600"], cwd=m.path / "refs")
+    try:
+        result = ocifs("umount", str(m.path))
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"ocifs: {m.path}: cannot unmount: device or resource busy: a process is using it "
+            "(its cwd or an open file); `ocifs umount -z` detaches it now and unmounts once "
+            "that process is done"
+        ]
+        assert _is_mounted(m.path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_layout_that_cannot_be_written_is_mounted_read_only(sample_layout, tmp_path) -> None:
+    """As mount(8) does for a write-protected device: one line, then a read-only mount
+    (no `.import/` where every copy would fail with EROFS at close)."""
+    require_fuse()
+    require(None if os.geteuid() == 0 else "a read-only bind mount needs root")
+    layout = copy_layout(sample_layout, tmp_path / "layout")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    subprocess.run(["mount", "--bind", str(layout), str(readonly)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True)
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        result = ocifs("mount", "--cache-dir", str(tmp_path / "cache"), "--log",
+                       str(tmp_path / "ocifs.log"), str(readonly), str(mnt))
+        try:
+            assert result.returncode == 0, result.stderr
+            assert result.stderr.splitlines() == [
+                f"ocifs: {readonly}: layout is not writable; mounting it read-only (no .import/)"
+            ]
+            assert not (mnt / ".import").exists()
+            status = json.loads(ocifs("status", "--json", str(mnt), check=True).stdout)
+            assert status["read_only"] is True
+            assert b"VERSION_ID=1.1" in (mnt / "refs" / SAMPLE_REF / "rootfs/etc/os-release"
+                                         ).read_bytes()
+        finally:
+            ocifs("umount", str(mnt))
+    finally:
+        subprocess.run(["umount", str(readonly)], check=False)
+
+
+def test_an_unusable_home_is_one_line_naming_the_default_and_the_option(sample_layout,
+                                                                         tmp_path) -> None:
+    """With HOME where nothing can be created, the default log and cache directories
+    fail: one line each, saying which option chooses another (was a traceback)."""
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    env = {**os.environ, "HOME": "/proc/no-such-home"}
+    for k in ("XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env.pop(k, None)
+    cases = [
+        ([], "ocifs: /proc/no-such-home/.local/state/ocifs/log: cannot create the log "
+             "directory: No such file or directory (--log FILE chooses another)"),
+        (["--log", str(tmp_path / "ocifs.log")],
+         "ocifs: /proc/no-such-home/.cache/ocifs: cannot use as cache directory: No such file "
+         "or directory (--cache-dir DIR chooses another)"),
+    ]
+    for extra, expected in cases:
+        result = subprocess.run([*OCIFS, "mount", *extra, str(sample_layout), str(mnt)],
+                                capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+        assert (result.returncode, result.stderr.splitlines()) == (1, [expected])
+        assert not _is_mounted(mnt)
+
+
+@pytest.mark.parametrize("what", ["source", "source-parent", "cache"])
+def test_a_mount_that_would_hide_its_own_source_or_cache_is_refused(
+    sample_layout, tmp_path, what
+) -> None:
+    """`ocifs mount -o nonempty L L` mounted over its own source and hung every access
+    (and `ocifs mount` itself): refused in one line, nothing mounted."""
+    require_fuse()
+    layout = copy_layout(sample_layout, tmp_path / "layout")
+    cache = tmp_path / "cache"
+    if what == "source":
+        mnt, hidden, name = layout, layout, "the source"
+    elif what == "source-parent":
+        mnt, hidden, name = tmp_path, layout, "the source"
+    else:
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        cache = hidden = mnt / "cache"
+        name = "the cache directory"
+    where = "the mountpoint" if hidden == mnt else "under it"
+    result = ocifs("mount", "-o", "nonempty", "--cache-dir", str(cache), "--log",
+                   str(tmp_path.parent / f"{tmp_path.name}.log"), str(layout), str(mnt),
+                   timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"ocifs: {mnt}: {name} {hidden} is {where}; the mount would hide it from ocifs "
+        "itself (choose another mountpoint)"
+    ]
+    assert not _is_mounted(mnt)

@@ -24,6 +24,10 @@ from tests.conftest import OCIFS, REPO, _wait_gone, copy_layout, ocifs, require_
     [
         ("bogus", "unknown option(s): `-o bogus'"),
         ("max_read=abc", "invalid parameter in option `max_read=abc'"),
+        # a typo of an option ocifs documents gets a suggestion
+        ("read-only", "unknown option(s): `-o read-only' (did you mean -o ro?)"),
+        ("symlink=contained",
+         "unknown option(s): `-o symlink=contained' (did you mean -o symlinks=contained?)"),
     ],
 )
 @pytest.mark.parametrize("foreground", [False, True])

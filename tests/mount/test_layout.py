@@ -407,7 +407,7 @@ def test_bad_mountpoints_and_sources_are_refused(mount_image, sample_layout, tmp
     (full / "x").write_text("x")
     assert "not empty" in _mount_fails(sample_layout, full)
     m = mount_image(sample_layout)
-    assert "already mounted" in _mount_fails(sample_layout, m.path, mounts_before=1)
+    assert "already a mount point (ocifs of" in _mount_fails(sample_layout, m.path, mounts_before=1)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no such file or directory" in _mount_fails(tmp_path / "missing-source", empty)

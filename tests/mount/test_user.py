@@ -215,3 +215,18 @@ def test_user_allow_other_without_user_allow_other_is_one_line(user: User) -> No
     assert "user_allow_other" in lines[0] and "/etc/fuse.conf" in lines[0]
     assert lines[0].startswith("ocifs: ")
     assert not user.mounted(user.home / "mnt2")
+
+
+def test_user_runs_the_readme_mount_line_as_written(user: User, sample_layout: Path) -> None:
+    """The last line of the README's "As an ordinary user" block, from the user's clone."""
+    from tests.mount.test_readme_examples import readme_block
+
+    line = readme_block("### As an ordinary user")[-1]
+    assert line.startswith("mkdir -p ~/mnt && ocifs mount ./my-layout ~/mnt"), line
+    layout = user.home / "ocifs/my-layout"
+    shutil.copytree(sample_layout, layout, symlinks=True)
+    subprocess.run(["chown", "-R", f"{user.name}:{user.name}", str(layout)], check=True)
+    result = user.run("sh", "-c", f"cd ~/ocifs && {line}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["sample:1.0", "sample:1.0-zstd"]
+    assert not user.mounted(user.home / "mnt")
