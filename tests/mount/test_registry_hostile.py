@@ -490,7 +490,7 @@ def test_a_content_length_longer_than_the_body(mount_image, registry, proxy, tmp
 
 
 def test_readers_of_a_manifest_being_fetched_wait_for_that_fetch(
-    mount_image, registry, proxy, tmp_path
+    mount_image, registry, proxy, tmp_path, monkeypatch
 ) -> None:
     """Readers of a manifest (its blob file, read by several processes at once, and
     refs/1/manifest.json) while its fetch is under way wait for that fetch instead
@@ -502,6 +502,8 @@ def test_readers_of_a_manifest_being_fetched_wait_for_that_fetch(
         forward()(h, p)
 
     proxy.rules.append(Rule(f"/manifests/{image.manifest}$", late, method="GET", times=1))
+    # the held answer must not time out (a retry is a second GET) on a loaded machine
+    monkeypatch.setenv("OCIFS_TEST_REGISTRY_TIMEOUT", "60")
     m = _mount(mount_image, proxy, tmp_path)
     blob = m.path / "blobs/sha256" / image.manifest.split(":")[1]
     probes = [("read", blob)] * 3 + [("read", m.path / "refs/1/manifest.json")]
@@ -514,7 +516,7 @@ def test_readers_of_a_manifest_being_fetched_wait_for_that_fetch(
     while not any(r.startswith("GET") and image.manifest in r for r in proxy.requests):
         assert time.monotonic() < deadline, "the manifest was never asked for"
         time.sleep(0.05)
-    time.sleep(1.0)  # the other readers reach the fetch (well within the 3 s timeout)
+    time.sleep(2.0)  # the other readers reach the fetch and wait for it
     proxy.resume.set()
     for t in threads:
         t.join(BOUND)
