@@ -224,7 +224,8 @@ def daemon_cpu(mnt: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-#: OS thread names (ocifs/threadname.py) -> what the row calls them
+#: thread names (one per thread, the OS sees the Python name: ocifs/threadname.py)
+#: -> what the row calls them
 THREAD_ROLES = {
     "ocifs-blob-rx": "receive",
     "ocifs-blob-wr": "cache write",

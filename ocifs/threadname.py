@@ -1,12 +1,14 @@
 """OS names for ocifs's own threads, so `top -H`, `ps -L`, `perf` and
 /proc/PID/task/TID/comm tell them apart (CPython 3.11 names only the Python
-object). The registry bench reads them to split a cold blob read's CPU by
-thread. Best effort: nothing happens where pthread_setname_np is missing.
+object; `name_os_thread` passes the Python name on). The registry bench reads
+them to split a cold blob read's CPU by thread. Best effort: nothing happens
+where pthread_setname_np is missing.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Any
 
 #: the kernel keeps 15 bytes of a thread's name
@@ -27,3 +29,9 @@ def set_os_name(name: str) -> None:
     """Name the calling thread `name` (cut to 15 bytes) for the OS."""
     if _setname is not None:
         _setname(_self(), name.encode("utf-8", "replace")[:_MAX])
+
+
+def name_os_thread() -> None:
+    """Give the calling thread its Python name for the OS too: one name per thread
+    (keep it within 15 bytes, or the OS shows it cut)."""
+    set_os_name(threading.current_thread().name)

@@ -77,14 +77,17 @@ class SelfVerifying(Protocol):
     """A BlobReader that checks the blob's digest itself (a registry download hashes
     the bytes it receives), so a pass over it need not hash them a second time.
 
-    `claim_verification()` True is a promise about what follows: a reader that
-    reads the blob in order from 0 to its end gets every byte only if all of them
-    match the digest (the read that reaches the end fails otherwise), and
-    `verified()` is True once they did. False: hash the bytes yourself."""
+    `claim_verification()` returns a token (None: hash the bytes yourself). The
+    token names the download the reads will be answered from: a reader that reads
+    the blob in order from 0 to its end gets every byte only if all of them match
+    the digest (the read that reaches the end fails otherwise), and
+    `verified(token)` is True once that same download matched. A download that
+    failed and was started again under a running pass is another one: the pass
+    may hold bytes of both, and `verified` of the first token stays False."""
 
-    def claim_verification(self) -> bool: ...
+    def claim_verification(self) -> object | None: ...
 
-    def verified(self) -> bool: ...
+    def verified(self, token: object) -> bool: ...
 
 
 def self_verifying(reader: BlobReader) -> SelfVerifying | None:

@@ -211,8 +211,11 @@ class LayerPass:
         # A reader that checks the digest itself (a registry download hashing what it
         # receives: ~0.7 CPU-s per GiB saved) is not hashed again; its read that
         # reaches the end fails unless the blob matched, and `finish` asks it again.
+        # The token names the download claimed: bytes of a later one (it failed and
+        # was started again under this pass) are not covered by its verdict.
         trusted = self_verifying(reader) if digest is not None else None
-        self._trusted = trusted if trusted is not None and trusted.claim_verification() else None
+        self._token = trusted.claim_verification() if trusted is not None else None
+        self._trusted = trusted if self._token is not None else None
         self._hasher = digest.hasher() if digest is not None and self._trusted is None else None
         # sha256 of the decompressed stream, only for the callers that check it (the
         # index pass, against the config's diff_ids); an uncompressed sha256 layer is its own.
@@ -455,5 +458,5 @@ class LayerPass:
             raise BlobUnavailable(
                 f"{self._named}: content does not match its digest (blob corrupt)"
             )
-        if self._trusted is not None and not self._trusted.verified():
+        if self._trusted is not None and not self._trusted.verified(self._token):
             raise BlobUnavailable(f"{self._named}: content not verified against its digest")

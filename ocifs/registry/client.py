@@ -5,10 +5,11 @@ and a pool must not cross a fork), shared by worker threads (httpx clients are
 thread-safe). Its pool holds at most `max_connections` connections: that is
 the bound on concurrent requests; further requests wait for a free connection.
 
-Every request is retried on connection errors, timeouts, stalled answers
-(`pace.py`) and 5xx answers with exponential backoff, and after `Retry-After`
-(capped) on 429, `retries` times; then it fails with a one-line `RegistryError`
-naming the URL and the cause. TLS failures and 4xx answers are not retried.
+Every request is retried on connection errors, timeouts, stalled or trickled
+answers (`pace.py`, applied to every byte a connection reads: `sockets.py`)
+and 5xx answers with exponential backoff, and after `Retry-After` (capped) on
+429, `retries` times; then it fails with a one-line `RegistryError` naming the
+URL and the cause. TLS failures and 4xx answers are not retried.
 
 Hostile answers are bounded (docs/registry.md, "Network failures"): bodies read
 into memory have a size limit per kind (a bigger one is an error once its
@@ -37,18 +38,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, TypeVar
 
 import httpcore
 import httpx
 
+from ocifs import log as log_mod
 from ocifs.errors import RegistryError, Unmounting
 from ocifs.model.documents import MAX_DOCUMENT_BYTES
+from ocifs.registry import sockets
 from ocifs.registry.auth import Challenge, Credentials, parse_challenge
-from ocifs.registry.pace import Pace, TooSlow
+from ocifs.registry.pace import TooSlow
 from ocifs.registry.reference import Reference
 from ocifs.registry.sockets import StoppableBackend
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MANIFEST_ACCEPT = ", ".join(
     (
@@ -88,17 +93,27 @@ class ClientOptions:
     max_connections: int = 8
 
 
-def timings_for_tests() -> dict[str, float]:
+class ShortTimings(TypedDict, total=False):
+    """The ClientOptions fields a test may shorten (`timings_for_tests`)."""
+
+    timeout: float
+    retries: int
+    backoff: float
+
+
+def timings_for_tests() -> ShortTimings:
     """ClientOptions fields from OCIFS_TEST_REGISTRY_TIMEOUT / _RETRIES / _BACKOFF,
     honoured only with OCIFS_TEST_MODE=1: a hostile-registry test of a stalled
     answer would otherwise wait 5 x 30 s for its EIO."""
     from ocifs.durable import test_env
 
-    found: dict[str, float] = {}
-    for field, cast in (("timeout", float), ("retries", int), ("backoff", float)):
-        text = test_env(f"OCIFS_TEST_REGISTRY_{field.upper()}")
-        if text:
-            found[field] = cast(text)
+    found = ShortTimings()
+    if text := test_env("OCIFS_TEST_REGISTRY_TIMEOUT"):
+        found["timeout"] = float(text)
+    if text := test_env("OCIFS_TEST_REGISTRY_RETRIES"):
+        found["retries"] = int(text)
+    if text := test_env("OCIFS_TEST_REGISTRY_BACKOFF"):
+        found["backoff"] = float(text)
     return found
 
 
@@ -194,6 +209,18 @@ def error_reason(status: int, phrase: str, body: bytes) -> str:
     return reason
 
 
+class _Again(Exception):
+    """An answer worth asking again for (`RegistryClient._retrying`): after `delay`
+    seconds (None: the backoff), or at once and not counted as an attempt (`now`:
+    a 401 that brought credentials)."""
+
+    def __init__(self, reason: str, delay: float | None = None, *, now: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+        self.now = now
+
+
 class _TooLarge(Exception):
     """A body over its limit (the Content-Length says so, or the bytes did)."""
 
@@ -203,11 +230,12 @@ class BodyTooLarge(RegistryError):
     registry as a whole may be fine)."""
 
 
-def read_body(response: httpx.Response, limit: int, window: float, *, cut: bool = False) -> bytes:
+def read_body(response: httpx.Response, limit: int, *, cut: bool = False) -> bytes:
     """The answer's body, at most `limit` bytes, and closes it.
 
     Beyond `limit`: _TooLarge, or with `cut` the first `limit` bytes. TooSlow if
-    it trickles (pace.py), httpx.TransportError if it breaks off or stalls.
+    it trickles (the connection's pace, sockets.py), httpx.TransportError if it
+    breaks off or stalls.
     Raw bytes: answers are asked for without content coding (`_check_coding`)."""
     try:
         length = response.headers.get("Content-Length", "")
@@ -215,9 +243,7 @@ def read_body(response: httpx.Response, limit: int, window: float, *, cut: bool 
             raise _TooLarge(length)
         parts: list[bytes] = []
         total = 0
-        pace = Pace(window)
         for chunk in response.iter_raw():
-            pace.add(len(chunk))
             parts.append(chunk)
             total += len(chunk)
             if total > limit:
@@ -238,11 +264,18 @@ def _use_backend(client: httpx.Client, backend: StoppableBackend) -> bool:
 
     httpx does not let one choose httpcore's network backend, so this sets it
     on the pools httpx made (its own transport and the proxy transports of the
-    environment's *_PROXY variables). False if httpx's insides changed; the
-    client then works, only `stop()` cannot end requests in flight (a unit
-    test watches for that)."""
+    environment's *_PROXY variables). False if httpx's or httpcore's insides
+    changed (the versions are pinned in pyproject.toml); the client then works
+    on httpcore's plain backend, only `stop()` cannot end requests in flight and
+    a trickled header is bounded by nothing but the read timeout (a unit test
+    watches for that)."""
+    if not sockets.AVAILABLE:
+        return False
     installed = False
-    transports = [client._transport, *client._mounts.values()]
+    try:
+        transports = [client._transport, *client._mounts.values()]
+    except AttributeError:
+        return False
     for transport in transports:
         pool = getattr(transport, "_pool", None)
         if isinstance(pool, httpcore.ConnectionPool) and hasattr(pool, "_network_backend"):
@@ -261,7 +294,7 @@ class RegistryClient:
         self._verify = _ssl_context(ref, options)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
-        self._backend = StoppableBackend()
+        self._backend = StoppableBackend(options.timeout)
         self._pid = -1
         self._tokens: dict[str, str] = {}
         self._realm = ""  # of the last bearer challenge, for messages
@@ -293,9 +326,17 @@ class RegistryClient:
                     headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
                 )
                 if self._pid != os.getpid():  # a fork: the parent's sockets are not ours
-                    self._backend = StoppableBackend()
+                    self._backend = StoppableBackend(o.timeout)
                 if not _use_backend(self._client, self._backend):
-                    log.debug("httpx pools not found: requests in flight outlive stop()")
+                    log_mod.once(
+                        log,
+                        logging.WARNING,
+                        f"httpx {httpx.__version__} / httpcore {httpcore.__version__}: "
+                        "their connection pools are not where ocifs looks (see "
+                        "pyproject.toml for the versions it supports); requests in "
+                        "flight outlive an unmount and a trickled answer is bounded "
+                        "only by the read timeout",
+                    )
                 self._pid = os.getpid()
             return self._client
 
@@ -346,61 +387,86 @@ class RegistryClient:
         Raises RegistryError, or Unmounting once `stopping` is set (no new request
         after the unmount, and one in flight ends with it).
         """
-        attempt = 0
         reauthed = False
         scope = self._scope(None)
         own = _origin(httpx.URL(self.base))
-        while True:
-            if self.stopping.is_set():
-                raise Unmounting(f"{method} {url}: not sent (unmounting)")
-            delay = self.options.backoff * (2**attempt)
 
-            def authorize(target: httpx.URL, scope: str = scope) -> str | None:
+        def once(attempt: int) -> httpx.Response:
+            nonlocal reauthed, scope
+            asked = scope
+
+            def authorize(target: httpx.URL) -> str | None:
                 # credentials and tokens go to the registry itself, never to a
                 # host it redirects to (blob storage signs its own URLs)
-                return self._auth_header(scope) if _origin(target) == own else None
+                return self._auth_header(asked) if _origin(target) == own else None
 
+            response = self._exchange(method, url, headers or {}, authorize)
+            status = response.status_code
+            if status in ok:
+                self._check_coding(response, url)
+                return response if stream else self._whole(response, limit)
+            reason = self._reason(response)
+            last = attempt >= self.options.retries
+            if status == 401 and not reauthed:
+                reauthed = True
+                scope = self._authenticate(response, url)
+                raise _Again(reason, now=True)
+            if status == 429 and not last:
+                raise _Again(reason, _retry_after(response, self._backoff(attempt)))
+            if status >= 500 and not last:
+                raise _Again(reason)
+            bearer = status == 401 and scope in self._tokens
+            raise RegistryError(self._explain(url, status, reason, bearer), status=status)
+
+        return self._retrying(f"{method} {url}", once, tls_name=url, tls_hint=True)
+
+    def _backoff(self, attempt: int) -> float:
+        return float(self.options.backoff * 2**attempt)
+
+    def _retrying(
+        self, what: str, once: Callable[[int], _T], *, tls_name: str, tls_hint: bool
+    ) -> _T:
+        """`once(attempt)` until it returns: the retry rule every request shares.
+
+        Connection errors, timeouts and stalled answers (TransportError, TooSlow)
+        and what `once` says is worth asking again (`_Again`: a 5xx, a 429, a 401
+        that brought a token) are retried `retries` times with exponential backoff;
+        then a RegistryError naming `what`. A TLS failure (named `tls_name`), an
+        unknown host and other httpx errors are not retried. Unmounting once
+        `stopping` is set, before an attempt, after a broken one, or in the wait.
+        """
+        attempt = 0
+        while True:
+            if self.stopping.is_set():
+                raise Unmounting(f"{what}: not sent (unmounting)")
+            delay = self._backoff(attempt)
             try:
-                response = self._exchange(method, url, headers or {}, authorize)
-                status = response.status_code
-                if status in ok:
-                    self._check_coding(response, url)
-                    if not stream:
-                        response = self._whole(response, limit)
+                return once(attempt)
+            except _Again as again:
+                if again.now:
+                    continue
+                if again.delay is not None:
+                    delay = again.delay
+                log.warning("%s: %s; retrying in %.2f s", what, again.reason, delay)
             except (httpx.TransportError, TooSlow) as exc:
                 if self.stopping.is_set():
-                    raise Unmounting(f"{method} {url}: stopped (unmounting)") from None
+                    raise Unmounting(f"{what}: stopped (unmounting)") from None
                 if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
+                    hint = f" ({_tls_hint(exc)})" if tls_hint else ""
                     raise RegistryError(
-                        f"{url}: TLS failure: {describe(exc)} ({_tls_hint(exc)})"
+                        f"{tls_name}: TLS failure: {describe(exc)}{hint}"
                     ) from None
                 if isinstance(exc, httpx.TransportError) and _unknown_host(exc):
-                    raise RegistryError(f"{method} {url}: {describe(exc)}") from None
+                    raise RegistryError(f"{what}: {describe(exc)}") from None
                 if attempt >= self.options.retries:
                     raise RegistryError(
-                        f"{method} {url}: {describe(exc)} (after {attempt + 1} attempts)"
+                        f"{what}: {describe(exc)} (after {attempt + 1} attempts)"
                     ) from None
-                log.warning("%s %s: %s; retrying in %.2f s", method, url, describe(exc), delay)
+                log.warning("%s: %s; retrying in %.2f s", what, describe(exc), delay)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:  # not worth retrying
-                raise RegistryError(f"{method} {url}: {describe(exc)}") from None
-            else:
-                if status in ok:
-                    return response
-                reason = self._reason(response)
-                if status == 401 and not reauthed:
-                    reauthed = True
-                    scope = self._authenticate(response, url)
-                    continue
-                if status == 429 and attempt < self.options.retries:
-                    delay = _retry_after(response, delay)
-                    log.warning("%s %s: %s; retrying in %.2f s", method, url, reason, delay)
-                elif status >= 500 and attempt < self.options.retries:
-                    log.warning("%s %s: %s; retrying in %.2f s", method, url, reason, delay)
-                else:
-                    bearer = status == 401 and scope in self._tokens
-                    raise RegistryError(self._explain(url, status, reason, bearer), status=status)
+                raise RegistryError(f"{what}: {describe(exc)}") from None
             attempt += 1
-            self._pause(delay, f"{method} {url}")
+            self._pause(delay, what)
 
     def _exchange(
         self,
@@ -450,7 +516,7 @@ class RegistryClient:
             data = b""
         else:
             try:
-                data = read_body(response, limit, self.options.timeout)
+                data = read_body(response, limit)
             except _TooLarge:
                 raise BodyTooLarge(
                     f"{response.url}: answer larger than the {limit}-byte limit"
@@ -483,7 +549,7 @@ class RegistryClient:
         try:
             coding = response.headers.get("Content-Encoding", "").strip().lower()
             if response.request.method != "HEAD" and coding in ("", "identity"):
-                body = read_body(response, ERROR_LIMIT, self.options.timeout, cut=True)
+                body = read_body(response, ERROR_LIMIT, cut=True)
         except (httpx.HTTPError, TooSlow):
             pass
         finally:
@@ -552,41 +618,29 @@ class RegistryClient:
             same = _origin(target) == _origin(realm_url)
             return creds.basic_header() if creds is not None and same else None
 
-        attempt = 0
-        while True:
-            if self.stopping.is_set():
-                raise Unmounting(f"token endpoint {realm}: not asked (unmounting)")
-            try:
-                response = self._exchange("GET", str(realm_url), {}, authorize, params)
-                if response.status_code == 200:
-                    self._check_coding(response, f"token endpoint {realm}")
-                    content_type = response.headers.get("Content-Type", "")
-                    body = read_body(response, TOKEN_LIMIT, self.options.timeout)
-                    break
-                status = response.status_code
-                reason = self._reason(response)
-                if status < 500 or attempt >= self.options.retries:
+        def once(attempt: int) -> tuple[bytes, str]:
+            response = self._exchange("GET", str(realm_url), {}, authorize, params)
+            if response.status_code == 200:
+                self._check_coding(response, f"token endpoint {realm}")
+                content_type = response.headers.get("Content-Type", "")
+                try:
+                    return read_body(response, TOKEN_LIMIT), content_type
+                except _TooLarge:
                     raise RegistryError(
-                        f"token endpoint {realm}: {reason} ({who}, scope {scope})", status=401
-                    )
-                log.warning("token endpoint %s: %s; retrying", realm, reason)
-            except (httpx.TransportError, TooSlow) as exc:
-                if self.stopping.is_set():
-                    raise Unmounting(f"token endpoint {realm}: stopped (unmounting)") from None
-                if isinstance(exc, httpx.ConnectError) and _is_tls_failure(exc):
-                    raise RegistryError(f"{realm}: TLS failure: {describe(exc)}") from None
-                if attempt >= self.options.retries:
-                    raise RegistryError(
-                        f"token endpoint {realm}: {describe(exc)} (after {attempt + 1} attempts)"
+                        f"token endpoint {realm}: answer larger than the {TOKEN_LIMIT}-byte "
+                        "limit"
                     ) from None
-            except _TooLarge:
+            status = response.status_code
+            reason = self._reason(response)
+            if status < 500 or attempt >= self.options.retries:
                 raise RegistryError(
-                    f"token endpoint {realm}: answer larger than the {TOKEN_LIMIT}-byte limit"
-                ) from None
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise RegistryError(f"token endpoint {realm}: {describe(exc)}") from None
-            self._pause(self.options.backoff * (2**attempt), f"token endpoint {realm}")
-            attempt += 1
+                    f"token endpoint {realm}: {reason} ({who}, scope {scope})", status=401
+                )
+            raise _Again(reason)
+
+        body, content_type = self._retrying(
+            f"token endpoint {realm}", once, tls_name=realm, tls_hint=False
+        )
         try:
             doc = json.loads(body)
         except (ValueError, RecursionError):

@@ -30,7 +30,7 @@ import httpx
 
 from ocifs.registry.client import describe
 from ocifs.registry.pace import Pace, TooSlow
-from ocifs.threadname import set_os_name
+from ocifs.threadname import name_os_thread
 
 #: bytes per receive buffer, and how many buffers a download uses at most
 BUFFER_SIZE = 1 << 20
@@ -75,8 +75,8 @@ class BodySink:
         #: end of the bytes queued so far: where a resumed request starts
         self.queued = 0
         self._threads = [
-            threading.Thread(target=self._write_all, name="ocifs-blob-write", daemon=True),
-            threading.Thread(target=self._hash_all, name="ocifs-blob-hash", daemon=True),
+            threading.Thread(target=self._write_all, name="ocifs-blob-wr", daemon=True),
+            threading.Thread(target=self._hash_all, name="ocifs-blob-sha", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -101,7 +101,7 @@ class BodySink:
         self.queued = offset + n
 
     def _write_all(self) -> None:
-        set_os_name("ocifs-blob-wr")
+        name_os_thread()
         while (item := self._to_write.get()) is not None:
             data, n, offset, _reused = item
             if self.error is None:
@@ -114,7 +114,7 @@ class BodySink:
         self._to_hash.put(None)
 
     def _hash_all(self) -> None:
-        set_os_name("ocifs-blob-sha")
+        name_os_thread()
         while (item := self._to_hash.get()) is not None:
             data, n, _offset, reused = item
             if self.error is None:
@@ -193,15 +193,13 @@ def receive(
     have = start
     sock = None if skip else _raw_socket(response)
     left = int(response.headers.get("Content-Length", "0")) if sock is not None else 0
-    encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-    # kept referenced until the socket is read: closing the generator closes the connection
-    chunks = response.iter_bytes() if encoded else response.iter_raw()
-    pace = Pace(timeout)  # a trickle is a stall too (pace.py)
+    # raw: a coded answer was refused (`client._check_coding`). Kept referenced until
+    # the socket is read: closing the generator closes the connection
+    chunks = response.iter_raw()
     try:
-        for chunk in chunks:
+        for chunk in chunks:  # paced by the connection (sockets.py)
             if stopped():
                 raise Stopped("unmounting")
-            pace.add(len(chunk))
             if skip:
                 if len(chunk) <= skip:
                     skip -= len(chunk)
@@ -218,7 +216,8 @@ def receive(
         if sock is not None and left > 0:
             if left > size - have:
                 raise TooLarge(f"larger than the {size} bytes its descriptor says")
-            have = _from_socket(sock, sink, have, left, timeout, stopped, pace)
+            # read past the connection's stream: a pace of its own (pace.py)
+            have = _from_socket(sock, sink, have, left, timeout, stopped, Pace(timeout))
     except (httpx.TransportError, TooSlow) as exc:
         raise Transient(describe(exc)) from None
     except ValueError:

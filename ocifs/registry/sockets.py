@@ -12,6 +12,15 @@ client then sees its `stopping` flag and raises Unmounting.
 
 `socket.socket.shutdown` is used even for TLS sockets, as `download.interrupt`
 explains; on Linux it also aborts a connect in progress (SYN_SENT).
+
+The same streams hold every answer to its pace (`pace.py`): httpcore's read
+timeout is per `recv`, so a registry sending one header byte a second would
+hold a request for ever. Each stream counts the bytes it reads since its last
+write (a request's start), so the status line, the headers and any body httpx
+reads are bounded in one place. (A TLS handshake needs no pace: CPython's
+`do_handshake` holds the whole handshake to the socket timeout.) The one read
+that bypasses these streams, a blob body read straight from the socket
+(`download._from_socket`), keeps its own Pace.
 """
 
 from __future__ import annotations
@@ -24,9 +33,19 @@ import weakref
 
 import httpcore
 
+from ocifs.registry.pace import Pace
+
 # httpcore's own stream over a socket (plain or TLS); the backend below differs
-# from httpcore.SyncBackend only in how the socket is made and remembered
-from httpcore._backends.sync import SyncStream
+# from httpcore.SyncBackend only in how the socket is made and remembered. A
+# private class: if a newer httpcore moved it, the client keeps httpcore's plain
+# backend (`AVAILABLE` False, one warning), without stop or pace on connections.
+try:
+    from httpcore._backends.sync import SyncStream
+except ImportError:  # pragma: no cover - only with an httpcore outside the pinned range
+    SyncStream = None  # type: ignore[assignment,misc]
+
+#: whether StoppableBackend can be used with the installed httpcore
+AVAILABLE = SyncStream is not None
 
 
 class _Tracked(httpcore.NetworkStream):
@@ -35,11 +54,18 @@ class _Tracked(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream, owner: StoppableBackend) -> None:
         self._inner = inner
         self._owner = owner
+        self._pace: Pace | None = None
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, timeout)
+        data = self._inner.read(max_bytes, timeout)
+        if self._pace is not None:
+            self._pace.add(len(data))  # TooSlow: httpx passes it up, the pool drops us
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        window = self._owner.window
+        if window is not None:  # a request starts: its answer gets a pace of its own
+            self._pace = Pace(window)
         self._inner.write(buffer, timeout)
 
     def close(self) -> None:
@@ -66,9 +92,11 @@ class _Tracked(httpcore.NetworkStream):
 
 
 class StoppableBackend(httpcore.NetworkBackend):
-    """See the module docstring. Thread-safe."""
+    """See the module docstring. Thread-safe. `window`: the pace window (the client's
+    timeout); None: no pace."""
 
-    def __init__(self) -> None:
+    def __init__(self, window: float | None = None) -> None:
+        self.window = window
         self._lock = threading.Lock()
         self._streams: weakref.WeakSet[_Tracked] = weakref.WeakSet()
         self._connecting: weakref.WeakSet[socket.socket] = weakref.WeakSet()
@@ -87,6 +115,8 @@ class StoppableBackend(httpcore.NetworkBackend):
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
+        # as `socket.create_connection`: an address that fails or times out is
+        # remembered and the next one tried; the last error is raised at the end
         error: OSError | None = None
         for family, kind, proto, _name, address in infos:
             sock = socket.socket(family, kind, proto)
@@ -103,9 +133,6 @@ class StoppableBackend(httpcore.NetworkBackend):
                 for option in socket_options or ():
                     sock.setsockopt(*option)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except TimeoutError as exc:
-                sock.close()
-                raise httpcore.ConnectTimeout(str(exc) or "connect timed out") from exc
             except OSError as exc:
                 sock.close()
                 error = exc
@@ -121,6 +148,8 @@ class StoppableBackend(httpcore.NetworkBackend):
                 stream.close()
                 raise httpcore.ConnectError("not connecting: unmounting")
             return stream
+        if isinstance(error, TimeoutError):
+            raise httpcore.ConnectTimeout(str(error) or "connect timed out") from error
         raise httpcore.ConnectError(str(error) if error else f"{host}: no address")
 
     def connect_unix_socket(

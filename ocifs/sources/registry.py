@@ -60,8 +60,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ocifs import log as log_mod
 from ocifs.cache import DiskCache
 from ocifs.codec.blobio import BlobReader, BytesReader, clamp
@@ -84,7 +82,7 @@ from ocifs.registry.options import RegistryOptions
 from ocifs.registry.reference import Reference
 from ocifs.registry.reference import parse as parse_reference
 from ocifs.sources.base import Source
-from ocifs.threadname import set_os_name
+from ocifs.threadname import name_os_thread
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +93,9 @@ OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 FAILURE_HOLD = 5.0
 #: longest the unmount waits, in all, for download threads to clean up after the stop
 STOP_WAIT = 5.0
+#: bytes of verified manifests kept in memory (least recently used out; the disk
+#: cache holds them all): one manifest may be 64 MiB, a count alone bounds nothing
+MANIFEST_MEMORY = 64 * 1024 * 1024
 #: how far from the furthest read so far a read still counts as sequential: the
 #: kernel's readahead sends several reads at once, in no guaranteed order
 STREAM_WINDOW = 8 * 1024 * 1024
@@ -124,7 +125,7 @@ def open_registry(text: str, options: RegistryOptions, cache: DiskCache) -> Regi
                 tls_verify=options.tls_verify,
                 cert_dir=options.cert_dir,
                 credentials=creds,
-                **timings_for_tests(),  # type: ignore[arg-type]
+                **timings_for_tests(),
             ),
         )
         return RegistrySource(ref, client, cache, refresh=options.refresh)
@@ -148,7 +149,11 @@ class RegistrySource(Source):
         self.refresh_s = refresh
         self._lock = threading.Lock()
         self._known: dict[Digest, _Known] = {}
-        self._manifests: OrderedDict[Digest, bytes] = OrderedDict()
+        self._manifests: OrderedDict[Digest, bytes] = OrderedDict()  # oldest use first
+        self._manifest_memory = 0  # bytes in `_manifests`
+        #: manifests being fetched: the listing, the open and the read of one `cat`
+        #: (and other readers) wait for that fetch instead of making their own
+        self._manifest_fetching: dict[Digest, threading.Event] = {}
         #: manifests whose fetch failed: (when, why), answered for FAILURE_HOLD s
         self._manifest_failed: dict[Digest, tuple[float, str]] = {}
         self._downloads: dict[Digest, _Download] = {}
@@ -331,7 +336,7 @@ class RegistrySource(Source):
             response = self.client.get_manifest(tag)
         except BodyTooLarge as exc:
             raise _BadTag(str(exc)) from None
-        data = self._limited_body(response)
+        data = response.content  # at most the document limit (`send`)
         digest = digest_mod.of_bytes(data)
         header = response.headers.get("Docker-Content-Digest")
         if header and header != str(digest):
@@ -341,13 +346,6 @@ class RegistrySource(Source):
             )
         self._remember_manifest(digest, data, response.headers.get("content-type", ""))
         return data, digest
-
-    @staticmethod
-    def _limited_body(response: httpx.Response) -> bytes:
-        data = response.content
-        if len(data) > documents.MAX_DOCUMENT_BYTES:
-            raise RegistryError(f"{response.url}: manifest larger than the document limit")
-        return data
 
     def _media_type(self, digest: Digest) -> str:
         """The type the manifest declares (learned when it was remembered)."""
@@ -377,21 +375,31 @@ class RegistrySource(Source):
         return self._manifest_for(digest, str(digest))
 
     def _manifest_for(self, digest: Digest, asked_as: str) -> bytes:
-        with self._lock:
-            data = self._manifests.get(digest)
-        if data is not None:
-            return data
-        cached = self.cache.get(MANIFEST_KIND, str(digest))
-        if cached is not None and digest.matches(cached):
-            content_type = ""
-            self._remember_manifest(digest, cached, content_type, store=False)
-            return cached
-        with self._lock:
-            failed = self._manifest_failed.get(digest)
-        if failed is not None and time.monotonic() - failed[0] < FAILURE_HOLD:
-            # the listing, the read and the kernel's retry of one `cat` ask in a row:
-            # one fetch (of up to 64 MiB from a hostile registry), not one each
-            raise RegistryError(failed[1])
+        while True:
+            with self._lock:
+                data = self._manifests.get(digest)
+                if data is not None:
+                    self._manifests.move_to_end(digest)
+                    return data
+            cached = self.cache.get(MANIFEST_KIND, str(digest))
+            if cached is not None and digest.matches(cached):
+                content_type = ""
+                self._remember_manifest(digest, cached, content_type, store=False)
+                return cached
+            with self._lock:
+                failed = self._manifest_failed.get(digest)
+                if failed is not None and time.monotonic() - failed[0] < FAILURE_HOLD:
+                    # the listing, the read and the kernel's retry of one `cat` ask in
+                    # a row: one fetch (of up to 64 MiB from a hostile registry), not one each
+                    raise RegistryError(failed[1])
+                fetching = self._manifest_fetching.get(digest)
+                if fetching is None:
+                    self._manifest_fetching[digest] = threading.Event()
+            if fetching is None:
+                break
+            # another thread fetches it: its outcome (in memory, on disk, or the
+            # failure) answers this one too; if it was stopped, this one goes on
+            fetching.wait()
         try:
             return self._fetch_manifest(digest, asked_as)
         except Unmounting:
@@ -400,10 +408,14 @@ class RegistrySource(Source):
             with self._lock:
                 self._manifest_failed[digest] = (time.monotonic(), str(exc))
             raise
+        finally:
+            with self._lock:
+                done = self._manifest_fetching.pop(digest)
+            done.set()
 
     def _fetch_manifest(self, digest: Digest, asked_as: str) -> bytes:
         response = self.client.get_manifest(str(digest))
-        data = self._limited_body(response)
+        data = response.content  # at most the document limit (`send`)
         if not digest.matches(data):
             raise RegistryError(
                 f"{response.url}: manifest does not hash to {digest} (asked for {asked_as})"
@@ -441,9 +453,13 @@ class RegistrySource(Source):
         with self._lock:
             for d, known in learned.items():
                 self._known.setdefault(d, known)
+            if digest not in self._manifests:
+                self._manifest_memory += len(data)
             self._manifests[digest] = data
-            while len(self._manifests) > 1024:
-                self._manifests.popitem(last=False)
+            self._manifests.move_to_end(digest)
+            while self._manifest_memory > MANIFEST_MEMORY and len(self._manifests) > 1:
+                _, old = self._manifests.popitem(last=False)
+                self._manifest_memory -= len(old)
 
     @staticmethod
     def _learn(learned: dict[Digest, _Known], entry: object, *, manifest: bool) -> None:
@@ -539,9 +555,11 @@ class _Download:
         self._temp_fd = -1
         self._temp_path: Path | None = None  # the partial file, for `stop` to delete
         self._verified_fd = -1
-        #: a download of this object hashed the blob and it matched (the verified copy
-        #: is the file it wrote): `claim_verification`
-        self._fetched_here = False
+        #: downloads started so far; the one running (or last run) is number `_gen`
+        self._gen = 0
+        #: the download that hashed the blob and matched (the verified copy is the
+        #: file it wrote), None before: `claim_verification`, `verified`
+        self._fetched_gen: int | None = None
         self._error: str | None = None
         self._permanent = False
         self._failed_at = 0.0
@@ -619,22 +637,26 @@ class _Download:
                 self._retired.discard(fd)
                 _close_elsewhere(fd)  # this pread may have run on the trio thread
 
-    def claim_verification(self) -> bool:
-        """`blobio.SelfVerifying`: True when every read will be answered from bytes a
-        download of this object hashes (starting it if needed), so an index pass need
-        not hash them again. False for a copy an earlier mount left in the cache: that
-        one was verified when it was written, not since, and the pass hashes it."""
-        with self._cond:
-            if self._fetched_here:
-                return True
-            if self._stop or self._verified_fd >= 0 or self._from_cache() >= 0:
-                return False
-            self._start()  # `_from_cache` is asked only before the first download starts
-            return self._thread is not None
+    def claim_verification(self) -> int | None:
+        """`blobio.SelfVerifying`: the number of the download (starting it if needed)
+        whose hash covers the reads that follow, so an index pass need not hash them
+        again. None for a copy an earlier mount left in the cache: that one was
+        verified when it was written, not since, and the pass hashes it.
 
-    def verified(self) -> bool:
-        """`blobio.SelfVerifying`: the blob was downloaded here and matched its digest."""
-        return self._fetched_here
+        Only that download's verdict counts: if it fails and a later read starts
+        another (FAILURE_HOLD after), the pass may hold bytes of both, and
+        `verified` of this number stays False however the next one ends."""
+        with self._cond:
+            if self._fetched_gen is not None:
+                return self._fetched_gen
+            if self._stop or self._verified_fd >= 0 or self._from_cache() >= 0:
+                return None
+            self._start()  # `_from_cache` is asked only before the first download starts
+            return self._gen if self._thread is not None else None
+
+    def verified(self, token: object) -> bool:
+        """`blobio.SelfVerifying`: download number `token` ran here and matched its digest."""
+        return self._fetched_gen is not None and self._fetched_gen == token
 
     def ready(self, offset: int, size: int) -> bool:
         """Whether `pread` would answer without waiting: the verified copy is open, or the
@@ -666,11 +688,11 @@ class _Download:
             if fd < 0:
                 fd = self._from_cache()
             if fd < 0:
+                self._start()  # first: a new download starts a new pass (`_frontier` 0)
                 # part of a sequential pass: it starts at 0 or near the furthest read so far
                 streamed = offset == 0 or abs(offset - self._frontier) <= STREAM_WINDOW
                 if streamed:
                     self._frontier = max(self._frontier, end)
-                self._start()
                 while True:
                     if streamed:  # set before looking at _have, which is set before it is read
                         self._waiting = min(self._waiting, end)
@@ -722,17 +744,24 @@ class _Download:
             return
         self._error = None
         self._have = 0
-        self._thread = threading.Thread(target=self._run, name="ocifs-blob", daemon=True)
+        # a pass over the failed download does not go on over this one (its bytes
+        # were never hashed together with them): reads far from 0 wait for the
+        # verified copy, and a pass's token (`claim_verification`) no longer matches
+        self._frontier = 0
+        self._gen += 1
+        self._thread = threading.Thread(
+            target=self._run, args=(self._gen,), name="ocifs-blob-rx", daemon=True
+        )
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, gen: int) -> None:
         """The download thread: commit the verified copy, or clean up and report why not.
 
         On failure the partial file is deleted and its read fd closed (or retired to
         the last pread using it) *before* the readers hear of the failure, so a failed
         download holds neither a descriptor nor disk space once its reads have ended.
         """
-        set_os_name("ocifs-blob-rx")
+        name_os_thread()
         cache = self.source.cache
         temp = None
         rfd = -1
@@ -760,7 +789,7 @@ class _Download:
         else:
             with self._cond:
                 self._verified_fd = rfd
-                self._fetched_here = True
+                self._fetched_gen = gen
                 self._cond.notify_all()
             log.info("fetched blob %s (%d bytes)", self.digest, self._size)
             return
@@ -815,7 +844,9 @@ class _Download:
                     raise _Failed(str(exc), permanent=True) from None
                 except Unmounting:  # the client refused a request (`send`)
                     raise _Failed("stopped (unmounting)") from None
-                except (RegistryError, download.WriteFailed, download.Stopped) as exc:
+                except RegistryError as exc:  # the client's line names the URL: once is enough
+                    raise _Failed(self._without_url(str(exc))) from None
+                except (download.WriteFailed, download.Stopped) as exc:
                     raise _Failed(str(exc)) from None
                 break
             matches = sink.finish() == self.digest.hex
@@ -823,6 +854,13 @@ class _Download:
             sink.close()
         if not matches:
             raise _Failed("content does not match its digest (not cached)", permanent=True)
+
+    def _without_url(self, message: str) -> str:
+        """The client's error without the request it names (`_run` names it)."""
+        for prefix in (f"GET {self._url}: ", f"{self._url}: "):
+            if message.startswith(prefix):
+                return message[len(prefix) :]
+        return message
 
     def _attempt(self, sink: download.BodySink, have: int) -> int:
         """One request for the bytes from `have` on; returns the end received."""

@@ -423,6 +423,8 @@ def test_a_404_for_a_blob_the_manifest_names(mount_image, registry, proxy, tmp_p
     assert not _cached(tmp_path, BLOB_KIND, image.layer)
     errors = _error_lines(m)
     assert len([e for e in errors if "404 BLOB_UNKNOWN" in e]) == 1, errors
+    # the line names the request once (was: "GET URL: URL: 404 …")
+    assert all(e.count(f"/blobs/{image.layer}") == 1 for e in errors), errors
 
 
 def test_a_200_for_a_range_request_is_skipped_forward(mount_image, registry, proxy, tmp_path):
@@ -485,6 +487,43 @@ def test_a_content_length_longer_than_the_body(mount_image, registry, proxy, tmp
     # took over FAILURE_HOLD (5 s), after which a new read tries again
     assert len(gets) in (3, 6), gets
     assert not _cached(tmp_path, MANIFEST_KIND, image.manifest)
+
+
+def test_readers_of_a_manifest_being_fetched_wait_for_that_fetch(
+    mount_image, registry, proxy, tmp_path, monkeypatch
+) -> None:
+    """Readers of a manifest (its blob file, read by several processes at once, and
+    refs/1/manifest.json) while its fetch is under way wait for that fetch instead
+    of each making its own (before: one GET, of up to 64 MiB, per reader)."""
+    image = registry[1]
+
+    def late(h: Any, p: FaultProxy) -> None:  # the real answer, once the readers wait
+        p.resume.wait(BOUND)
+        forward()(h, p)
+
+    proxy.rules.append(Rule(f"/manifests/{image.manifest}$", late, method="GET", times=1))
+    # the held answer must not time out (a retry is a second GET) on a loaded machine
+    monkeypatch.setenv("OCIFS_TEST_REGISTRY_TIMEOUT", "60")
+    m = _mount(mount_image, proxy, tmp_path)
+    blob = m.path / "blobs/sha256" / image.manifest.split(":")[1]
+    probes = [("read", blob)] * 3 + [("read", m.path / "refs/1/manifest.json")]
+    results: list[tuple[str, ...]] = []
+    threads = [threading.Thread(target=lambda op=op, path=path: results.append(
+        _probe(op, path))) for op, path in probes]  # fmt: skip
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + BOUND
+    while not any(r.startswith("GET") and image.manifest in r for r in proxy.requests):
+        assert time.monotonic() < deadline, "the manifest was never asked for"
+        time.sleep(0.05)
+    time.sleep(2.0)  # the other readers reach the fetch and wait for it
+    proxy.resume.set()
+    for t in threads:
+        t.join(BOUND)
+    digest = hashlib.sha256(image.blob(image.manifest)).hexdigest()
+    assert results == [("ok", digest)] * 4, results
+    gets = [r for r in proxy.requests if r.startswith("GET") and image.manifest in r]
+    assert len(gets) == 1, gets
 
 
 # -- the unmount while an answer is held ---------------------------------------------------

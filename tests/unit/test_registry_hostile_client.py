@@ -22,7 +22,8 @@ import pytest
 from ocifs.cache import DiskCache
 from ocifs.codec import seekable
 from ocifs.codec.blobio import BytesReader
-from ocifs.errors import Unmounting
+from ocifs.errors import RegistryError, Unmounting
+from ocifs.registry import sockets
 from ocifs.registry.client import ClientOptions, RegistryClient
 from ocifs.registry.pace import MIN_RATE, Pace, TooSlow
 from ocifs.registry.reference import Reference
@@ -80,6 +81,34 @@ def test_interrupt_ends_a_connect_nobody_answers() -> None:
             s.close()
 
 
+def test_a_connect_that_times_out_tries_the_next_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As `socket.create_connection`: a host's first address not answering (a
+    blackhole: a listener whose queue is full) is no reason to give up on the next."""
+    listener, fillers = _full_listener()
+    good = socket.create_server(("127.0.0.1", 0))
+    tcp = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+    addresses = [(*tcp, listener.getsockname()), (*tcp, good.getsockname())]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: addresses)
+    backend = StoppableBackend()
+    try:
+        stream = backend.connect_tcp("two-addresses.invalid", 1, timeout=0.5)
+        peer, _ = good.accept()
+        stream.write(b"ping")
+        assert peer.recv(4) == b"ping"
+        peer.close()
+        stream.close()
+        addresses.pop()  # only the blackhole left: the timeout is the error
+        with pytest.raises(httpcore.ConnectTimeout):
+            backend.connect_tcp("two-addresses.invalid", 1, timeout=0.5)
+    finally:
+        good.close()
+        listener.close()
+        for s in fillers:
+            s.close()
+
+
 def test_stop_ends_a_request_whose_answer_never_comes() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
@@ -121,6 +150,98 @@ def test_stop_ends_a_request_whose_answer_never_comes() -> None:
         listener.close()
         for s in held:
             s.close()
+
+
+def test_every_pool_uses_the_stoppable_backend_proxies_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`_use_backend` reaches into httpx's private pools (the versions are pinned in
+    pyproject.toml): its own transport's and those of *_PROXY's mounts."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    client = RegistryClient(Reference(registry="registry.invalid", repository="x"),
+                            ClientOptions())
+    try:
+        http = client.http()
+        mounted = [t for t in http._mounts.values() if t is not None]  # type: ignore[attr-defined]
+        assert mounted, "httpx made no proxy transport for *_PROXY"
+        for transport in [http._transport, *mounted]:  # type: ignore[attr-defined]
+            assert transport._pool._network_backend is client._backend
+    finally:
+        client.close()
+
+
+def test_without_httpcores_sync_stream_the_client_uses_the_plain_backend(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A newer httpcore that moved the private class ocifs builds on: one warning,
+    and requests still work (on httpcore's own backend)."""
+    monkeypatch.setattr(sockets, "AVAILABLE", False)
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    host, port = server.getsockname()
+    client = RegistryClient(Reference(registry=f"{host}:{port}", repository="x"),
+                            ClientOptions(tls_verify=False, timeout=5.0, retries=0))
+    client.scheme = "http"
+    try:
+        assert client.send("GET", client.repo_url("tags/list")).content == b"{}"
+        pool = client.http()._transport._pool  # type: ignore[attr-defined]
+        assert pool._network_backend is not client._backend
+        assert "not where ocifs looks" in caplog.text
+    finally:
+        client.close()
+        server.close()
+        thread.join(BOUND)
+
+
+def test_a_trickled_header_is_a_stall() -> None:
+    """httpcore's read timeout is per recv: one header byte every 0.2 s never trips
+    it. The connection's pace (sockets.py) counts the status line and headers too,
+    so the request fails as stalled after its window (1 s here), not when the
+    registry is done trickling."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(40):  # 8 s of header if nobody hangs up
+                    if done.is_set():
+                        return
+                    conn.sendall(b"a")
+                    time.sleep(0.2)
+                conn.sendall(b"\r\nContent-Length: 2\r\n\r\n{}")
+                conn.recv(1)
+            except OSError:
+                return  # the client hung up: what the test wants
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    host, port = listener.getsockname()
+    client = RegistryClient(
+        Reference(registry=f"{host}:{port}", repository="x"),
+        ClientOptions(tls_verify=False, timeout=1.0, retries=0),
+    )
+    client.scheme = "http"
+    try:
+        with pytest.raises(RegistryError, match="stalled"):
+            client.send("GET", client.repo_url("tags/list"))
+    finally:
+        done.set()
+        client.close()
+        listener.close()
+        server.join(BOUND)
 
 
 def test_pace_counts_a_trickle_as_a_stall() -> None:
