@@ -32,6 +32,7 @@ import email.utils
 import json
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -154,10 +155,18 @@ def _ssl_context(ref: Reference, options: ClientOptions) -> ssl.SSLContext | boo
     return ctx
 
 
+#: Python's own decoration of socket and TLS errors, cut from what users read:
+#: "[Errno 111] ", "[SSL: WRONG_VERSION_NUMBER] ", " (_ssl.c:1006)"
+_PYTHON_NOISE = re.compile(r"\[Errno -?\d+\] |\[SSL: [A-Z_]+\] | \(_ssl\.c:\d+\)")
+
+
 def describe(exc: BaseException) -> str:
-    """One line for a transport error (httpx's own text, or the class name)."""
+    """One line for a transport error: its text without Python's decoration
+    ("[Errno -2] Name or service not known" → "unknown host"), or the class name."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text or type(exc).__name__
+    if "Name or service not known" in text or "No address associated with hostname" in text:
+        return "unknown host"
+    return _PYTHON_NOISE.sub("", text).strip() or type(exc).__name__
 
 
 def _is_tls_failure(exc: httpx.TransportError) -> bool:

@@ -59,7 +59,7 @@ def parse(text: str) -> Reference:
     if not text.startswith(PREFIX):
         raise InvalidInput(f"{text}: not a docker:// reference")
     rest = text[len(PREFIX) :]
-    if rest.startswith("//"):
+    if rest.startswith("/"):
         raise InvalidInput(f"{text}: write docker://HOST/REPO, with two slashes only")
     if not rest:
         raise InvalidInput(f"{text}: no repository named")

@@ -286,6 +286,22 @@ class RegistrySource(Source):
                 return None
             raise
 
+    def _missing_tag(self, tag: str) -> str:
+        """Why `tag` is not found: a HEAD's 404 has no body to tell a missing tag from
+        a missing repository, the tag list does (404 NAME_UNKNOWN for the latter);
+        a few tags that exist help with a typo."""
+        repo = self.ref.repository
+        try:
+            tags = self.client.list_tags()
+        except RegistryError as exc:
+            if exc.status == 404:
+                return f"repository {repo!r} not found (404)"
+            return f"tag {tag!r} not found (404)"
+        if not tags:
+            return f"tag {tag!r} not found (404); the repository has no tags"
+        shown = ", ".join(sorted(tags)[:5]) + (", …" if len(tags) > 5 else "")
+        return f"tag {tag!r} not found (404); the repository has: {shown}"
+
     def _describe(self, reference: str, name: str) -> dict[str, Any]:
         """Descriptor of the manifest `reference` (a tag or digest) points at, named `name`.
 
@@ -297,8 +313,11 @@ class RegistrySource(Source):
             head = self.client.head_manifest(reference)
         except RegistryError as exc:
             if exc.status == 404:
-                what = "manifest" if reference.startswith(("sha256:", "sha512:")) else "tag"
-                raise RegistryError(f"{what} {reference!r} not found (404)", status=404) from None
+                if reference.startswith(("sha256:", "sha512:")):
+                    raise RegistryError(
+                        f"manifest {reference!r} not found (404)", status=404
+                    ) from None
+                raise RegistryError(self._missing_tag(reference), status=404) from None
             raise
         digest = _header_digest(head.headers.get("Docker-Content-Digest"))
         if reference.startswith(("sha256:", "sha512:")):

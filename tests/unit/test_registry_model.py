@@ -48,6 +48,8 @@ def test_references_follow_skopeo_shorthand(text, registry, repository, tag, dig
     [
         "docker://",
         "docker:///app",
+        "docker:///host.io/x",
+        "docker:////x",
         "docker://Upper/Case",
         "docker://host.io/app:bad tag",
         "docker://host.io/app@sha256:short",
@@ -60,6 +62,8 @@ def test_bad_references_are_one_line_errors(text) -> None:
     with pytest.raises(InvalidInput) as err:
         parse(text)
     assert "\n" not in str(err.value)
+    if text.startswith("docker:///"):
+        assert str(err.value).endswith("with two slashes only")
 
 
 def _write(path: Path, auths: dict) -> Path:
