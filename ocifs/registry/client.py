@@ -155,6 +155,9 @@ def _ssl_context(ref: Reference, options: ClientOptions) -> ssl.SSLContext | boo
     return ctx
 
 
+#: getaddrinfo's texts for a name that has no address: EAI_NONAME (first: the one
+#: not worth retrying, unlike EAI_AGAIN) and EAI_NODATA
+_UNKNOWN_HOST = ("Name or service not known", "No address associated with hostname")
 #: Python's own decoration of socket and TLS errors, cut from what users read:
 #: "[Errno 111] ", "[SSL: WRONG_VERSION_NUMBER] ", " (_ssl.c:1006)"
 _PYTHON_NOISE = re.compile(r"\[Errno -?\d+\] |\[SSL: [A-Z_]+\] | \(_ssl\.c:\d+\)")
@@ -164,7 +167,7 @@ def describe(exc: BaseException) -> str:
     """One line for a transport error: its text without Python's decoration
     ("[Errno -2] Name or service not known" → "unknown host"), or the class name."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if "Name or service not known" in text or "No address associated with hostname" in text:
+    if any(t in text for t in _UNKNOWN_HOST):
         return "unknown host"
     return _PYTHON_NOISE.sub("", text).strip() or type(exc).__name__
 
@@ -177,7 +180,7 @@ def _is_tls_failure(exc: httpx.TransportError) -> bool:
 
 def _unknown_host(exc: httpx.TransportError) -> bool:
     """The name does not resolve (EAI_NONAME): not worth retrying, unlike EAI_AGAIN."""
-    return isinstance(exc, httpx.ConnectError) and "Name or service not known" in str(exc)
+    return isinstance(exc, httpx.ConnectError) and _UNKNOWN_HOST[0] in str(exc)
 
 
 def _tls_hint(exc: httpx.TransportError) -> str:

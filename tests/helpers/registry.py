@@ -10,14 +10,18 @@ tests count requests with.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.helpers.faultproxy import FaultProxy
 
 REGISTRY_BIN = "docker-registry"
 USER, PASSWORD = "ocifs", "s3cret-pass"
@@ -271,3 +275,22 @@ def make_big_image(layout: Path, size: int, tag: str = "big") -> str:
         )
     )
     return layer_digest
+
+
+@contextlib.contextmanager
+def big_image_behind_proxy(
+    d: Path, size: int, name: str = "big"
+) -> Iterator[tuple[Registry, FaultProxy, Path, str]]:
+    """A registry of its own (a test may kill it) holding `big:1`, a one-layer image of
+    `size` bytes (/big.bin), behind a fault proxy: (registry, proxy, layout, layer
+    digest). The layout and the registry's storage go in `d`, named after `name`."""
+    layout = d / f"{name}-layout"
+    layer = make_big_image(layout, size)
+    reg = start_registry(d / f"registry-{name}")
+    proxy = FaultProxy(reg.host)
+    try:
+        push(layout, "big", reg, "big:1")
+        yield reg, proxy, layout, layer
+    finally:
+        proxy.close()
+        reg.stop()

@@ -29,6 +29,7 @@ from tests.helpers.registry import (
     PASSWORD,
     USER,
     Registry,
+    big_image_behind_proxy,
     make_big_image,
     push,
     start_registry,
@@ -281,16 +282,8 @@ def test_tags_pushed_after_the_mount_appear_after_the_refresh(
 def big_registry(tmp_path: Path) -> Iterator[tuple[Registry, FaultProxy, Path, str]]:
     """A registry of its own (a test may kill it) with a 4 MiB layer, behind a fault proxy."""
     _require()
-    layout = tmp_path / "big-layout"
-    layer = make_big_image(layout, BIG)
-    reg = start_registry(tmp_path / "registry-big")
-    proxy = FaultProxy(reg.host)
-    try:
-        push(layout, "big", reg, "big:1")
-        yield reg, proxy, layout, layer
-    finally:
-        proxy.close()
-        reg.stop()
+    with big_image_behind_proxy(tmp_path, BIG) as registry:
+        yield registry
 
 
 @pytest.fixture
@@ -298,16 +291,8 @@ def killable_registry(tmp_path: Path) -> Iterator[tuple[Registry, FaultProxy, st
     """Like big_registry with a 16 MiB layer: more than the kernel buffers between the
     registry and the proxy hold, so killing the registry cuts the transfer."""
     _require()
-    layout = tmp_path / "huge-layout"
-    layer = make_big_image(layout, 4 * BIG)
-    reg = start_registry(tmp_path / "registry-huge")
-    proxy = FaultProxy(reg.host)
-    try:
-        push(layout, "big", reg, "big:1")
+    with big_image_behind_proxy(tmp_path, 4 * BIG, "huge") as (reg, proxy, _layout, layer):
         yield reg, proxy, layer
-    finally:
-        proxy.close()
-        reg.stop()
 
 
 def _cached_blobs(cache: Path) -> list[Path]:

@@ -22,7 +22,7 @@ import pytest
 from ocifs.cache import DiskCache
 from tests.conftest import _wait_gone, require_fuse, require_tools, unmount
 from tests.helpers.faultproxy import FaultProxy
-from tests.helpers.registry import Registry, make_big_image, push, start_registry
+from tests.helpers.registry import Registry, big_image_behind_proxy
 
 BIG = 4 * 1024 * 1024
 
@@ -32,16 +32,8 @@ def proxied(tmp_path: Path) -> Iterator[tuple[Registry, FaultProxy, Path, str]]:
     """A registry with a 4 MiB uncompressed layer (/big.bin), behind a fault proxy."""
     require_fuse()
     require_tools("docker-registry", "skopeo")
-    layout = tmp_path / "layout"
-    layer = make_big_image(layout, BIG)
-    reg = start_registry(tmp_path / "registry")
-    proxy = FaultProxy(reg.host)
-    try:
-        push(layout, "big", reg, "big:1")
-        yield reg, proxy, layout, layer
-    finally:
-        proxy.close()
-        reg.stop()
+    with big_image_behind_proxy(tmp_path, BIG) as registry:
+        yield registry
 
 
 def _entries(cache: Path, kind: str) -> list[Path]:
