@@ -16,7 +16,7 @@ from typing import IO, cast
 
 import zstandard
 
-from ocifs.codec.blobio import BlobReader, ReaderFile, clamp, pread_cached
+from ocifs.codec.blobio import BlobReader, ReaderFile, clamp
 from ocifs.codec.decode import CRC_BLOCK, crc32
 from ocifs.errors import LayerCorrupt
 
@@ -77,9 +77,10 @@ class UnpackedReader:
         if all(checked[first : last + 1]):
             if not flags:
                 return os.pread(self.fd, size, offset)
-            return pread_cached(self.fd, size, offset)
-        span_start = first * CRC_BLOCK
-        span = min((last + 1) * CRC_BLOCK, self._size) - span_start
+            span_start, span = offset, size  # RWF_NOWAIT needs a buffer: the scratch one
+        else:
+            span_start = first * CRC_BLOCK
+            span = min((last + 1) * CRC_BLOCK, self._size) - span_start
         view = _scratch(span)
         try:
             got = os.preadv(self.fd, [view], span_start, flags)

@@ -110,19 +110,19 @@ def test_sigterm_while_waiting_for_another_daemons_index_exits_at_once(
     layout = Layout(tmp_path / "layout")
     members = [tb.File("first", data=b"one\n"), tb.File("last", data=b"end\n")]
     desc, diff_id = layout.layer(members, "gz")
-    layout.tag(layout.image([(desc, diff_id)]), "shared")
+    layout.tag(layout.image([(desc, diff_id)]), "common")
     gate = tmp_path / "gate"
     monkeypatch.setenv("OCIFS_TEST_MODE", "1")
     monkeypatch.setenv("OCIFS_TEST_INDEX_GATE", f"1:{gate}")
     first = mount_image(layout.path)
-    assert (first.path / "refs/shared/layers/0/first").stat().st_size == 4  # holds the lock
+    assert (first.path / "refs/common/layers/0/first").stat().st_size == 4  # holds the lock
     second = mount_image(layout.path)
     pid = second.pid
     failures: list[BaseException] = []
 
     def look() -> None:
         try:
-            (second.path / "refs/shared/layers/0/last").stat()
+            (second.path / "refs/common/layers/0/last").stat()
         except OSError as exc:
             failures.append(exc)
 
@@ -144,7 +144,7 @@ def test_sigterm_while_waiting_for_another_daemons_index_exits_at_once(
     assert "signal 15: unmounting" in second.log_text()
 
     gate.touch()  # the first daemon goes on and caches the index
-    assert (first.path / "refs/shared/layers/0/last").read_bytes() == b"end\n"
+    assert (first.path / "refs/common/layers/0/last").read_bytes() == b"end\n"
     assert DiskCache(cache_dir).get(INDEX_KIND, desc["digest"], version=serial.FORMAT)
 
 
